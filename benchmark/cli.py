@@ -1,0 +1,85 @@
+"""Command line: ``run_bench.py [run SPEC] [--root DIR] [--dry-run] | report [ROOT]``.
+
+With no arguments it runs the embedded quickstart spec end to end. Usage errors (a bad spec, a
+missing file) print one line naming the problem and the fix and exit with code 2; ``--debug``
+shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from rich.console import Console
+
+DEFAULT_ROOT = os.environ.get("WW_ROOT", "ww-root")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_bench.py",
+        description="Weight Weaving benchmark harness. With no command: run the embedded quickstart spec.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="run a grid spec (resumes: finished work is skipped)")
+    run.add_argument("spec", nargs="?", default=None, help="YAML spec (default: the embedded quickstart)")
+    run.add_argument("--root", default=DEFAULT_ROOT, help=f"storage root (default: {DEFAULT_ROOT}, or $WW_ROOT)")
+    run.add_argument("--dry-run", action="store_true", help="print the plan (experts, trials) and exit")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    report = sub.add_parser("report", help="render the leaderboard of a storage root")
+    report.add_argument("root", nargs="?", default=DEFAULT_ROOT)
+    report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    return parser
+
+
+def cmd_run(args, console: Console) -> int:
+    from benchmark.pipeline import run_spec
+    from benchmark.report import render_leaderboard
+    from benchmark.results import read_results
+    from benchmark.specs import load_spec, quickstart_spec_path
+    from benchmark.storage import StorageRoot
+
+    spec = load_spec(args.spec or quickstart_spec_path())
+    storage = StorageRoot.at(args.root)
+    start = time.perf_counter()
+    summary = run_spec(spec, storage, dry_run=args.dry_run, console=console)
+    if args.dry_run:
+        return 0
+    render_leaderboard(read_results(storage), console)
+    console.print(f"done in {time.perf_counter() - start:.0f} s · results in {storage.results}")
+    return 1 if (summary.experts_failed or summary.trials_blocked) else 0
+
+
+def cmd_report(args, console: Console) -> int:
+    from benchmark.report import render_leaderboard
+    from benchmark.results import read_results
+    from benchmark.storage import StorageRoot
+
+    storage = StorageRoot.at(args.root)
+    if not storage.results.exists():
+        raise FileNotFoundError(f"no results under {storage.root}; run a spec first (python run_bench.py run SPEC --root {args.root})")
+    render_leaderboard(read_results(storage), console)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        args = _parser().parse_args([*(["--debug"] if args.debug else []), "run"])
+    console = Console()
+    from benchmark.specs import SpecError
+
+    try:
+        return cmd_run(args, console) if args.command == "run" else cmd_report(args, console)
+    except (SpecError, FileNotFoundError, PermissionError, ValueError) as exc:
+        if args.debug:
+            raise
+        console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted; finished trials are kept and the next run resumes[/]")
+        return 130

@@ -1,0 +1,98 @@
+"""The grid on Ray Tune: one trial per (model × setup × merger × pooling × variant × seed).
+
+Each Tune trial is a :class:`MergeTrial` actor; with ``reuse_actors=True`` the actor survives from
+trial to trial and keeps θ0, heads and eval tensors warm (:class:`WarmAssets`). Banks arrive by
+reference through ``tune.with_parameters``: the numpy buffer sits once in the node's object store
+and every trial maps it zero-copy. A trial writes its own Parquet part before it reports, so a
+crash between the two only re-runs that trial.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+
+import ray
+from ray import tune
+
+from benchmark import results
+from benchmark.bank import SharedBank
+from benchmark.merge_eval import WarmAssets, error_rows, run_trial
+from benchmark.plan import Trial
+from benchmark.specs import ModelSpec, ResourcesSpec
+from benchmark.storage import StorageRoot
+
+
+class MergeTrial(tune.Trainable):
+    """A merge-and-evaluate trial; one ``step`` does the whole trial and writes its rows."""
+
+    def setup(self, config: dict, banks: dict, references: dict, root: str) -> None:
+        self._banks = banks  # bank key → ObjectRef of SharedBank (resolved lazily, once per actor)
+        self._references = references
+        self._storage = StorageRoot.at(root)
+        self._warm: dict[str, WarmAssets] = {}
+        self._resolved: dict[str, SharedBank] = {}
+
+    def reset_config(self, new_config: dict) -> bool:
+        self.config = new_config
+        return True  # the warm state is keyed by θ0 and bank, so any trial can reuse this actor
+
+    def _bank(self, key: str) -> SharedBank:
+        if key not in self._resolved:
+            self._resolved[key] = ray.get(self._banks[key])
+        return self._resolved[key]
+
+    def step(self) -> dict:
+        start = time.perf_counter()
+        trial = Trial(**self.config["trial"])
+        try:
+            if trial.base_key not in self._warm:
+                self._warm[trial.base_key] = WarmAssets.load(ModelSpec(**trial.model), self._storage)
+            bank = self._bank(trial.bank_key).to_ww()
+            rows = run_trial(trial, bank, self._warm[trial.base_key], self._storage, self._references[trial.bank_key])
+            status = "ok"
+        except Exception as exc:  # recorded as an error row; the grid goes on
+            rows = error_rows(trial, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
+            status = "error"
+        results.write_part(self._storage, rows, trial.key)
+        ok = [r for r in rows if r["status"] == "ok"]
+        return {
+            "done": True,
+            "status": status,
+            "trial_seconds": time.perf_counter() - start,
+            "mean_accuracy": sum(r["accuracy"] for r in ok) / len(ok) if ok else float("nan"),
+            "merge_seconds": ok[0]["merge_seconds"] if ok else float("nan"),
+            "eval_seconds": sum(r["eval_seconds"] for r in ok) if ok else float("nan"),
+        }
+
+
+def run_grid(
+    trials: list[Trial],
+    bank_refs: dict,
+    references: dict[str, dict[str, dict]],
+    storage: StorageRoot,
+    resources: ResourcesSpec,
+    name: str,
+) -> list[dict]:
+    """Run ``trials`` on Ray Tune; return each trial's reported metrics."""
+    if not trials:
+        return []
+    trainable = tune.with_parameters(MergeTrial, banks=bank_refs, references=references, root=str(storage.root))
+    trainable = tune.with_resources(trainable, {"cpu": resources.trial_cpus, "gpu": resources.trial_gpus})
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"trial": tune.grid_search([t.to_config() for t in trials])},
+        tune_config=tune.TuneConfig(
+            reuse_actors=True,
+            max_concurrent_trials=resources.max_concurrent_trials,
+        ),
+        run_config=tune.RunConfig(
+            name=name,
+            storage_path=str(storage.runs / "grid"),
+            stop={"training_iteration": 1},
+            verbose=0,
+            failure_config=tune.FailureConfig(max_failures=1),
+        ),
+    )
+    grid = tuner.fit()
+    return [r.metrics or {} for r in grid]

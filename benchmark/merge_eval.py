@@ -1,0 +1,187 @@
+"""One trial's work, independent of Ray: merge (or weave) the bank, add it to θ0, evaluate.
+
+:class:`WarmAssets` holds θ0, its heads and the cached eval tensors; a reused Tune actor keeps it
+between trials, so a trial costs a merge plus a forward pass over the test sets and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+import torch
+
+import ww
+from benchmark import eval_cache
+from benchmark.evaluation import evaluate
+from benchmark.head_cache import load_head
+from benchmark.keys import CODE_VERSION, canonical_json
+from benchmark.models import BaseModel, load_base_model
+from benchmark.plan import SCHEMA_VERSION, Trial
+from benchmark.specs import DataSpec, ModelSpec, SetupSpec
+from benchmark.storage import StorageRoot
+
+
+@dataclass
+class WarmAssets:
+    """θ0 plus per-task heads and eval tensors, loaded once per worker and reused by its trials."""
+
+    base: BaseModel
+    theta0_visual: dict[str, torch.Tensor]
+    heads: dict[str, torch.Tensor] = field(default_factory=dict)
+    tests: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, model: ModelSpec, storage: StorageRoot) -> "WarmAssets":
+        base = load_base_model(model, storage)
+        return cls(base=base, theta0_visual=base.visual_state())
+
+    def head(self, storage: StorageRoot, task: str) -> torch.Tensor:
+        if task not in self.heads:
+            self.heads[task] = load_head(storage, self.base, task)
+        return self.heads[task]
+
+    def test_split(self, storage: StorageRoot, task: str, data: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (task, data.model_dump_json())
+        if key not in self.tests:
+            images, labels = eval_cache.load_split(storage, task, "test", data)
+            self.tests[key] = (torch.from_numpy(np.array(images)), torch.from_numpy(np.asarray(labels)))
+        return self.tests[key]
+
+    def load_merged(self, vector: dict[str, torch.Tensor]) -> None:
+        """Put θ0 + vector into the model's image encoder (entries not in the vector stay θ0)."""
+        merged = ww.apply_task_vector(self.theta0_visual, vector)
+        self.base.model.visual.load_state_dict(merged)
+
+
+def merged_vector(trial: Trial, bank: ww.TaskVectorBank) -> dict[str, torch.Tensor]:
+    """The vector added to θ0: λ·M for the fixed-λ baseline, the pooled candidates for weaving."""
+    if trial.lambda_policy == "fixed":
+        merged = ww.merge(trial.merger, bank, **trial.merger_params)
+        return {name: trial.lam * value for name, value in merged.items()}
+    return ww.weave(
+        bank,
+        trial.merger,
+        lambdas=list(trial.lambdas),
+        pooling=trial.pooling,
+        collaborative=bool(trial.collaborative),
+        seed=trial.seed,
+        merger_params=trial.merger_params,
+    )
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def base_row(trial: Trial) -> dict:
+    setup = SetupSpec(**trial.setup)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_name": trial.run_name,
+        "trial_key": trial.key,
+        "spec_hash": trial.spec_hash,
+        "bank_key": trial.bank_key,
+        "code_version": CODE_VERSION,
+        "host": socket.gethostname(),
+        "model": trial.model["name"],
+        "pretrained": trial.pretrained_label,
+        "setup": setup.name,
+        "setup_kind": setup.kind,
+        "finetune_mode": setup.finetune.mode,
+        "n_tasks": len(setup.tasks),
+        "merger": trial.merger,
+        "merger_params": canonical_json(trial.merger_params),
+        "pooling": trial.pooling,
+        "collaborative": trial.collaborative,
+        "lambda_policy": trial.lambda_policy,
+        "lambdas": [float(x) for x in trial.lambdas],
+        "lam": trial.lam,
+        "seed": trial.seed,
+        "uses_test_data": False,
+    }
+
+
+def run_trial(
+    trial: Trial, bank: ww.TaskVectorBank, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict]
+) -> list[dict]:
+    """Merge, evaluate every eval task, return one row per task (``references``: task → zs/expert acc)."""
+    started = _now()
+    setup = SetupSpec(**trial.setup)
+    data = DataSpec(**trial.setup["data"])
+    start = time.perf_counter()
+    vector = merged_vector(trial, bank)
+    merge_seconds = time.perf_counter() - start
+    assets.load_merged(vector)
+    rows = []
+    for task in setup.tasks:
+        images, labels = assets.test_split(storage, task, data)
+        start = time.perf_counter()
+        result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
+        eval_seconds = time.perf_counter() - start
+        if not np.isfinite(result["accuracy"]):
+            raise FloatingPointError(f"accuracy on {task} is not finite")
+        ref = references[task]
+        rows.append(
+            {
+                **base_row(trial),
+                "eval_task": task,
+                "n_examples": int(result["n_examples"]),
+                "n_correct": int(result["n_correct"]),
+                "accuracy": float(result["accuracy"]),
+                "expert_accuracy": ref["expert_accuracy"],
+                "zeroshot_accuracy": ref["zeroshot_accuracy"],
+                "normalized_accuracy": float(result["accuracy"]) / ref["expert_accuracy"]
+                if ref["expert_accuracy"]
+                else None,
+                "merge_seconds": merge_seconds,
+                "eval_seconds": eval_seconds,
+            }
+        )
+    finished = _now()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    for row in rows:
+        row.update(status="ok", started_at=started, finished_at=finished, peak_memory_mb=peak)
+    return rows
+
+
+def error_rows(trial: Trial, error: str) -> list[dict]:
+    now = _now()
+    return [{**base_row(trial), "status": "error", "error": error[-2000:], "started_at": now, "finished_at": now}]
+
+
+def reference_rows(trial_like: Trial, references: dict[str, dict]) -> list[dict]:
+    """Zero-shot and expert rows of a (model, setup, seed), so the leaderboard can show both."""
+    rows = []
+    now = _now()
+    for kind in ("zeroshot", "expert"):
+        for task, ref in references.items():
+            acc = ref[f"{kind}_accuracy"]
+            row = base_row(trial_like)
+            row.update(
+                trial_key=f"{kind}-{trial_like.bank_key}",
+                merger=kind,
+                merger_params="{}",
+                pooling="-",
+                collaborative=None,
+                lambda_policy="reference",
+                lambdas=[],
+                lam=None,
+                eval_task=task,
+                n_examples=ref.get("n_examples"),
+                accuracy=acc,
+                expert_accuracy=ref["expert_accuracy"],
+                zeroshot_accuracy=ref["zeroshot_accuracy"],
+                normalized_accuracy=acc / ref["expert_accuracy"] if ref["expert_accuracy"] else None,
+                status="ok",
+                started_at=now,
+                finished_at=now,
+                uses_test_data=False,
+            )
+            rows.append(row)
+    return rows

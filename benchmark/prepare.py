@@ -1,0 +1,58 @@
+"""Stage 2–3 of the data flow: θ0, cached tensors and zero-shot heads, before any expert trains.
+
+Runs as one Ray task per model so that the toy pre-training (minutes) or a real model's head
+computation happens on a worker with the resources the spec gives it, once, and is cached.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import ray
+
+from benchmark import eval_cache
+from benchmark.keys import content_key
+from benchmark.specs import DataSpec, ModelSpec
+from benchmark.storage import StorageRoot, write_text_atomic
+
+
+def prepare_model_assets(model: dict, tasks: list[tuple[str, dict]], root: str) -> dict:
+    """Ensure θ0, the train/test tensors and the head of every task; return zero-shot accuracies."""
+    from benchmark.evaluation import evaluate
+    from benchmark.head_cache import load_head
+    from benchmark.models import base_key, ensure_base_model, load_base_model
+
+    storage = StorageRoot.at(root)
+    spec = ModelSpec(**model)
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    pretrain_metrics = ensure_base_model(spec, storage, log=lambda *_: None)
+    timings["pretrain_seconds"] = time.perf_counter() - start
+    base = load_base_model(spec, storage)
+    zeroshot: dict[str, dict] = {}
+    for task, data in tasks:
+        data_spec = DataSpec(**data)
+        key = content_key("zeroshot", {"base": base_key(spec), "task": task, "data": data_spec})
+        path = storage.cache / "zeroshot" / base.key / f"{task}-{key}.json"
+        eval_cache.ensure_split(storage, task, "train", data_spec)
+        if path.exists():
+            zeroshot[f"{task}|{key}"] = json.loads(path.read_text())
+            continue
+        head = load_head(storage, base, task)
+        images, labels = eval_cache.load_split(storage, task, "test", data_spec)
+        result = evaluate(base.model, head, images, labels)
+        write_text_atomic(path, json.dumps(result))
+        zeroshot[f"{task}|{key}"] = result
+    return {"zeroshot": zeroshot, "pretrain": pretrain_metrics, **timings}
+
+
+def zeroshot_lookup(prepared: dict, model: ModelSpec, task: str, data: DataSpec) -> dict:
+    from benchmark.models import base_key
+
+    key = content_key("zeroshot", {"base": base_key(model), "task": task, "data": data})
+    return prepared["zeroshot"][f"{task}|{key}"]
+
+
+def prepare_remote(cpus: float, gpus: float):
+    return ray.remote(num_cpus=cpus, num_gpus=gpus)(prepare_model_assets)

@@ -1,0 +1,102 @@
+"""Results as a Parquet dataset: one part file per trial, named by its key, written atomically.
+
+The dataset under ``<root>/results`` is the leaderboard's single source of truth. Parts live in
+Hive partitions ``model=<m>/setup=<s>/`` and are written temp-then-rename, so a reader never sees
+a half-written part and re-running a spec skips every key already present (resume).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+from benchmark.storage import StorageRoot, atomic_write, safe_name
+
+SCHEMA = pa.schema(
+    [
+        # identity
+        ("schema_version", pa.int32()),
+        ("run_name", pa.string()),
+        ("trial_key", pa.string()),
+        ("spec_hash", pa.string()),
+        ("bank_key", pa.string()),
+        ("code_version", pa.string()),
+        ("host", pa.string()),
+        ("started_at", pa.timestamp("ms", tz="UTC")),
+        ("finished_at", pa.timestamp("ms", tz="UTC")),
+        ("status", pa.string()),
+        ("error", pa.string()),
+        # axes
+        ("model", pa.string()),
+        ("pretrained", pa.string()),
+        ("setup", pa.string()),
+        ("setup_kind", pa.string()),
+        ("finetune_mode", pa.string()),
+        ("n_tasks", pa.int32()),
+        ("merger", pa.string()),
+        ("merger_params", pa.string()),
+        ("pooling", pa.string()),
+        ("collaborative", pa.bool_()),
+        ("lambda_policy", pa.string()),
+        ("lambdas", pa.list_(pa.float64())),
+        ("lam", pa.float64()),
+        ("seed", pa.int64()),
+        # measures
+        ("eval_task", pa.string()),
+        ("n_examples", pa.int64()),
+        ("n_correct", pa.int64()),
+        ("accuracy", pa.float64()),
+        ("expert_accuracy", pa.float64()),
+        ("zeroshot_accuracy", pa.float64()),
+        ("normalized_accuracy", pa.float64()),
+        ("uses_test_data", pa.bool_()),
+        ("merge_seconds", pa.float64()),
+        ("eval_seconds", pa.float64()),
+        ("peak_memory_mb", pa.float64()),
+    ]
+)
+
+#: Columns that name the Hive partition folders (also stored inside each part, for plain readers).
+PARTITION_COLUMNS = ("model", "setup")
+
+
+def part_path(storage: StorageRoot, model: str, setup: str, trial_key: str) -> Path:
+    return storage.results / f"model={safe_name(model)}" / f"setup={safe_name(setup)}" / f"{trial_key}.parquet"
+
+
+def write_part(storage: StorageRoot, rows: list[dict], trial_key: str) -> Path:
+    """Write one trial's rows as one part, atomically; an existing part for the key is replaced."""
+    if not rows:
+        raise ValueError(f"trial {trial_key} produced no rows")
+    table = pa.Table.from_pylist([{name: row.get(name) for name in SCHEMA.names} for row in rows], schema=SCHEMA)
+    path = part_path(storage, rows[0]["model"], rows[0]["setup"], trial_key)
+    with atomic_write(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def _part_files(storage: StorageRoot) -> list[Path]:
+    if not storage.results.exists():
+        return []
+    return sorted(p for p in storage.results.rglob("*.parquet") if not p.name.startswith((".", "_")))
+
+
+def trial_status(storage: StorageRoot) -> dict[str, str]:
+    """Trial key → "ok" / "error" for every part present (the file name is the key)."""
+    status = {}
+    for path in _part_files(storage):
+        statuses = set(pq.read_table(path, columns=["status"]).column("status").to_pylist())
+        status[path.stem] = "ok" if statuses == {"ok"} else "error"
+    return status
+
+
+def read_results(storage: StorageRoot) -> pa.Table:
+    """Every row of every part (empty table with the schema when there are none)."""
+    files = _part_files(storage)
+    if not files:
+        return SCHEMA.empty_table()
+    dataset = pads.dataset([str(f) for f in files], schema=SCHEMA, format="parquet")
+    return dataset.to_table()

@@ -1,0 +1,245 @@
+"""Grid specs: the YAML a researcher writes, validated at the boundary with pydantic.
+
+A spec names the axes of one experiment (models × setups × mergers × poolings × variants × seeds)
+and the recipes that produce its experts. Unknown keys are errors with the closest valid key
+suggested, because a typo in a hand-written spec silently falling back to a default would cost a
+cluster-day.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+import ww
+
+#: Pooling axis value meaning "no weaving": the merger at a fixed λ (the paper's data-free baseline).
+NO_POOLING = "none"
+VARIANTS = ("collaborative", "plain")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run; the message says what is wrong and how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PretrainSpec(_Strict):
+    """Toy only: the short contrastive pre-training that gives θ0 its zero-shot ability."""
+
+    steps: int = Field(600, ge=1)
+    batch_size: int = Field(256, ge=2)
+    lr: float = Field(2e-3, gt=0)
+    warmup: int = Field(50, ge=0)
+    n_pairs: int = Field(40000, ge=16)
+    seed: int = 0
+
+
+class ModelSpec(_Strict):
+    name: str
+    pretrained: str = "openai"
+    pretrain: PretrainSpec | None = None
+
+    @property
+    def is_toy(self) -> bool:
+        return self.pretrained == "toy"
+
+    @model_validator(mode="after")
+    def _toy_has_recipe(self) -> "ModelSpec":
+        from benchmark.models import check_model_name
+
+        check_model_name(self.name, self.pretrained)
+        if self.is_toy and self.pretrain is None:
+            object.__setattr__(self, "pretrain", PretrainSpec())
+        if not self.is_toy and self.pretrain is not None:
+            raise ValueError("'pretrain' applies only to pretrained: toy (real models come pretrained)")
+        return self
+
+
+class FinetuneSpec(_Strict):
+    """The fine-tuning recipe of METHODS.md §3 (AdamW, cosine with warm-up, grad clip), toy-sizable."""
+
+    mode: Literal["independent", "sequential"] = "independent"
+    steps: int = Field(200, ge=1)
+    batch_size: int = Field(128, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup: int = Field(500, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+
+
+class DataSpec(_Strict):
+    """How many examples to draw per task (toy suites are generated; real datasets ignore n_*)."""
+
+    n_train: int = Field(2000, ge=1)
+    n_test: int = Field(1000, ge=1)
+    seed: int = 0
+
+
+class SetupSpec(_Strict):
+    name: str
+    kind: Literal["mtl"] = "mtl"
+    tasks: list[str] = Field(min_length=2)
+    data: DataSpec = DataSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_unique_tasks(cls, tasks: list[str]) -> list[str]:
+        from benchmark.data import check_dataset_name
+
+        for task in tasks:
+            check_dataset_name(task)
+        dupes = sorted({t for t in tasks if tasks.count(t) > 1})
+        if dupes:
+            raise ValueError(f"tasks listed twice: {dupes}; list each task once")
+        return tasks
+
+
+class MergerSpec(_Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    lambdas: list[float] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_name(cls, value: Any) -> Any:
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("name")
+    @classmethod
+    def _known_merger(cls, name: str) -> str:
+        if name not in ww.MERGERS:
+            raise ValueError(f"unknown merger {name!r}{_suggest(name, ww.MERGERS)}; known: {sorted(ww.MERGERS)}")
+        return name
+
+    @field_validator("lambdas")
+    @classmethod
+    def _sane_lambdas(cls, lambdas: list[float] | None) -> list[float] | None:
+        if lambdas is not None and not lambdas:
+            raise ValueError("lambdas is empty; omit it to use the merger's default grid")
+        return lambdas
+
+    def grid(self) -> list[float]:
+        return list(self.lambdas) if self.lambdas is not None else ww.default_lambdas(self.name)
+
+
+class ResourcesSpec(_Strict):
+    """Ray resources: per expert fine-tune (Ray Train) and per merge-and-evaluate trial (Ray Tune)."""
+
+    expert_workers: int = Field(1, ge=1)
+    cpus_per_expert_worker: float = Field(1, gt=0)
+    gpus_per_expert_worker: float = Field(0, ge=0)
+    prepare_cpus: float = Field(2, gt=0)
+    trial_cpus: float = Field(1, gt=0)
+    trial_gpus: float = Field(0, ge=0)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+
+
+class Spec(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    models: list[ModelSpec] = Field(min_length=1)
+    setups: list[SetupSpec] = Field(min_length=1)
+    mergers: list[MergerSpec] = Field(min_length=1)
+    poolings: list[str] = Field(default_factory=lambda: [NO_POOLING, "avg"], min_length=1)
+    variants: list[Literal["collaborative", "plain"]] = Field(default_factory=lambda: ["collaborative"], min_length=1)
+    fixed_lambda: float = 1.0
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("poolings")
+    @classmethod
+    def _known_poolings(cls, poolings: list[str]) -> list[str]:
+        valid = [NO_POOLING, *ww.POOLINGS, *ww.MERGERS]
+        for pooling in poolings:
+            if pooling not in valid:
+                raise ValueError(f"unknown pooling {pooling!r}{_suggest(pooling, valid)}; known: {valid}")
+        return _unique(poolings, "poolings")
+
+    @field_validator("seeds", "variants")
+    @classmethod
+    def _no_duplicates(cls, values: list, info) -> list:
+        return _unique(values, info.field_name)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Spec":
+        _unique([(m.name, m.pretrained) for m in self.models], "models")
+        _unique([s.name for s in self.setups], "setup names")
+        _unique([(m.name, repr(sorted(m.params.items()))) for m in self.mergers], "mergers")
+        return self
+
+
+def _unique(values: list, what: str) -> list:
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ValueError(f"duplicated {what}: {seen}; list each value once")
+    return values
+
+
+def _suggest(name: str, valid) -> str:
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "<top>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            valid = list(parent.model_fields) if parent else []
+            msg = f"unknown key {err['loc'][-1]!r}{_suggest(str(err['loc'][-1]), valid)}; valid keys: {valid}"
+        lines.append(f"{source}: {where}: {msg}")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model class at a location in the spec tree (to list its valid keys)."""
+    model: type[BaseModel] = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        annotation = field.annotation
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            inner = getattr(candidate, "__args__", (candidate,))
+            classes = [c for c in (candidate, *inner) if isinstance(c, type) and issubclass(c, BaseModel)]
+            if classes:
+                model = classes[0]
+                break
+        else:
+            return None
+    return model
+
+
+def parse_spec(data: Any, source: str = "<spec>") -> Spec:
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec is a YAML mapping with keys {list(Spec.model_fields)}")
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(_format_errors(exc, source)) from None
+
+
+def load_spec(path: str | Path) -> Spec:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {path} not found; pass a YAML spec such as benchmark/specs/quickstart.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML ({exc})") from None
+    return parse_spec(data, str(path))
+
+
+def quickstart_spec_path() -> Path:
+    return Path(__file__).parent / "specs" / "quickstart.yaml"

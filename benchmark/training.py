@@ -1,0 +1,121 @@
+"""Fine-tuning experts with Ray Train: one ``TorchTrainer`` per expert, many at once.
+
+The loop itself is :func:`benchmark.finetune.finetune_image_encoder`, plain PyTorch runnable
+without a cluster; this module only wraps it: workers load θ0, the cached head and the train split,
+fine-tune ``model.visual`` (data-parallel across workers when an expert gets several), and rank 0
+evaluates the expert on its test split and writes it to the expert store.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Callable
+
+import ray
+
+from benchmark import eval_cache, expert_store
+from benchmark.plan import ExpertJob
+from benchmark.specs import DataSpec, ModelSpec, ResourcesSpec
+from benchmark.storage import StorageRoot, safe_name
+
+
+def train_expert_loop(config: dict) -> None:
+    """Ray Train worker entry point (runs once per worker of the expert's worker group)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from benchmark.evaluation import evaluate
+    from benchmark.finetune import FinetuneRecipe, finetune_image_encoder
+    from benchmark.head_cache import load_head
+    from benchmark.models import load_base_model
+
+    storage = StorageRoot.at(config["root"])
+    job = ExpertJob(**config["job"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    base = load_base_model(ModelSpec(**job.model), storage)
+    data = DataSpec(**job.data)
+    head = load_head(storage, base, job.task)
+    images, labels = eval_cache.load_split(storage, job.task, "train", data)
+    images, labels = images[rank::world], labels[rank::world]  # each worker its own shard
+    device = ray.train.torch.get_device()
+    model = base.model.to(device)
+    if world > 1:
+        model.visual = ray.train.torch.prepare_model(model.visual)
+    fields = {f.name for f in dataclasses.fields(FinetuneRecipe)}
+    recipe = FinetuneRecipe(**{k: v for k, v in job.finetune.items() if k in fields}, seed=job.seed + 1000 * rank)
+    metrics = finetune_image_encoder(model, head.to(device), images, labels, recipe, device=str(device))
+    visual = getattr(model.visual, "module", model.visual)
+    model.visual = visual
+    if rank == 0:
+        test_images, test_labels = eval_cache.load_split(storage, job.task, "test", data)
+        metrics["test_accuracy"] = evaluate(model.eval(), head.to(device), test_images, test_labels)["accuracy"]
+        expert_store.save_expert(job, storage, visual.state_dict(), metrics)
+    ray.train.report({k: float(v) for k, v in metrics.items()})
+
+
+@ray.remote(num_cpus=0)
+def _fit_expert(job: dict, root: str, resources: dict) -> dict:
+    """Drive one TorchTrainer from a zero-CPU task, so several experts' fits run concurrently."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    res = ResourcesSpec(**resources)
+    storage = StorageRoot.at(root)
+    trainer = TorchTrainer(
+        train_expert_loop,
+        train_loop_config={"job": job, "root": root},
+        scaling_config=ScalingConfig(
+            num_workers=res.expert_workers,
+            use_gpu=res.gpus_per_expert_worker > 0,
+            resources_per_worker={"CPU": res.cpus_per_expert_worker, "GPU": res.gpus_per_expert_worker},
+        ),
+        run_config=RunConfig(
+            name=f"expert-{safe_name(job['task'])}-{job['key']}",  # stable per expert: resumable
+            storage_path=str(storage.runs / "experts"),
+            failure_config=FailureConfig(max_failures=1),
+        ),
+    )
+    start = time.perf_counter()
+    trainer.fit()
+    manifest = expert_store.read_manifest(ExpertJob(**job), storage)
+    if manifest is None:
+        raise RuntimeError(f"expert {job['task']} finished but wrote no manifest")
+    return {"task": job["task"], "seconds": time.perf_counter() - start, **manifest["metrics"]}
+
+
+@dataclasses.dataclass
+class ExpertOutcome:
+    job: ExpertJob
+    ok: bool
+    detail: dict | str
+
+
+def fit_experts(
+    jobs: list[ExpertJob], storage: StorageRoot, resources: ResourcesSpec, log: Callable[[str], None] = print
+) -> list[ExpertOutcome]:
+    """Fine-tune every job not already in the store, concurrently; keep the ones that succeed."""
+    todo = [j for j in jobs if not expert_store.is_done(j, storage)]
+    if not todo:
+        return []
+    log(f"fine-tuning {len(todo)} expert(s) with Ray Train ({len(jobs) - len(todo)} cached)")
+    refs = {
+        _fit_expert.remote(dataclasses.asdict(j), str(storage.root), resources.model_dump()): j for j in todo
+    }
+    outcomes = []
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=1)
+        job = refs[done[0]]
+        try:
+            detail = ray.get(done[0])
+            log(f"  expert {job.task:<12} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
+                f"({detail['seconds']:.0f} s)")
+            outcomes.append(ExpertOutcome(job, True, detail))
+        except Exception as exc:  # a failed expert is reported; the others are kept
+            message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            log(f"  expert {job.task} seed {job.seed} FAILED: {message}")
+            outcomes.append(ExpertOutcome(job, False, message))
+    return outcomes
