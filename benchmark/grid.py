@@ -27,34 +27,40 @@ class MergeTrial(tune.Trainable):
     """A merge-and-evaluate trial; one ``step`` does the whole trial and writes its rows."""
 
     def setup(self, config: dict, banks: dict, references: dict, root: str) -> None:
-        self._banks = banks  # bank key → ObjectRef of SharedBank (resolved lazily, once per actor)
-        self._references = references
-        self._storage = StorageRoot.at(root)
-        self._warm: dict[str, WarmAssets] = {}
-        self._resolved: dict[str, SharedBank] = {}
+        self._ww_banks = banks  # bank key → ObjectRef of SharedBank (resolved lazily, once per actor)
+        self._ww_references = references
+        self._ww_root = StorageRoot.at(root)
+        self._ww_warm: dict[str, WarmAssets] = {}
+        self._ww_resolved: dict[str, SharedBank] = {}
 
     def reset_config(self, new_config: dict) -> bool:
         self.config = new_config
         return True  # the warm state is keyed by θ0 and bank, so any trial can reuse this actor
 
-    def _bank(self, key: str) -> SharedBank:
-        if key not in self._resolved:
-            self._resolved[key] = ray.get(self._banks[key])
-        return self._resolved[key]
+    def save_checkpoint(self, checkpoint_dir: str) -> dict:
+        return {}  # a trial is one step whose output is its Parquet part: nothing else to persist
+
+    def load_checkpoint(self, checkpoint: dict) -> None:
+        return None
+
+    def _ww_bank(self, key: str) -> SharedBank:
+        if key not in self._ww_resolved:
+            self._ww_resolved[key] = ray.get(self._ww_banks[key])
+        return self._ww_resolved[key]
 
     def step(self) -> dict:
         start = time.perf_counter()
         trial = Trial(**self.config["trial"])
         try:
-            if trial.base_key not in self._warm:
-                self._warm[trial.base_key] = WarmAssets.load(ModelSpec(**trial.model), self._storage)
-            bank = self._bank(trial.bank_key).to_ww()
-            rows = run_trial(trial, bank, self._warm[trial.base_key], self._storage, self._references[trial.bank_key])
+            if trial.base_key not in self._ww_warm:
+                self._ww_warm[trial.base_key] = WarmAssets.load(ModelSpec(**trial.model), self._ww_root)
+            bank = self._ww_bank(trial.bank_key).to_ww()
+            rows = run_trial(trial, bank, self._ww_warm[trial.base_key], self._ww_root, self._ww_references[trial.bank_key])
             status = "ok"
         except Exception as exc:  # recorded as an error row; the grid goes on
             rows = error_rows(trial, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
             status = "error"
-        results.write_part(self._storage, rows, trial.key)
+        results.write_part(self._ww_root, rows, trial.key)
         ok = [r for r in rows if r["status"] == "ok"]
         return {
             "done": True,
@@ -92,6 +98,7 @@ def run_grid(
             stop={"training_iteration": 1},
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=1),
+            checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
         ),
     )
     grid = tuner.fit()

@@ -63,7 +63,7 @@ def _lambda_text(entry: dict) -> str:
     if entry["policy"] == "fixed":
         return f"{entry['lam']:g}"
     lambdas = entry["lambdas"] or []
-    return f"weave {lambdas[0]:g}–{lambdas[-1]:g} (K={len(lambdas)})" if lambdas else "weave"
+    return f"{lambdas[0]:g}–{lambdas[-1]:g}·{len(lambdas)}" if lambdas else "weave"
 
 
 def _mean(xs: list[float]) -> float:

@@ -1,0 +1,93 @@
+"""The whole data flow on a tiny toy spec, on a real (local) Ray: experts, banks, grid, Parquet, report.
+
+One pipeline run is shared by the tests of this module (it costs about a minute); each test pins
+down one promise of DESIGN.md's data flow against what that run left in the storage root.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from rich.console import Console
+
+from benchmark import results
+from benchmark.pipeline import run_spec
+from benchmark.plan import build_plan
+from benchmark.report import leaderboard_rows
+from benchmark.specs import parse_spec
+from benchmark.storage import StorageRoot
+from tests.conftest import tiny_spec_dict
+
+
+@pytest.fixture(scope="module")
+def finished_run(ray_session, tmp_path_factory):
+    storage = StorageRoot.at(tmp_path_factory.mktemp("root"))
+    spec = parse_spec(tiny_spec_dict())
+    console = Console(record=True, width=200)
+    summary = run_spec(spec, storage, console=console)
+    return spec, storage, summary, console
+
+
+def test_dry_run_plans_without_training(tmp_path):
+    storage = StorageRoot.at(tmp_path / "root")
+    console = Console(record=True, width=200)
+    summary = run_spec(parse_spec(tiny_spec_dict()), storage, dry_run=True, console=console)
+    text = console.export_text()
+    assert "experts (Ray Train)" in text and "trials (Ray Tune)" in text
+    assert summary.trials_run == 0 and summary.experts_trained == 0
+    assert not (tmp_path / "root").exists()  # nothing written, not even the tree
+
+
+def test_experts_are_safetensors_with_manifests(finished_run):
+    spec, storage, summary, _ = finished_run
+    plan = build_plan(spec)
+    assert summary.experts_trained == len(plan.experts) == 3
+    for job in plan.experts:
+        manifest = json.loads(job.manifest_path(storage).read_text())
+        assert manifest["key"] == job.key
+        assert 0.0 <= manifest["metrics"]["test_accuracy"] <= 1.0
+        assert job.path(storage).suffix == ".safetensors"
+
+
+def test_every_trial_wrote_one_part_with_a_row_per_task(finished_run):
+    spec, storage, summary, _ = finished_run
+    plan = build_plan(spec)
+    status = results.trial_status(storage)
+    assert all(status[t.key] == "ok" for t in plan.trials)
+    table = results.read_results(storage)
+    trial_rows = [r for r in table.to_pylist() if r["lambda_policy"] != "reference"]
+    assert len(trial_rows) == len(plan.trials) * len(spec.setups[0].tasks)
+    for row in trial_rows:
+        assert 0.0 <= row["accuracy"] <= 1.0 and row["n_examples"] == 128
+        assert row["normalized_accuracy"] == pytest.approx(row["accuracy"] / row["expert_accuracy"])
+        assert row["uses_test_data"] is False and row["merge_seconds"] >= 0
+    baseline = [r for r in trial_rows if r["pooling"] == "none"]
+    assert baseline and all(r["lam"] == 1.0 and r["collaborative"] is None for r in baseline)
+
+
+def test_leaderboard_has_zeroshot_expert_and_merged_rows(finished_run):
+    _, storage, _, _ = finished_run
+    rows = leaderboard_rows(results.read_results(storage))
+    mergers = {r["merger"] for r in rows}
+    assert {"zeroshot", "expert", "task_arithmetic", "ties"} <= mergers
+    expert = next(r for r in rows if r["merger"] == "expert")
+    assert expert["normalized"] == pytest.approx(1.0)
+
+
+def test_second_run_reuses_everything_and_adds_no_rows(finished_run):
+    spec, storage, _, _ = finished_run
+    before = results.read_results(storage).num_rows
+    summary = run_spec(spec, storage, console=Console(record=True, width=200))
+    assert summary.trials_run == 0 and summary.experts_trained == 0
+    assert summary.trials_skipped == len(build_plan(spec).trials)
+    assert results.read_results(storage).num_rows == before
+
+
+def test_new_axis_value_runs_only_the_new_trials(finished_run):
+    spec, storage, _, _ = finished_run
+    bigger = parse_spec(tiny_spec_dict(poolings=["none", "avg", "randmix", "magmax"]))
+    summary = run_spec(bigger, storage, console=Console(record=True, width=200))
+    assert summary.experts_trained == 0
+    assert summary.trials_run == 2  # magmax pooling × 2 mergers; the rest is resumed
+    assert all(s == "ok" for s in results.trial_status(storage).values())

@@ -1,0 +1,175 @@
+"""`TaskVectorBank`: T task vectors stacked into one flat ``[T, P]`` tensor.
+
+Why flat: global mergers (TIES top-k over the whole encoder, METHODS §2) and element-wise pooling
+(METHODS §1) are one vectorised operation across tasks on a ``[T, P]`` matrix, and the harness can
+share one read-only array between many trials (DESIGN.md, data flow step 5). The bank never writes
+into ``data``: it may be backed by a read-only buffer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .layout import Layout, layout_numel, layout_slices, normalize_layout
+
+StateDict = Mapping[str, torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskVectorBank:
+    """Task vectors τ1..τT as rows of ``data`` (shape ``[T, P]``, one float dtype).
+
+    ``layout`` orders the tensors (name, shape); their flattened entries are consecutive in that
+    order. ``task_names`` names the rows.
+    """
+
+    data: torch.Tensor
+    layout: Layout
+    task_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.data, torch.Tensor) or self.data.dim() != 2:
+            raise ValueError("bank data must be a 2-D tensor [T tasks, P parameters]")
+        if self.data.shape[0] < 1:
+            raise ValueError("a task-vector bank needs at least one task vector")
+        if not self.data.is_floating_point():
+            raise ValueError(f"bank data must be floating point, got {self.data.dtype}")
+        object.__setattr__(self, "layout", normalize_layout(self.layout))
+        object.__setattr__(self, "task_names", tuple(str(name) for name in self.task_names))
+        if layout_numel(self.layout) != self.data.shape[1]:
+            raise ValueError(
+                f"layout describes {layout_numel(self.layout)} parameters but data has "
+                f"{self.data.shape[1]} columns"
+            )
+        if len(self.task_names) != self.data.shape[0]:
+            raise ValueError(
+                f"{len(self.task_names)} task names for {self.data.shape[0]} task vectors"
+            )
+        if len(set(self.task_names)) != len(self.task_names):
+            raise ValueError(f"task names must be unique, got {self.task_names}")
+
+    @classmethod
+    def from_flat(
+        cls,
+        data: torch.Tensor,
+        layout: Iterable[tuple[str, Iterable[int]]],
+        task_names: Sequence[str] | None = None,
+    ) -> TaskVectorBank:
+        """Wrap an existing ``[T, P]`` tensor without copying it (it may be read-only)."""
+        if task_names is None and isinstance(data, torch.Tensor) and data.dim() == 2:
+            task_names = _default_task_names(data.shape[0])
+        return cls(data=data, layout=tuple(layout), task_names=tuple(task_names or ()))
+
+    @classmethod
+    def from_state_dicts(
+        cls,
+        task_vectors: Sequence[StateDict] | Mapping[str, StateDict],
+        task_names: Sequence[str] | None = None,
+    ) -> TaskVectorBank:
+        """Stack task-vector state dicts (a list, or a dict task name -> state dict) into a bank.
+
+        All state dicts must hold the same float tensors (names, shapes, one dtype); the layout
+        follows the first one's key order. The inputs are copied, never modified.
+        """
+        if isinstance(task_vectors, Mapping):
+            if task_vectors and all(isinstance(v, torch.Tensor) for v in task_vectors.values()):
+                raise ValueError(
+                    "got a single state dict; pass a list of task-vector state dicts "
+                    "or a dict task name -> state dict"
+                )
+            names = tuple(str(name) for name in task_vectors) if task_names is None else task_names
+            state_dicts = list(task_vectors.values())
+        else:
+            state_dicts = list(task_vectors)
+            names = _default_task_names(len(state_dicts)) if task_names is None else task_names
+        if not state_dicts:
+            raise ValueError("a task-vector bank needs at least one task vector")
+        layout, dtype = _layout_of(state_dicts[0], "task vector 0")
+        for index, state_dict in enumerate(state_dicts[1:], start=1):
+            _check_matches(state_dict, layout, dtype, f"task vector {index}")
+        first = next(iter(state_dicts[0].values()), None)
+        device = first.device if first is not None else torch.device("cpu")
+        data = torch.empty((len(state_dicts), layout_numel(layout)), dtype=dtype, device=device)
+        slices = layout_slices(layout)
+        for row, state_dict in zip(data, state_dicts):
+            for name, piece in slices.items():
+                row[piece].copy_(state_dict[name].reshape(-1))
+        return cls(data=data, layout=layout, task_names=tuple(names))
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    @property
+    def num_params(self) -> int:
+        """P, the number of scalar entries of one task vector."""
+        return self.data.shape[1]
+
+    def slices(self) -> dict[str, slice]:
+        """Tensor name -> its slice of a flat vector."""
+        return layout_slices(self.layout)
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A flat ``[P]`` vector as a state dict of views into it (no copy; they share storage)."""
+        if flat.dim() != 1 or flat.shape[0] != self.num_params:
+            raise ValueError(f"expected a flat vector of {self.num_params} entries, got {tuple(flat.shape)}")
+        shapes = dict(self.layout)
+        return {name: flat[piece].view(shapes[name]) for name, piece in self.slices().items()}
+
+    def state_dict(self, task: int | str) -> dict[str, torch.Tensor]:
+        """Task vector ``task`` (row index or task name) as a state dict of views into ``data``."""
+        if isinstance(task, str):
+            if task not in self.task_names:
+                raise ValueError(f"unknown task {task!r}; tasks: {', '.join(self.task_names)}")
+            task = self.task_names.index(task)
+        return self.unflatten(self.data[task])
+
+
+def _default_task_names(count: int) -> tuple[str, ...]:
+    return tuple(f"task_{index}" for index in range(count))
+
+
+def _layout_of(state_dict: StateDict, label: str) -> tuple[Layout, torch.dtype]:
+    if not isinstance(state_dict, Mapping):
+        raise ValueError(f"{label} must be a dict of tensors, got {type(state_dict).__name__}")
+    dtypes = set()
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
+            kind = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise ValueError(f"{label}: entry {name!r} is not a float tensor ({kind}); task vectors hold floats only")
+        dtypes.add(tensor.dtype)
+    if len(dtypes) > 1:
+        raise ValueError(f"{label} mixes dtypes {sorted(map(str, dtypes))}; convert to one dtype first")
+    if not dtypes:
+        raise ValueError(f"{label} is empty")
+    layout = normalize_layout((name, tensor.shape) for name, tensor in state_dict.items())
+    return layout, dtypes.pop()
+
+
+def _check_matches(state_dict: StateDict, layout: Layout, dtype: torch.dtype, label: str) -> None:
+    other_layout, other_dtype = _layout_of(state_dict, label)
+    expected = dict(layout)
+    got = dict(other_layout)
+    for name in expected:
+        if name not in got:
+            raise ValueError(f"{label} lacks tensor {name!r} that task vector 0 has")
+    for name, shape in got.items():
+        if name not in expected:
+            raise ValueError(f"{label} has tensor {name!r} that task vector 0 lacks")
+        if shape != expected[name]:
+            raise ValueError(f"{label}: tensor {name!r} has shape {shape}, task vector 0 has {expected[name]}")
+    if other_dtype != dtype:
+        raise ValueError(f"{label} has dtype {other_dtype}, task vector 0 has {dtype}")
+
+
+def as_bank(task_vectors: TaskVectorBank | Sequence[StateDict] | Mapping[str, StateDict]) -> TaskVectorBank:
+    """Accept every form the public API takes: a bank, a list of state dicts, or a dict name -> state dict."""
+    if isinstance(task_vectors, TaskVectorBank):
+        return task_vectors
+    if isinstance(task_vectors, (str, bytes, torch.Tensor)):
+        raise ValueError(
+            "task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict"
+        )
+    return TaskVectorBank.from_state_dicts(task_vectors)

@@ -1,0 +1,17 @@
+"""Task arithmetic: M = Σt τt (METHODS §2); the merged model is θ0 + λ·M."""
+
+from __future__ import annotations
+
+import torch
+
+from ..layout import Layout
+from ..registry import merger
+
+
+@merger(
+    name="task_arithmetic",
+    citation="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023, arXiv 2212.04089",
+)
+def task_arithmetic(tau: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """The sum of the task vectors; its λ (typically 0.3 for 8 tasks) is the scaling Weaving removes."""
+    return tau.sum(dim=0)

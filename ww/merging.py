@@ -1,0 +1,22 @@
+"""`merge`: one base merger applied to task vectors, M at λ = 1 (METHODS §2)."""
+
+from __future__ import annotations
+
+import torch
+
+from .bank import as_bank
+from .registry import get_merger
+
+
+def merge(name: str, task_vectors, **hparams: object) -> dict[str, torch.Tensor]:
+    """M = f_merge(τ1..τT) at λ = 1, as a state dict in the task vectors' dtype.
+
+    ``task_vectors``: a list of state dicts, a dict task name -> state dict, or a `TaskVectorBank`.
+    ``hparams`` are the merger's hyper-parameters (see ``ww.MERGERS[name].defaults``); unknown names
+    and out-of-range values raise ValueError before any work. The returned tensors are views of one
+    flat tensor (they share storage); the inputs are never modified.
+    """
+    record = get_merger(name)
+    record.resolve(hparams)
+    bank = as_bank(task_vectors)
+    return bank.unflatten(record(bank.data, bank.layout, **hparams))
