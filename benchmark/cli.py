@@ -32,7 +32,20 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render the leaderboard of a storage root")
     report.add_argument("root", nargs="?", default=DEFAULT_ROOT)
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    perf = sub.add_parser("perf", help="performance benchmarks (merge: mergers and weaving on a synthetic bank)")
+    perf.add_argument("what", choices=sorted(PERF_COMMANDS), help="which benchmark")
+    perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark (see perf WHAT --help)")
     return parser
+
+
+#: ``run_bench.py perf WHAT`` → module whose ``main(argv) -> int`` runs that benchmark.
+PERF_COMMANDS = {"merge": "benchmark.perf_merge"}
+
+
+def cmd_perf(args, console: Console) -> int:
+    import importlib
+
+    return importlib.import_module(PERF_COMMANDS[args.what]).main(args.args)
 
 
 def cmd_run(args, console: Console) -> int:
@@ -74,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.specs import SpecError
 
     try:
-        return cmd_run(args, console) if args.command == "run" else cmd_report(args, console)
+        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf}
+        return commands[args.command](args, console)
     except (SpecError, FileNotFoundError, PermissionError, ValueError) as exc:
         if args.debug:
             raise

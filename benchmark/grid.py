@@ -22,6 +22,9 @@ from benchmark.plan import Trial
 from benchmark.specs import ModelSpec, ResourcesSpec
 from benchmark.storage import StorageRoot
 
+#: A trial that raises is tried again this many times (fresh assets) before its error row is written.
+TRIAL_RETRIES = 1
+
 
 class MergeTrial(tune.Trainable):
     """A merge-and-evaluate trial; one ``step`` does the whole trial and writes its rows."""
@@ -37,6 +40,13 @@ class MergeTrial(tune.Trainable):
         self.config = new_config
         return True  # the warm state is keyed by θ0 and bank, so any trial can reuse this actor
 
+    def _ww_run(self, trial: Trial) -> list[dict]:
+        if trial.base_key not in self._ww_warm:
+            self._ww_warm[trial.base_key] = WarmAssets.load(ModelSpec(**trial.model), self._ww_root)
+        bank = self._ww_bank(trial.bank_key).to_ww()
+        references = self._ww_references[trial.bank_key]
+        return run_trial(trial, bank, self._ww_warm[trial.base_key], self._ww_root, references)
+
     def save_checkpoint(self, checkpoint_dir: str) -> dict:
         return {}  # a trial is one step whose output is its Parquet part: nothing else to persist
 
@@ -51,15 +61,16 @@ class MergeTrial(tune.Trainable):
     def step(self) -> dict:
         start = time.perf_counter()
         trial = Trial(**self.config["trial"])
-        try:
-            if trial.base_key not in self._ww_warm:
-                self._ww_warm[trial.base_key] = WarmAssets.load(ModelSpec(**trial.model), self._ww_root)
-            bank = self._ww_bank(trial.bank_key).to_ww()
-            rows = run_trial(trial, bank, self._ww_warm[trial.base_key], self._ww_root, self._ww_references[trial.bank_key])
-            status = "ok"
-        except Exception as exc:  # recorded as an error row; the grid goes on
-            rows = error_rows(trial, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}")
-            status = "error"
+        for attempt in range(1 + TRIAL_RETRIES):
+            try:
+                rows = self._ww_run(trial)
+                status = "ok"
+                break
+            except Exception as exc:  # retried, then recorded as an error row; the grid goes on
+                rows = error_rows(trial, f"{type(exc).__name__}: {exc} (attempt {attempt + 1})\n"
+                                         f"{traceback.format_exc()}")
+                status = "error"
+                self._ww_warm.pop(trial.base_key, None)  # a retry starts from freshly loaded assets
         results.write_part(self._ww_root, rows, trial.key)
         ok = [r for r in rows if r["status"] == "ok"]
         return {

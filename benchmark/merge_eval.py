@@ -107,46 +107,68 @@ def base_row(trial: Trial) -> dict:
     }
 
 
-def run_trial(
-    trial: Trial, bank: ww.TaskVectorBank, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict]
+def _evaluate_tasks(
+    trial: Trial, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict], lam: float | None
 ) -> list[dict]:
-    """Merge, evaluate every eval task, return one row per task (``references``: task → zs/expert acc)."""
-    started = _now()
+    """Evaluate the model currently loaded in ``assets`` on every eval task of the trial's setup."""
     setup = SetupSpec(**trial.setup)
-    data = DataSpec(**trial.setup["data"])
-    start = time.perf_counter()
-    vector = merged_vector(trial, bank)
-    merge_seconds = time.perf_counter() - start
-    assets.load_merged(vector)
     rows = []
     for task in setup.tasks:
-        images, labels = assets.test_split(storage, task, data)
+        images, labels = assets.test_split(storage, task, setup.data)
         start = time.perf_counter()
         result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
         eval_seconds = time.perf_counter() - start
         if not np.isfinite(result["accuracy"]):
             raise FloatingPointError(f"accuracy on {task} is not finite")
         ref = references[task]
+        accuracy = float(result["accuracy"])
         rows.append(
             {
                 **base_row(trial),
+                "lam": lam,
                 "eval_task": task,
                 "n_examples": int(result["n_examples"]),
                 "n_correct": int(result["n_correct"]),
-                "accuracy": float(result["accuracy"]),
+                "accuracy": accuracy,
                 "expert_accuracy": ref["expert_accuracy"],
                 "zeroshot_accuracy": ref["zeroshot_accuracy"],
-                "normalized_accuracy": float(result["accuracy"]) / ref["expert_accuracy"]
-                if ref["expert_accuracy"]
-                else None,
-                "merge_seconds": merge_seconds,
+                "normalized_accuracy": accuracy / ref["expert_accuracy"] if ref["expert_accuracy"] else None,
                 "eval_seconds": eval_seconds,
             }
         )
+    return rows
+
+
+def run_trial(
+    trial: Trial, bank: ww.TaskVectorBank, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict]
+) -> list[dict]:
+    """Merge, evaluate every eval task, return one row per task (``references``: task → zs/expert acc).
+
+    The oracle policy computes M once and evaluates θ0 + λ·M for every λ of the grid on the test
+    sets — the privileged reference of the paper — so its rows are flagged ``uses_test_data``.
+    """
+    started = _now()
+    rows: list[dict] = []
+    if trial.lambda_policy == "oracle":
+        start = time.perf_counter()
+        merged = ww.merge(trial.merger, bank, **trial.merger_params)
+        merge_seconds = time.perf_counter() - start
+        for lam in trial.lambdas:
+            assets.load_merged({name: lam * value for name, value in merged.items()})
+            rows += _evaluate_tasks(trial, assets, storage, references, float(lam))
+        for row in rows:
+            row["uses_test_data"] = True
+    else:
+        start = time.perf_counter()
+        vector = merged_vector(trial, bank)
+        merge_seconds = time.perf_counter() - start
+        assets.load_merged(vector)
+        rows = _evaluate_tasks(trial, assets, storage, references, trial.lam)
     finished = _now()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for row in rows:
-        row.update(status="ok", started_at=started, finished_at=finished, peak_memory_mb=peak)
+        row.update(status="ok", started_at=started, finished_at=finished, peak_memory_mb=peak,
+                   merge_seconds=merge_seconds)
     return rows
 
 

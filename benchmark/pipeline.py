@@ -55,8 +55,8 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
         for setup in plan.spec.setups:
             jobs = [e for e in plan.experts if e.model["name"] == model.name and e.setup == setup.name]
             todo = [e for e in jobs if e in experts_todo]
-            table.add_row("experts (Ray Train)", f"{model.name}/{model.pretrained} · {setup.name} · "
-                          f"{len(setup.tasks)} tasks × {len(plan.spec.seeds)} seed(s)",
+            table.add_row("experts (Ray Train)", f"{model.name}/{model.pretrained} · {setup.name}: "
+                          f"{', '.join(setup.tasks)} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
                           str(len(jobs)), str(len(jobs) - len(todo)), str(len(todo)))
     by_merger = defaultdict(list)
     for t in plan.trials:
@@ -64,7 +64,7 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
     for merger, trials in by_merger.items():
         todo = [t for t in trials if t in trials_todo]
         poolings = sorted({t.pooling for t in trials})
-        table.add_row("trials (Ray Tune)", f"{merger} × pooling {poolings}", str(len(trials)),
+        table.add_row("trials (Ray Tune)", f"{merger} × pooling {', '.join(poolings)}", str(len(trials)),
                       str(len(trials) - len(todo)), str(len(todo)))
     console.print(table)
     return experts_todo, trials_todo

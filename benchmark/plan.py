@@ -13,7 +13,7 @@ from pathlib import Path
 
 from benchmark.keys import canonical_json, content_key
 from benchmark.models import base_key, base_label
-from benchmark.specs import NO_POOLING, ModelSpec, SetupSpec, Spec
+from benchmark.specs import NO_POOLING, ORACLE, ModelSpec, SetupSpec, Spec
 from benchmark.storage import StorageRoot, safe_name
 
 #: Version of the results schema written by this code (a column of every row).
@@ -115,16 +115,17 @@ def build_plan(spec: Spec) -> Plan:
         expert_keys = tuple(j.key for j in jobs)
         bank_key = content_key("bank", expert_keys)
         for merger, pooling, variant in itertools.product(spec.mergers, spec.poolings, spec.variants):
-            if pooling == NO_POOLING and variant != spec.variants[0]:
-                continue  # the fixed-λ baseline has no variant: one trial, not one per variant
-            weave = pooling != NO_POOLING
+            if pooling in (NO_POOLING, ORACLE) and variant != spec.variants[0]:
+                continue  # fixed λ and the oracle sweep have no variant: one trial, not one per variant
+            policy = {NO_POOLING: "fixed", ORACLE: "oracle"}.get(pooling, "weave")
+            weave = policy == "weave"
             axes = {
                 "bank": bank_key,
                 "merger": merger.name,
                 "merger_params": merger.params,
                 "pooling": pooling,
                 "collaborative": (variant == "collaborative") if weave else None,
-                "lambdas": merger.grid() if weave else [spec.fixed_lambda],
+                "lambdas": [spec.fixed_lambda] if policy == "fixed" else merger.grid(),
                 "seed": seed,
                 "eval": {"kind": setup.kind, "tasks": setup.tasks, "data": setup.data},
                 "schema": SCHEMA_VERSION,
@@ -145,9 +146,9 @@ def build_plan(spec: Spec) -> Plan:
                     merger_params=dict(merger.params),
                     pooling=pooling,
                     collaborative=axes["collaborative"],
-                    lambda_policy="weave" if weave else "fixed",
+                    lambda_policy=policy,
                     lambdas=tuple(axes["lambdas"]),
-                    lam=None if weave else spec.fixed_lambda,
+                    lam=spec.fixed_lambda if policy == "fixed" else None,
                 )
             )
     plan.experts = list(seen.values())

@@ -19,6 +19,8 @@ import ww
 
 #: Pooling axis value meaning "no weaving": the merger at a fixed λ (the paper's data-free baseline).
 NO_POOLING = "none"
+#: Pooling axis value for the privileged reference: every λ of the grid evaluated on test data.
+ORACLE = "oracle"
 VARIANTS = ("collaborative", "plain")
 
 
@@ -156,7 +158,7 @@ class Spec(_Strict):
     @field_validator("poolings")
     @classmethod
     def _known_poolings(cls, poolings: list[str]) -> list[str]:
-        valid = [NO_POOLING, *ww.POOLINGS, *ww.MERGERS]
+        valid = [NO_POOLING, ORACLE, *ww.POOLINGS, *ww.MERGERS]
         for pooling in poolings:
             if pooling not in valid:
                 raise ValueError(f"unknown pooling {pooling!r}{_suggest(pooling, valid)}; known: {valid}")

@@ -86,8 +86,12 @@ def test_second_run_reuses_everything_and_adds_no_rows(finished_run):
 
 def test_new_axis_value_runs_only_the_new_trials(finished_run):
     spec, storage, _, _ = finished_run
-    bigger = parse_spec(tiny_spec_dict(poolings=["none", "avg", "randmix", "magmax"]))
+    bigger = parse_spec(tiny_spec_dict(poolings=["none", "avg", "randmix", "magmax", "oracle"]))
     summary = run_spec(bigger, storage, console=Console(record=True, width=200))
     assert summary.experts_trained == 0
-    assert summary.trials_run == 2  # magmax pooling × 2 mergers; the rest is resumed
+    assert summary.trials_run == 4  # (magmax pooling, oracle) × 2 mergers; the rest is resumed
     assert all(s == "ok" for s in results.trial_status(storage).values())
+    oracle = [r for r in results.read_results(storage).to_pylist() if r["lambda_policy"] == "oracle"]
+    ties_grid = [round(0.1 * i, 10) for i in range(1, 19)]
+    assert sorted({r["lam"] for r in oracle if r["merger"] == "ties"}) == ties_grid
+    assert all(r["uses_test_data"] for r in oracle)

@@ -84,3 +84,14 @@ def test_unwritable_root_fails_fast(tmp_path):
     blocker.write_text("x")
     with pytest.raises(PermissionError, match="not writable"):
         StorageRoot.at(blocker / "root").ensure()
+
+
+def test_oracle_entry_is_the_best_lambda_on_test_data(tmp_path):
+    storage = StorageRoot.at(tmp_path).ensure()
+    common = dict(pooling="oracle", collaborative=None, lambda_policy="oracle", uses_test_data=True)
+    rows = [_row("o", "a", 0.2, lam=0.1, **common), _row("o", "b", 0.4, lam=0.1, **common),
+            _row("o", "a", 0.6, lam=0.2, **common), _row("o", "b", 0.8, lam=0.2, **common)]
+    results.write_part(storage, rows, "o")
+    (entry,) = leaderboard_rows(results.read_results(storage))
+    assert entry["accuracy"] == pytest.approx(0.7)
+    assert entry["uses_test_data"] is True and "0.2" in entry["lambda"]
