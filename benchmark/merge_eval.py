@@ -94,7 +94,7 @@ def base_row(trial: Trial) -> dict:
         "setup": setup.name,
         "setup_kind": setup.kind,
         "finetune_mode": setup.finetune.mode,
-        "n_tasks": len(setup.tasks),
+        "n_tasks": len(setup.expert_tasks()),
         "merger": trial.merger,
         "merger_params": canonical_json(trial.merger_params),
         "pooling": trial.pooling,
@@ -107,68 +107,81 @@ def base_row(trial: Trial) -> dict:
     }
 
 
-def _evaluate_tasks(
-    trial: Trial, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict], lam: float | None
-) -> list[dict]:
-    """Evaluate the model currently loaded in ``assets`` on every eval task of the trial's setup."""
+def _evaluate(
+    trial: Trial, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict], task: str,
+    lam: float | None, n_merged: int,
+) -> dict:
+    """Evaluate the model currently loaded in ``assets`` on one eval task; one result row."""
     setup = SetupSpec(**trial.setup)
-    rows = []
-    for task in setup.tasks:
-        images, labels = assets.test_split(storage, task, setup.data)
-        start = time.perf_counter()
-        result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
-        eval_seconds = time.perf_counter() - start
-        if not np.isfinite(result["accuracy"]):
-            raise FloatingPointError(f"accuracy on {task} is not finite")
-        ref = references[task]
-        accuracy = float(result["accuracy"])
-        rows.append(
-            {
-                **base_row(trial),
-                "lam": lam,
-                "eval_task": task,
-                "n_examples": int(result["n_examples"]),
-                "n_correct": int(result["n_correct"]),
-                "accuracy": accuracy,
-                "expert_accuracy": ref["expert_accuracy"],
-                "zeroshot_accuracy": ref["zeroshot_accuracy"],
-                "normalized_accuracy": accuracy / ref["expert_accuracy"] if ref["expert_accuracy"] else None,
-                "eval_seconds": eval_seconds,
-            }
-        )
-    return rows
+    images, labels = assets.test_split(storage, task, setup.data)
+    start = time.perf_counter()
+    result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
+    eval_seconds = time.perf_counter() - start
+    if not np.isfinite(result["accuracy"]):
+        raise FloatingPointError(f"accuracy on {task} is not finite")
+    ref = references[task]
+    accuracy = float(result["accuracy"])
+    expert = ref.get("expert_accuracy")
+    return {
+        **base_row(trial),
+        "n_tasks": n_merged,
+        "lam": lam,
+        "eval_task": task,
+        "n_examples": int(result["n_examples"]),
+        "n_correct": int(result["n_correct"]),
+        "accuracy": accuracy,
+        "expert_accuracy": expert,
+        "zeroshot_accuracy": ref["zeroshot_accuracy"],
+        "normalized_accuracy": accuracy / expert if expert else None,
+        "eval_seconds": eval_seconds,
+    }
+
+
+def _sub_bank(bank: ww.TaskVectorBank, experts: tuple[int, ...]) -> ww.TaskVectorBank:
+    """The bank restricted to some experts (DG merges all but the held-out domain)."""
+    if experts == tuple(range(len(bank))):
+        return bank
+    index = torch.tensor(experts, dtype=torch.long)
+    return ww.TaskVectorBank.from_flat(bank.data.index_select(0, index), bank.layout,
+                                       [bank.task_names[i] for i in experts])
 
 
 def run_trial(
     trial: Trial, bank: ww.TaskVectorBank, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict]
 ) -> list[dict]:
-    """Merge, evaluate every eval task, return one row per task (``references``: task → zs/expert acc).
+    """Merge, evaluate, return one row per evaluation (``references``: eval task → zs/expert acc).
 
-    The oracle policy computes M once and evaluates θ0 + λ·M for every λ of the grid on the test
-    sets — the privileged reference of the paper — so its rows are flagged ``uses_test_data``.
+    The setup decides what is merged and where it is evaluated (MTL: all experts, each task; CIL:
+    all experts, the joint task; DG: all but one domain, that domain). The oracle policy computes M
+    once per merge and evaluates θ0 + λ·M for every λ of the grid on the test sets — the privileged
+    reference of the paper — so its rows are flagged ``uses_test_data``.
     """
     started = _now()
+    setup = SetupSpec(**trial.setup)
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for evaluation in setup.evaluations():
+        groups.setdefault(evaluation.experts, []).append(evaluation.task)
     rows: list[dict] = []
-    if trial.lambda_policy == "oracle":
+    merge_seconds = 0.0
+    for experts, tasks in groups.items():
+        sub = _sub_bank(bank, experts)
         start = time.perf_counter()
-        merged = ww.merge(trial.merger, bank, **trial.merger_params)
-        merge_seconds = time.perf_counter() - start
-        for lam in trial.lambdas:
-            assets.load_merged({name: lam * value for name, value in merged.items()})
-            rows += _evaluate_tasks(trial, assets, storage, references, float(lam))
-        for row in rows:
-            row["uses_test_data"] = True
-    else:
-        start = time.perf_counter()
-        vector = merged_vector(trial, bank)
-        merge_seconds = time.perf_counter() - start
-        assets.load_merged(vector)
-        rows = _evaluate_tasks(trial, assets, storage, references, trial.lam)
+        if trial.lambda_policy == "oracle":
+            merged = ww.merge(trial.merger, sub, **trial.merger_params)
+            merge_seconds += time.perf_counter() - start
+            for lam in trial.lambdas:
+                assets.load_merged({name: lam * value for name, value in merged.items()})
+                rows += [_evaluate(trial, assets, storage, references, t, float(lam), len(experts)) for t in tasks]
+        else:
+            vector = merged_vector(trial, sub)
+            merge_seconds += time.perf_counter() - start
+            assets.load_merged(vector)
+            rows += [_evaluate(trial, assets, storage, references, t, trial.lam, len(experts)) for t in tasks]
     finished = _now()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for row in rows:
         row.update(status="ok", started_at=started, finished_at=finished, peak_memory_mb=peak,
-                   merge_seconds=merge_seconds)
+                   merge_seconds=merge_seconds, uses_test_data=trial.lambda_policy == "oracle")
     return rows
 
 
@@ -177,33 +190,38 @@ def error_rows(trial: Trial, error: str) -> list[dict]:
     return [{**base_row(trial), "status": "error", "error": error[-2000:], "started_at": now, "finished_at": now}]
 
 
-def reference_rows(trial_like: Trial, references: dict[str, dict]) -> list[dict]:
-    """Zero-shot and expert rows of a (model, setup, seed), so the leaderboard can show both."""
-    rows = []
+def reference_rows(trial_like: Trial, references: dict[str, dict], experts: dict[str, float]) -> dict[str, list[dict]]:
+    """Zero-shot rows (per eval task) and expert rows (each expert on its own task's test split).
+
+    Returned per kind so each kind is one Parquet part of its own, next to the trials.
+    """
     now = _now()
-    for kind in ("zeroshot", "expert"):
-        for task, ref in references.items():
-            acc = ref[f"{kind}_accuracy"]
-            row = base_row(trial_like)
-            row.update(
-                trial_key=f"{kind}-{trial_like.bank_key}",
-                merger=kind,
-                merger_params="{}",
-                pooling="-",
-                collaborative=None,
-                lambda_policy="reference",
-                lambdas=[],
-                lam=None,
-                eval_task=task,
-                n_examples=ref.get("n_examples"),
-                accuracy=acc,
-                expert_accuracy=ref["expert_accuracy"],
-                zeroshot_accuracy=ref["zeroshot_accuracy"],
-                normalized_accuracy=acc / ref["expert_accuracy"] if ref["expert_accuracy"] else None,
-                status="ok",
-                started_at=now,
-                finished_at=now,
-                uses_test_data=False,
-            )
-            rows.append(row)
-    return rows
+    out: dict[str, list[dict]] = {"zeroshot": [], "expert": []}
+    entries = [("zeroshot", task, ref["zeroshot_accuracy"], ref) for task, ref in references.items()]
+    entries += [("expert", task, acc, references.get(task, {})) for task, acc in experts.items()]
+    for kind, task, acc, ref in entries:
+        row = base_row(trial_like)
+        expert = ref.get("expert_accuracy", acc if kind == "expert" else None)
+        row.update(
+            trial_key=f"{kind}-{trial_like.bank_key}",
+            merger=kind,
+            merger_params="{}",
+            pooling="-",
+            collaborative=None,
+            lambda_policy="reference",
+            lambdas=[],
+            lam=None,
+            n_tasks=1,
+            eval_task=task,
+            n_examples=ref.get("n_examples"),
+            accuracy=acc,
+            expert_accuracy=expert,
+            zeroshot_accuracy=ref.get("zeroshot_accuracy"),
+            normalized_accuracy=acc / expert if expert else None,
+            status="ok",
+            started_at=now,
+            finished_at=now,
+            uses_test_data=False,
+        )
+        out[kind].append(row)
+    return out

@@ -56,7 +56,7 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
             jobs = [e for e in plan.experts if e.model["name"] == model.name and e.setup == setup.name]
             todo = [e for e in jobs if e in experts_todo]
             table.add_row("experts (Ray Train)", f"{model.name}/{model.pretrained} · {setup.name}: "
-                          f"{', '.join(setup.tasks)} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
+                          f"{', '.join(setup.expert_tasks())} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
                           str(len(jobs)), str(len(jobs) - len(todo)), str(len(todo)))
     by_merger = defaultdict(list)
     for t in plan.trials:
@@ -104,7 +104,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     prepare = prepare_remote(res.prepare_cpus, res.trial_gpus)
     prepared_refs = {}
     for model in spec.models:
-        tasks = [(task, setup.data.model_dump(mode="json")) for setup in spec.setups for task in setup.tasks]
+        tasks = [(task, setup.data.model_dump(mode="json")) for setup in spec.setups
+                 for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     str(storage.root))
     with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
@@ -132,16 +133,15 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
             model, setup = ModelSpec(**trial.model), SetupSpec(**trial.setup)
             if trial.base_key not in base_models:
                 base_models[trial.base_key] = load_base_model(model, storage).visual_state()
+            expert_acc = {j.task: expert_store.read_manifest(j, storage)["metrics"]["test_accuracy"] for j in jobs}
             refs = {}
-            for job in jobs:
-                zs = zeroshot_lookup(prepared[model.name, model.pretrained], model, job.task, DataSpec(**job.data))
-                manifest = expert_store.read_manifest(job, storage)
-                refs[job.task] = {"zeroshot_accuracy": zs["accuracy"], "n_examples": zs["n_examples"],
-                                  "expert_accuracy": manifest["metrics"]["test_accuracy"]}
+            for evaluation in setup.evaluations():
+                zs = zeroshot_lookup(prepared[model.name, model.pretrained], model, evaluation.task, setup.data)
+                refs[evaluation.task] = {"zeroshot_accuracy": zs["accuracy"], "n_examples": zs["n_examples"],
+                                         "expert_accuracy": expert_acc.get(evaluation.task)}
             references[trial.bank_key] = refs
-            rows = reference_rows(trial, refs)
-            for kind in ("zeroshot", "expert"):
-                results.write_part(storage, [r for r in rows if r["merger"] == kind], f"{kind}-{trial.bank_key}")
+            for kind, rows in reference_rows(trial, refs, expert_acc).items():
+                results.write_part(storage, rows, f"{kind}-{trial.bank_key}")
             bank_refs[trial.bank_key] = ray.put(build_bank(jobs, base_models[trial.base_key], storage))
         runnable.append(trial)
     summary.seconds["banks"] = time.perf_counter() - clock

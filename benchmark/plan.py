@@ -33,6 +33,8 @@ class ExpertJob:
     seed: int
     data: dict
     finetune: dict
+    init_from: str | None = None  # sequential fine-tuning: key of the previous split's expert
+    init_task: str | None = None  # ... and its task (same model/setup/seed folder)
 
     def path(self, storage: StorageRoot) -> Path:
         """``<root>/experts/<model>/<pretrained>/<setup>/<seed>/<task>.safetensors`` (DESIGN.md)."""
@@ -47,6 +49,12 @@ class ExpertJob:
 
     def manifest_path(self, storage: StorageRoot) -> Path:
         return self.path(storage).with_suffix(".manifest.json")
+
+    def init_path(self, storage: StorageRoot) -> Path | None:
+        """Weights this expert starts from instead of θ0 (the previous split, when sequential)."""
+        if self.init_task is None:
+            return None
+        return self.path(storage).with_name(f"{safe_name(self.init_task)}.safetensors")
 
 
 @dataclass(frozen=True)
@@ -88,9 +96,10 @@ class Plan:
         return {t.bank_key: [by_key[k] for k in t.expert_keys] for t in self.trials}
 
 
-def expert_job(model: ModelSpec, setup: SetupSpec, task: str, seed: int) -> ExpertJob:
+def expert_job(model: ModelSpec, setup: SetupSpec, task: str, seed: int, previous: ExpertJob | None = None) -> ExpertJob:
     bkey = base_key(model)
-    payload = {"base": bkey, "task": task, "seed": seed, "data": setup.data, "finetune": setup.finetune}
+    payload = {"base": bkey, "task": task, "seed": seed, "data": setup.data, "finetune": setup.finetune,
+               "init_from": previous.key if previous else None}
     return ExpertJob(
         key=content_key("expert", payload),
         model=model.model_dump(mode="json"),
@@ -101,7 +110,18 @@ def expert_job(model: ModelSpec, setup: SetupSpec, task: str, seed: int) -> Expe
         seed=seed,
         data=setup.data.model_dump(mode="json"),
         finetune=setup.finetune.model_dump(mode="json"),
+        init_from=previous.key if previous else None,
+        init_task=previous.task if previous else None,
     )
+
+
+def expert_chain(model: ModelSpec, setup: SetupSpec, seed: int) -> list[ExpertJob]:
+    """The setup's experts in order; with sequential fine-tuning each starts from the previous one."""
+    jobs: list[ExpertJob] = []
+    for task in setup.expert_tasks():
+        previous = jobs[-1] if jobs and setup.finetune.mode == "sequential" else None
+        jobs.append(expert_job(model, setup, task, seed, previous))
+    return jobs
 
 
 def build_plan(spec: Spec) -> Plan:
@@ -109,7 +129,7 @@ def build_plan(spec: Spec) -> Plan:
     plan = Plan(spec=spec, spec_hash=spec_hash)
     seen: dict[str, ExpertJob] = {}
     for model, setup, seed in itertools.product(spec.models, spec.setups, spec.seeds):
-        jobs = [expert_job(model, setup, task, seed) for task in setup.tasks]
+        jobs = expert_chain(model, setup, seed)
         for job in jobs:
             seen.setdefault(job.key, job)
         expert_keys = tuple(j.key for j in jobs)
@@ -127,7 +147,8 @@ def build_plan(spec: Spec) -> Plan:
                 "collaborative": (variant == "collaborative") if weave else None,
                 "lambdas": [spec.fixed_lambda] if policy == "fixed" else merger.grid(),
                 "seed": seed,
-                "eval": {"kind": setup.kind, "tasks": setup.tasks, "data": setup.data},
+                "eval": {"kind": setup.kind, "evaluations": [asdict(e) for e in setup.evaluations()],
+                         "data": setup.data},
                 "schema": SCHEMA_VERSION,
             }
             plan.trials.append(

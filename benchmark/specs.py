@@ -9,6 +9,7 @@ cluster-day.
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -84,24 +85,85 @@ class DataSpec(_Strict):
     seed: int = 0
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One evaluation inside a trial: merge the experts at ``experts`` (indices), evaluate ``task``."""
+
+    experts: tuple[int, ...]
+    task: str
+
+
 class SetupSpec(_Strict):
+    """One of the paper's three setups (METHODS.md §3).
+
+    - ``mtl``: one expert per task in ``tasks``; one merge of all, each task evaluated with its head.
+    - ``cil``: ``dataset`` split into ``n_splits`` class chunks, one expert per split (``sequential``
+      fine-tuning chains them); one merge evaluated task-agnostically on the whole test set with the
+      joint head over all classes.
+    - ``dg``: one expert per domain of ``dataset``; for each domain, merge the others and evaluate on
+      the held-out one (leave-one-domain-out).
+    """
+
     name: str
-    kind: Literal["mtl"] = "mtl"
-    tasks: list[str] = Field(min_length=2)
+    kind: Literal["mtl", "cil", "dg"] = "mtl"
+    tasks: list[str] | None = None
+    dataset: str | None = None
+    n_splits: int | None = Field(None, ge=2)
+    domains: list[str] | None = None
     data: DataSpec = DataSpec()
     finetune: FinetuneSpec = FinetuneSpec()
 
-    @field_validator("tasks")
-    @classmethod
-    def _known_unique_tasks(cls, tasks: list[str]) -> list[str]:
-        from benchmark.data import check_dataset_name
+    @model_validator(mode="after")
+    def _consistent_kind(self) -> "SetupSpec":
+        from benchmark import data
 
-        for task in tasks:
-            check_dataset_name(task)
-        dupes = sorted({t for t in tasks if tasks.count(t) > 1})
-        if dupes:
-            raise ValueError(f"tasks listed twice: {dupes}; list each task once")
-        return tasks
+        given = {k for k in ("tasks", "dataset", "n_splits", "domains") if getattr(self, k) is not None}
+        allowed = {"mtl": {"tasks"}, "cil": {"dataset", "n_splits"}, "dg": {"dataset", "domains"}}[self.kind]
+        required = {"mtl": {"tasks"}, "cil": {"dataset", "n_splits"}, "dg": {"dataset"}}[self.kind]
+        if given - allowed:
+            raise ValueError(f"kind {self.kind} does not take {sorted(given - allowed)}; it takes {sorted(allowed)}")
+        if required - given:
+            raise ValueError(f"kind {self.kind} needs {sorted(required - given)}")
+        if self.kind == "mtl":
+            if len(self.tasks) < 2:
+                raise ValueError("an mtl setup needs at least 2 tasks to merge")
+            for task in self.tasks:
+                data.check_task_name(task)
+            _unique(self.tasks, "tasks")
+        elif self.kind == "cil":
+            data.check_task_name(f"{self.dataset}[0/{self.n_splits}]")
+        else:
+            data.check_dataset_name(self.dataset)
+            known = list(data.domains(self.dataset))
+            chosen = self.domains if self.domains is not None else known
+            for domain in chosen:
+                data.check_task_name(f"{self.dataset}/{domain}")
+            _unique(chosen, "domains")
+            if len(chosen) < 3:
+                raise ValueError(f"leave-one-domain-out needs at least 3 domains (merging at least 2 experts); "
+                                 f"got {chosen}; {self.dataset} has {known}")
+        if self.finetune.mode == "sequential" and self.kind != "cil":
+            raise ValueError("finetune.mode: sequential chains class-incremental splits; use it with kind: cil")
+        return self
+
+    def expert_tasks(self) -> list[str]:
+        """The task each expert is fine-tuned on, in chain order for sequential fine-tuning."""
+        if self.kind == "mtl":
+            return list(self.tasks)
+        if self.kind == "cil":
+            return [f"{self.dataset}[{i}/{self.n_splits}]" for i in range(self.n_splits)]
+        from benchmark import data
+
+        return [f"{self.dataset}/{d}" for d in (self.domains or data.domains(self.dataset))]
+
+    def evaluations(self) -> list[Evaluation]:
+        experts = self.expert_tasks()
+        everyone = tuple(range(len(experts)))
+        if self.kind == "mtl":
+            return [Evaluation(everyone, task) for task in experts]
+        if self.kind == "cil":
+            return [Evaluation(everyone, self.dataset)]
+        return [Evaluation(tuple(j for j in everyone if j != i), task) for i, task in enumerate(experts)]
 
 
 class MergerSpec(_Strict):

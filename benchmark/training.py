@@ -36,6 +36,10 @@ def train_expert_loop(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     base = load_base_model(ModelSpec(**job.model), storage)
+    if job.init_from is not None:  # sequential fine-tuning: continue from the previous split's expert
+        from safetensors.torch import load_file
+
+        base.model.visual.load_state_dict(load_file(str(job.init_path(storage))))
     data = DataSpec(**job.data)
     head = load_head(storage, base, job.task)
     images, labels = eval_cache.load_split(storage, job.task, "train", data)
@@ -96,26 +100,47 @@ class ExpertOutcome:
 def fit_experts(
     jobs: list[ExpertJob], storage: StorageRoot, resources: ResourcesSpec, log: Callable[[str], None] = print
 ) -> list[ExpertOutcome]:
-    """Fine-tune every job not already in the store, concurrently; keep the ones that succeed."""
-    todo = [j for j in jobs if not expert_store.is_done(j, storage)]
+    """Fine-tune every job not already in the store; keep the ones that succeed.
+
+    Independent experts all start at once (Ray queues them up to the cluster's capacity); an expert
+    of a sequential chain starts when its predecessor is in the store, and a chain whose link fails
+    stops there (its later splits are reported as blocked).
+    """
+    todo = {j.key: j for j in jobs if not expert_store.is_done(j, storage)}
     if not todo:
         return []
     log(f"fine-tuning {len(todo)} expert(s) with Ray Train ({len(jobs) - len(todo)} cached)")
-    refs = {
-        _fit_expert.remote(dataclasses.asdict(j), str(storage.root), resources.model_dump()): j for j in todo
-    }
-    outcomes = []
-    pending = list(refs)
-    while pending:
-        done, pending = ray.wait(pending, num_returns=1)
-        job = refs[done[0]]
+    outcomes: list[ExpertOutcome] = []
+    running: dict = {}
+    failed: set[str] = set()
+
+    def launch_ready() -> None:
+        for key, job in list(todo.items()):
+            if job.init_from in failed:
+                outcomes.append(ExpertOutcome(job, False, f"blocked: previous split {job.init_task} failed"))
+                failed.add(key)
+                del todo[key]
+            elif job.init_from is None or (job.init_from not in todo and job.init_from not in
+                                           {j.key for j in running.values()}):
+                ref = _fit_expert.remote(dataclasses.asdict(job), str(storage.root), resources.model_dump())
+                running[ref] = job
+                del todo[key]
+
+    launch_ready()
+    while running:
+        done, _ = ray.wait(list(running), num_returns=1)
+        job = running.pop(done[0])
         try:
             detail = ray.get(done[0])
-            log(f"  expert {job.task:<12} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
+            log(f"  expert {job.task:<14} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
                 f"({detail['seconds']:.0f} s)")
             outcomes.append(ExpertOutcome(job, True, detail))
         except Exception as exc:  # a failed expert is reported; the others are kept
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             log(f"  expert {job.task} seed {job.seed} FAILED: {message}")
             outcomes.append(ExpertOutcome(job, False, message))
+            failed.add(job.key)
+        launch_ready()
+    for job in todo.values():  # unreachable chain links (defensive: should be empty)
+        outcomes.append(ExpertOutcome(job, False, "blocked: previous split missing"))
     return outcomes
