@@ -40,3 +40,19 @@ def tiny_spec_dict(tasks: list[str] | None = None, **overrides) -> dict:
     }
     spec.update(overrides)
     return spec
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(ray_session, tmp_path_factory):
+    """The tiny spec run to completion once per test session (experts, banks, grid, Parquet)."""
+    from rich.console import Console
+
+    from benchmark.pipeline import run_spec
+    from benchmark.specs import parse_spec
+    from benchmark.storage import StorageRoot
+
+    storage = StorageRoot.at(tmp_path_factory.mktemp("finished-root"))
+    spec = parse_spec(tiny_spec_dict())
+    console = Console(record=True, width=200)
+    summary = run_spec(spec, storage, console=console)
+    return spec, storage, summary, console

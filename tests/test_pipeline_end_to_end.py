@@ -21,12 +21,14 @@ from tests.conftest import tiny_spec_dict
 
 
 @pytest.fixture(scope="module")
-def finished_run(ray_session, tmp_path_factory):
-    storage = StorageRoot.at(tmp_path_factory.mktemp("root"))
-    spec = parse_spec(tiny_spec_dict())
-    console = Console(record=True, width=200)
-    summary = run_spec(spec, storage, console=console)
-    return spec, storage, summary, console
+def finished_run(finished_tiny_run, tmp_path_factory):
+    """A private copy of the session's finished run (these tests add trials to it)."""
+    import shutil
+
+    spec, storage, summary, console = finished_tiny_run
+    copy = StorageRoot.at(tmp_path_factory.mktemp("e2e") / "root")
+    shutil.copytree(storage.root, copy.root, ignore=shutil.ignore_patterns("runs"))
+    return spec, copy, summary, console
 
 
 def test_dry_run_plans_without_training(tmp_path):
