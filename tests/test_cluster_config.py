@@ -1,0 +1,34 @@
+"""cluster.yaml and its on-premises variant pass Ray's own cluster-config validation (no cloud needed)."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["cluster.yaml", "cluster-onprem.yaml"])
+def test_cluster_config_is_valid_for_ray_up(name):
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / name).read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    assert "pip install" in " ".join(config["setup_commands"])  # every node installs this project
+    head_start = " ".join(config["head_start_ray_commands"])
+    assert "--num-cpus=0" in head_start  # the head runs no work
+
+
+def test_aws_cluster_has_single_and_eight_gpu_workers_and_bounded_autoscaling():
+    config = yaml.safe_load((REPO / "cluster.yaml").read_text())
+    types = config["available_node_types"]
+    assert types[config["head_node_type"]]["resources"] == {"CPU": 0}
+    instance = {name: t["node_config"]["InstanceType"] for name, t in types.items()}
+    assert instance["worker.gpu1"] == "g5.2xlarge" and instance["worker.gpu8"] == "g5.48xlarge"
+    assert all(t.get("max_workers", 0) <= config["max_workers"] for t in types.values())
+    import ray
+
+    assert f"ray:{ray.__version__}" in config["docker"]["image"]  # same Ray as the project
