@@ -36,7 +36,13 @@ class SharedBank:
 
 
 def build_bank(jobs: list[ExpertJob], theta0_visual: dict[str, torch.Tensor], storage: StorageRoot) -> SharedBank:
-    vectors = {job.task: ww.task_vector(expert_store.load_expert(job, storage), theta0_visual) for job in jobs}
+    from benchmark.models import check_image_encoder_state
+
+    vectors = {}
+    for job in jobs:
+        state = expert_store.load_expert(job, storage)
+        check_image_encoder_state(state, theta0_visual)  # a foreign or mislabelled checkpoint is an error
+        vectors[job.task] = ww.task_vector(state, theta0_visual)
     bank = ww.TaskVectorBank.from_state_dicts(vectors)
     return SharedBank(
         data=np.ascontiguousarray(bank.data.numpy()),

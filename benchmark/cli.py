@@ -32,20 +32,28 @@ def _parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="render the leaderboard of a storage root")
     report.add_argument("root", nargs="?", default=DEFAULT_ROOT)
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    perf = sub.add_parser("perf", help="performance benchmarks (merge: mergers and weaving on a synthetic bank)")
+    data = sub.add_parser("data", help="check / prepare real datasets under the data root (see docs/DATA.md)")
+    data.add_argument("args", nargs=argparse.REMAINDER, help="check [--data-root DIR] | prepare NAME")
+    perf = sub.add_parser("perf", help="performance benchmarks: merge (mergers/weaving, synthetic bank), eval (cached vs decoded eval)")
     perf.add_argument("what", choices=sorted(PERF_COMMANDS), help="which benchmark")
     perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark (see perf WHAT --help)")
     return parser
 
 
 #: ``run_bench.py perf WHAT`` → module whose ``main(argv) -> int`` runs that benchmark.
-PERF_COMMANDS = {"merge": "benchmark.perf_merge"}
+PERF_COMMANDS = {"merge": "benchmark.perf_merge", "eval": "benchmark.perf_eval"}
 
 
 def cmd_perf(args, console: Console) -> int:
     import importlib
 
     return importlib.import_module(PERF_COMMANDS[args.what]).main(args.args)
+
+
+def cmd_data(args, console: Console) -> int:
+    from benchmark.data_cli import main as data_main
+
+    return data_main(args.args)
 
 
 def cmd_run(args, console: Console) -> int:
@@ -87,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.specs import SpecError
 
     try:
-        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf}
+        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data}
         return commands[args.command](args, console)
     except (SpecError, FileNotFoundError, PermissionError, ValueError) as exc:
         if args.debug:

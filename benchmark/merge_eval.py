@@ -10,6 +10,7 @@ import json
 import resource
 import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -49,8 +50,10 @@ class WarmAssets:
     def test_split(self, storage: StorageRoot, task: str, data: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
         key = (task, data.model_dump_json())
         if key not in self.tests:
-            images, labels = eval_cache.load_split(storage, task, "test", data)
-            self.tests[key] = (torch.from_numpy(np.array(images)), torch.from_numpy(np.asarray(labels)))
+            images, labels = eval_cache.load_split(storage, task, "test", data, resolution=self.base.resolution)
+            with warnings.catch_warnings():  # read-only memory map: evaluation never writes to it
+                warnings.filterwarnings("ignore", message=".*not writable.*")
+                self.tests[key] = (torch.from_numpy(images), torch.from_numpy(np.asarray(labels)))
         return self.tests[key]
 
     def load_merged(self, vector: dict[str, torch.Tensor]) -> None:

@@ -40,8 +40,25 @@ def init_ray() -> None:
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    ray.init(address=os.environ.get("RAY_ADDRESS"), include_dashboard=False, logging_level="WARNING",
-             configure_logging=True, log_to_driver=os.environ.get("WW_RAY_LOGS") == "1")
+    address = os.environ.get("RAY_ADDRESS")
+    # on a cluster, workers do not inherit the driver's environment: forward where data and weights live
+    forwarded = {k: os.environ[k] for k in ("WW_DATA_ROOT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
+                 if k in os.environ}
+    ray.init(address=address, include_dashboard=False, logging_level="WARNING", configure_logging=True,
+             log_to_driver=os.environ.get("WW_RAY_LOGS") == "1",
+             runtime_env={"env_vars": forwarded} if address and forwarded else None)
+
+
+def check_inputs(spec: Spec) -> None:
+    """Fail before any work when weights or data are missing (the message says how to get them)."""
+    from benchmark import data
+    from benchmark.models import check_weights_available
+
+    for model in spec.models:
+        check_weights_available(model)
+    for setup in spec.setups:
+        for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())]):
+            data.check_task_data(task)
 
 
 def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list, list[Trial]]:
@@ -73,6 +90,7 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
 def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
     console = console or Console()
     plan = build_plan(spec)
+    check_inputs(spec)
     summary = RunSummary(plan=plan)
     experts_todo, trials_todo = print_plan(plan, storage, console)
     summary.trials_skipped = len(plan.trials) - len(trials_todo)
@@ -104,7 +122,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     prepare = prepare_remote(res.prepare_cpus, res.trial_gpus)
     prepared_refs = {}
     for model in spec.models:
-        tasks = [(task, setup.data.model_dump(mode="json")) for setup in spec.setups
+        tasks = [(task, setup.data.model_dump(mode="json"), task in setup.expert_tasks()) for setup in spec.setups
                  for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     str(storage.root))

@@ -14,10 +14,10 @@ import ray
 from benchmark import eval_cache
 from benchmark.keys import content_key
 from benchmark.specs import DataSpec, ModelSpec
-from benchmark.storage import StorageRoot, write_text_atomic
+from benchmark.storage import StorageRoot, safe_name, write_text_atomic
 
 
-def prepare_model_assets(model: dict, tasks: list[tuple[str, dict]], root: str) -> dict:
+def prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], root: str) -> dict:
     """Ensure θ0, the train/test tensors and the head of every task; return zero-shot accuracies."""
     from benchmark.evaluation import evaluate
     from benchmark.head_cache import load_head
@@ -31,16 +31,17 @@ def prepare_model_assets(model: dict, tasks: list[tuple[str, dict]], root: str) 
     timings["pretrain_seconds"] = time.perf_counter() - start
     base = load_base_model(spec, storage)
     zeroshot: dict[str, dict] = {}
-    for task, data in tasks:
+    for task, data, trains in tasks:  # trains: an expert fine-tunes on this task (cache its train split)
         data_spec = DataSpec(**data)
         key = content_key("zeroshot", {"base": base_key(spec), "task": task, "data": data_spec})
-        path = storage.cache / "zeroshot" / base.key / f"{task}-{key}.json"
-        eval_cache.ensure_split(storage, task, "train", data_spec)
+        path = storage.cache / "zeroshot" / base.key / f"{safe_name(task)}-{key}.json"
+        if trains:
+            eval_cache.ensure_split(storage, task, "train", data_spec, resolution=base.resolution)
         if path.exists():
             zeroshot[f"{task}|{key}"] = json.loads(path.read_text())
             continue
         head = load_head(storage, base, task)
-        images, labels = eval_cache.load_split(storage, task, "test", data_spec)
+        images, labels = eval_cache.load_split(storage, task, "test", data_spec, resolution=base.resolution)
         result = evaluate(base.model, head, images, labels)
         write_text_atomic(path, json.dumps(result))
         zeroshot[f"{task}|{key}"] = result

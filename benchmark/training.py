@@ -42,7 +42,7 @@ def train_expert_loop(config: dict) -> None:
         base.model.visual.load_state_dict(load_file(str(job.init_path(storage))))
     data = DataSpec(**job.data)
     head = load_head(storage, base, job.task)
-    images, labels = eval_cache.load_split(storage, job.task, "train", data)
+    images, labels = eval_cache.load_split(storage, job.task, "train", data, resolution=base.resolution)
     images, labels = images[rank::world], labels[rank::world]  # each worker its own shard
     device = ray.train.torch.get_device()
     model = base.model.to(device)
@@ -54,7 +54,7 @@ def train_expert_loop(config: dict) -> None:
     visual = getattr(model.visual, "module", model.visual)
     model.visual = visual
     if rank == 0:
-        test_images, test_labels = eval_cache.load_split(storage, job.task, "test", data)
+        test_images, test_labels = eval_cache.load_split(storage, job.task, "test", data, resolution=base.resolution)
         metrics["test_accuracy"] = evaluate(model.eval(), head.to(device), test_images, test_labels)["accuracy"]
         expert_store.save_expert(job, storage, visual.state_dict(), metrics)
     ray.train.report({k: float(v) for k, v in metrics.items()})
