@@ -1,39 +1,51 @@
-"""ww.counter_rng: SplitMix64 in int64 torch ops, position-derived and chunk-invariant."""
+"""ww.counter_rng: a lowbias32 counter stream in int32 torch ops, position-derived and chunk-invariant."""
 
 import pytest
 import torch
 
-from ww.counter_rng import mix64, random_words, stream_key, uniform_indices
+from ww.counter_rng import hash32, random_words, stream_key, uniform_indices, uniform_lanes16
 
-MASK = (1 << 64) - 1
-
-
-def _mix64_reference(value):
-    """SplitMix64's finaliser on Python ints (unbounded, masked to 64 bits)."""
-    z = value & MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
-    return z ^ (z >> 31)
+MASK = (1 << 32) - 1
 
 
-def test_stream_reproduces_published_splitmix64_outputs():
-    # First outputs of SplitMix64 seeded with 1234567 (Rosetta Code "Pseudo-random numbers/Splitmix64").
-    words = random_words(1234567, torch.arange(5))
-    assert [word & MASK for word in words.tolist()] == [
-        6457827717110365317,
-        3203168211198807973,
-        9817491932198370423,
-        4593380528125082431,
-        16408922859458223821,
-    ]
+def _lowbias32_reference(value):
+    """Wellons' lowbias32 on Python ints (unbounded, masked to 32 bits)."""
+    x = value & MASK
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & MASK
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & MASK
+    return x ^ (x >> 16)
 
 
-def test_mix64_matches_unsigned_reference_including_sign_bit_words():
+def test_hash32_matches_the_unsigned_reference_including_sign_bit_words():
     generator = torch.Generator().manual_seed(0)
-    words = torch.randint(-(2**63), 2**63 - 1, (500,), dtype=torch.int64, generator=generator)
-    words = torch.cat([words, torch.tensor([0, -1, -(2**63), 2**63 - 1])])
-    got = [value & MASK for value in mix64(words).tolist()]
-    assert got == [_mix64_reference(value) for value in words.tolist()]
+    words = torch.randint(-(2**31), 2**31 - 1, (2000,), dtype=torch.int32, generator=generator)
+    words = torch.cat([words, torch.tensor([0, -1, -(2**31), 2**31 - 1], dtype=torch.int32)])
+    got = [value & MASK for value in hash32(words).tolist()]
+    assert got == [_lowbias32_reference(value) for value in words.tolist()]
+    assert _lowbias32_reference(0) == 0 and _lowbias32_reference(1) != 1
+
+
+def test_stream_words_are_the_keyed_hash_of_the_position():
+    key = stream_key(3, "x")
+    words = random_words(key, torch.arange(100))
+    expected = [_lowbias32_reference(i ^ (key & MASK)) ^ (key >> 32) for i in range(100)]
+    assert [word & MASK for word in words.tolist()] == expected
+    assert len(set(expected)) == 100  # a bijection of the counter: no repeats within a stream
+
+
+def test_lanes_are_the_halves_of_the_words_and_do_not_depend_on_the_count():
+    positions = torch.arange(50)
+    five = uniform_lanes16(1, "dare", "w", positions, 5)
+    two = uniform_lanes16(1, "dare", "w", positions, 2)
+    assert five.dtype == torch.int16 and five.shape == (5, 50)
+    assert torch.equal(five[:2], two)
+    word = random_words(stream_key(1, "dare", "w", "0"), positions)
+    assert [(v & 0xFFFF) for v in five[0].tolist()] == [(w & 0xFFFF) for w in word.tolist()]
+    assert [(v & 0xFFFF) for v in five[1].tolist()] == [((w & MASK) >> 16) for w in word.tolist()]
+    as_float = uniform_lanes16(1, "dare", "w", positions, 5, out=torch.empty(5, 50))
+    assert torch.equal(as_float, five.float())
 
 
 def test_chunks_give_the_same_indices_as_one_pass():

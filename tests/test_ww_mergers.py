@@ -148,14 +148,14 @@ def test_registry_records_citation_grid_and_defaults():
 
 
 def test_hyper_parameters_come_from_the_signature_and_bad_signatures_fail_at_registration():
-    def good(tau, layout, *, alpha=0.5, steps=3):
-        return tau.sum(0)
+    def good(tasks, *, alpha=0.5, steps=3):
+        return tasks.map(lambda tau, block: tau.sum(0))
 
-    def positional_hyper(tau, layout, alpha=0.5):
-        return tau.sum(0)
+    def positional_hyper(tasks, alpha=0.5):
+        return tasks.map(lambda tau, block: tau.sum(0))
 
-    def no_default(tau, layout, *, alpha):
-        return tau.sum(0)
+    def no_default(tasks, *, alpha):
+        return tasks.map(lambda tau, block: tau.sum(0))
 
     assert hyperparameters_of(good) == {"alpha": 0.5, "steps": 3}
     for bad in (positional_hyper, no_default):

@@ -7,10 +7,16 @@ arXiv 2510.13921. The repository's METHODS.md is the contract for what each func
     merged = ww.merge("ties", tau, k=0.2)                                   # M at λ = 1
     woven = ww.weave(tau, merger="ties", pooling="avg", collaborative=True)  # no λ to choose
     model = ww.apply_task_vector(base, woven)
+
+Large banks are merged out-of-core from disk with the same functions:
+
+    ww.save_bank("bank.safetensors", tau)             # one task vector at a time
+    woven = ww.weave(ww.open_bank("bank.safetensors"), merger="tsv_m")
 """
 
 from . import mergers as _mergers  # noqa: F401  (registers the base mergers)
 from .bank import TaskVectorBank
+from .bank_file import BankWriter, open_bank, save_bank
 from .merging import merge
 from .pooling import POOLINGS
 from .registry import MERGERS, default_lambdas
@@ -20,10 +26,13 @@ from .weaving import weave
 __all__ = [
     "MERGERS",
     "POOLINGS",
+    "BankWriter",
     "TaskVectorBank",
     "apply_task_vector",
     "default_lambdas",
     "merge",
+    "open_bank",
+    "save_bank",
     "task_vector",
     "weave",
 ]

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .layout import Layout, layout_numel, layout_slices, normalize_layout
+from .streaming import TaskStream, bank_stream
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -23,7 +24,8 @@ class TaskVectorBank:
     """Task vectors τ1..τT as rows of ``data`` (shape ``[T, P]``, one float dtype).
 
     ``layout`` orders the tensors (name, shape); their flattened entries are consecutive in that
-    order. ``task_names`` names the rows.
+    order. ``task_names`` names the rows. ``data`` may be memory-mapped (`ww.open_bank`, or a
+    numpy/safetensors memmap wrapped with `from_flat`): mergers read it block by block.
     """
 
     data: torch.Tensor
@@ -101,6 +103,26 @@ class TaskVectorBank:
 
     def __len__(self) -> int:
         return self.data.shape[0]
+
+    def stream(self, *, block_entries: int | None = None, workers: int | None = None) -> TaskStream:
+        """The task vectors as a `TaskStream` (what mergers run on), block by block.
+
+        A bank opened with `ww.open_bank` hands its page release to the stream, so resident
+        memory stays bounded by the blocks in flight whatever the bank's size.
+        """
+        return bank_stream(
+            self.data,
+            self.layout,
+            self.task_names,
+            release=getattr(self, "_release", None),
+            block_entries=block_entries,
+            workers=workers,
+        )
+
+    @property
+    def file_backed(self) -> bool:
+        """True for a bank memory-mapped by `ww.open_bank` (out-of-core)."""
+        return getattr(self, "_release", None) is not None
 
     @property
     def num_params(self) -> int:

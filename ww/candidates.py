@@ -1,18 +1,18 @@
 """The candidate set Weight Weaving pools, without materialising it (METHODS §1, steps 3–4).
 
 Collaborative: A* = {τ1..τT} ∪ {λ1·M..λK·M}; plain: A = {λ1·M..λK·M}. The K scaled copies are
-never stored: a candidate λi·M is formed only when a pooling asks for it, so memory stays O(T·P)
-instead of O((T + K)·P) (DESIGN.md, performance principles).
+never stored: a block of candidate λi·M is formed only when a pooling reads that block, so memory
+stays O(P) beyond the bank instead of O((T + K)·P) (DESIGN.md, performance principles).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from .layout import Layout
+from .streaming import Block, TaskStream, _SharedState
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,43 @@ class Candidates:
         """The candidate λ·M (a new tensor)."""
         return self.merged * lam
 
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        """Each candidate in order, one at a time."""
-        if self.task_vectors is not None:
-            yield from self.task_vectors
-        for lam in self.lambdas:
-            yield self.scaled(lam)
+    def task_stream(self, block_entries: int | None = None) -> TaskStream:
+        """The task vectors alone (``[0, n]`` blocks for the plain set), aligned with ``merged``."""
+        from .streaming import bank_stream
 
-    def materialise(self) -> torch.Tensor:
-        """All N candidates stacked ``[N, P]``, for poolings that need them at once (merger pooling)."""
-        return torch.stack(list(self))
+        tasks = self.task_vectors
+        if tasks is None:
+            tasks = self.merged.new_empty(0, self.merged.shape[0])
+        labels = [f"task_{index}" for index in range(tasks.shape[0])]
+        return bank_stream(tasks, self.layout, labels, block_entries=block_entries)
+
+
+def candidate_stream(
+    tasks: TaskStream, merged: torch.Tensor, lambdas: tuple[float, ...], collaborative: bool
+) -> TaskStream:
+    """The candidates as a `TaskStream` of N rows, for a merger used as the pooling function.
+
+    Block b holds the rows of ``tasks`` (when collaborative) followed by λi·M[b] for every λ in Λ's
+    order; built per block, so the candidate set never exists whole.
+    """
+    scale = torch.tensor(lambdas, dtype=merged.dtype, device=merged.device).unsqueeze(1)
+    base = tasks.without_finish()
+    labels = (base.labels if collaborative else ()) + tuple(f"{lam:g}·M" for lam in lambdas)
+
+    def load(block: Block) -> torch.Tensor:
+        scaled = merged[block.start:block.stop].unsqueeze(0) * scale
+        if not collaborative:
+            return scaled
+        return torch.cat([base.read(block), scaled])
+
+    return replace(
+        base,
+        loader=load,
+        num_tasks=len(labels),
+        dtype=merged.dtype,
+        labels=labels,
+        transform=None,
+        check_finite=False,
+        in_memory=False,
+        state=_SharedState(),
+    )

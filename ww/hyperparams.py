@@ -33,17 +33,17 @@ class Interval:
 
 
 def hyperparameters_of(function: Callable) -> dict[str, object]:
-    """Hyper-parameter name -> default, read from ``function(tau, layout, *, name=default, ...)``.
+    """Hyper-parameter name -> default, read from ``function(tasks, *, name=default, ...)``.
 
     Raises TypeError when the signature does not have that shape, so a malformed merger fails at
     registration rather than at the first merge.
     """
     parameters = list(inspect.signature(function).parameters.values())
     positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    if len(parameters) < 2 or any(p.kind not in positional for p in parameters[:2]):
-        raise TypeError(f"{function.__name__} must take (tau, layout) positionally first")
+    if not parameters or parameters[0].kind not in positional:
+        raise TypeError(f"{function.__name__} must take the task stream positionally first")
     defaults = {}
-    for parameter in parameters[2:]:
+    for parameter in parameters[1:]:
         if parameter.kind is not inspect.Parameter.KEYWORD_ONLY or parameter.default is inspect.Parameter.empty:
             raise TypeError(
                 f"{function.__name__}: hyper-parameter {parameter.name!r} must be keyword-only with a default"

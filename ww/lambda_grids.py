@@ -33,8 +33,8 @@ LAMBDA_GRIDS = MappingProxyType(
         "pcb": tenths_grid(1, 25),
         "tsv_m": tenths_grid(5, 20),
         "iso_c": tenths_grid(1, 20),
-        # METHODS §1 names only Iso-C; Iso-CTS falls under "everything else".
-        "iso_cts": DEFAULT_GRID,
+        # METHODS §1 names only Iso-C; Iso-CTS is its variant and sweeps the same range (issue 3).
+        "iso_cts": tenths_grid(1, 20),
     }
 )
 """Merger name -> its default Λ, including mergers not implemented yet."""

@@ -13,10 +13,11 @@ def merge(name: str, task_vectors, **hparams: object) -> dict[str, torch.Tensor]
 
     ``task_vectors``: a list of state dicts, a dict task name -> state dict, or a `TaskVectorBank`.
     ``hparams`` are the merger's hyper-parameters (see ``ww.MERGERS[name].defaults``); unknown names
-    and out-of-range values raise ValueError before any work. The returned tensors are views of one
-    flat tensor (they share storage); the inputs are never modified.
+    and out-of-range values raise ValueError before any work; NaN/Inf entries raise ValueError
+    naming the task and tensor. The returned tensors are views of one flat tensor (they share
+    storage); the inputs are never modified. A bank from `ww.open_bank` is merged out-of-core.
     """
     record = get_merger(name)
     record.resolve(hparams)
     bank = as_bank(task_vectors)
-    return bank.unflatten(record(bank.data, bank.layout, **hparams))
+    return bank.unflatten(record.run(bank.stream(), hparams).to(bank.data.dtype))

@@ -1,8 +1,11 @@
 """Pooling functions f_pool of Weight Weaving, element-wise over the candidates (METHODS §1).
 
-A pooling is ``f(candidates, *, seed) -> [P]`` over a `Candidates` set, registered in `POOLINGS`
-by name. Any registered merger can pool as well; `ww.weave` handles that case by materialising the
-candidates and feeding them to the merger as if they were task vectors.
+A pooling is a block kernel ``f(tasks, merged, lambdas, block, *, seed) -> [n]``: ``tasks`` is the
+``[T, n]`` block of τ1..τT (None for the plain set A), ``merged`` the block of M, and the candidates
+are those rows followed by λi·M for λi in Λ. Kernels never build the K scaled candidates; each
+needs O(T·n) work per block whatever K is. Registered in `POOLINGS` by name; a record is also
+callable on a whole `Candidates` set. Any registered merger can pool as well: `ww.weave` then runs
+it over a stream of candidate blocks (`ww.candidates.candidate_stream`).
 """
 
 from __future__ import annotations
@@ -14,26 +17,38 @@ from types import MappingProxyType
 
 import torch
 
+from .blockops import at_least, choose, largest_magnitude
 from .candidates import Candidates
-from .counter_rng import stream_key, uniform_indices
-from .layout import layout_slices
-from .mergers.magmax import keep_largest_magnitude
+from .mergers.randmix import RANDMIX_LABEL, random_rows
+from .streaming import Block
 
 WEIGHT_WEAVING = "Chaves, Valle, Avila, Weight Weaving: Parameter Pooling for Data-Free Model Merging, arXiv 2510.13921"
 
-PoolingFunction = Callable[..., torch.Tensor]
+PoolingKernel = Callable[..., torch.Tensor]
 
 
 @dataclass(frozen=True)
 class PoolingRecord:
-    """A registered pooling function and where it is defined."""
+    """A registered pooling kernel and where it is defined."""
 
     name: str
-    function: PoolingFunction
+    kernel: PoolingKernel
     citation: str
 
-    def __call__(self, candidates: Candidates, *, seed: int = 0) -> torch.Tensor:
-        return self.function(candidates, seed=seed)
+    def __call__(self, candidates: Candidates, *, seed: int = 0, chunk_size: int | None = None) -> torch.Tensor:
+        """Pool a whole `Candidates` set into a flat ``[P]`` vector, ``chunk_size`` entries per task at a time."""
+        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        entries = None if chunk_size is None else chunk_size * max(1, candidates.num_tasks)
+        stream = candidates.task_stream(block_entries=entries)
+        merged = candidates.merged
+        lambdas = tuple(candidates.lambdas)
+        collaborative = candidates.task_vectors is not None
+
+        def pool(tau: torch.Tensor, block: Block) -> torch.Tensor:
+            return self.kernel(tau if collaborative else None, merged[block.start:block.stop], lambdas, block, seed=seed)
+
+        return stream.map(pool)
 
 
 _POOLINGS: dict[str, PoolingRecord] = {}
@@ -41,63 +56,66 @@ POOLINGS: Mapping[str, PoolingRecord] = MappingProxyType(_POOLINGS)
 """Pooling name -> `PoolingRecord` ("avg", "randmix", "magmax"), read-only."""
 
 
-def pooling(*, name: str, citation: str = WEIGHT_WEAVING) -> Callable[[PoolingFunction], PoolingFunction]:
-    """Register ``f(candidates, *, seed)`` as pooling ``name``; returns ``f`` unchanged."""
+def pooling(*, name: str, citation: str = WEIGHT_WEAVING) -> Callable[[PoolingKernel], PoolingRecord]:
+    """Register the block kernel ``f(tasks, merged, lambdas, block, *, seed)`` as pooling ``name``."""
 
-    def register(function: PoolingFunction) -> PoolingFunction:
+    def register(kernel: PoolingKernel) -> PoolingRecord:
         if name in _POOLINGS:
             raise ValueError(f"pooling {name!r} is already registered")
-        _POOLINGS[name] = PoolingRecord(name=name, function=function, citation=citation)
-        return function
+        record = PoolingRecord(name=name, kernel=kernel, citation=citation)
+        _POOLINGS[name] = record
+        return record
 
     return register
 
 
 @pooling(name="avg")
-def avg(candidates: Candidates, *, seed: int = 0) -> torch.Tensor:
+def avg(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0):
     """(1/N) Σn Cn in closed form: (Σt τt + (Σi λi)·M) / (T + K), or mean(Λ)·M for the plain set.
 
-    The closed form is the reason weaving with avg costs one merge plus one sum over tasks.
+    The closed form is why weaving with avg costs one merge plus one sum over tasks.
     """
-    lambda_sum = math.fsum(candidates.lambdas)
-    if candidates.task_vectors is None:
-        return candidates.merged * (lambda_sum / len(candidates.lambdas))
-    pooled = candidates.task_vectors.sum(dim=0)
-    pooled.add_(candidates.merged, alpha=lambda_sum)
-    return pooled.div_(len(candidates))
+    lambda_sum = math.fsum(lambdas)
+    if tasks is None:
+        return merged * (lambda_sum / len(lambdas))
+    pooled = tasks.sum(dim=0)
+    pooled.add_(merged, alpha=lambda_sum)
+    return pooled.div_(tasks.shape[0] + len(lambdas))
 
 
 @pooling(name="randmix")
-def randmix(candidates: Candidates, *, seed: int = 0, chunk_size: int = 1 << 20) -> torch.Tensor:
+def randmix(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0):
     """Per scalar element, one candidate picked uniformly at random.
 
     The pick for element i of tensor ``name`` is `uniform_indices` of the stream keyed by
     (seed, "randmix", name) at counter i, a pure function of those: the result does not depend on
-    ``chunk_size`` (which only bounds memory), the device, or the order of tensors in the layout.
+    the block size, the device, or the order of tensors in the layout.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-    merged = candidates.merged
-    tasks = candidates.task_vectors
-    num_tasks = candidates.num_tasks
-    lambdas = torch.tensor(candidates.lambdas, dtype=merged.dtype, device=merged.device)
-    pooled = torch.empty_like(merged)
-    for name, piece in layout_slices(candidates.layout).items():
-        key = stream_key(seed, "randmix", name)
-        for start in range(piece.start, piece.stop, chunk_size):
-            stop = min(start + chunk_size, piece.stop)
-            positions = torch.arange(start - piece.start, stop - piece.start, device=merged.device)
-            pick = uniform_indices(key, positions, len(candidates))
-            values = lambdas[(pick - num_tasks).clamp(min=0)] * merged[start:stop]
-            if tasks is not None:
-                task = pick.clamp(max=num_tasks - 1).unsqueeze(0)
-                from_tasks = tasks[:, start:stop].gather(0, task).squeeze(0)
-                values = torch.where(pick < num_tasks, from_tasks, values)
-            pooled[start:stop] = values
-    return pooled
+    num_tasks = 0 if tasks is None else tasks.shape[0]
+    count = num_tasks + len(lambdas)
+    pick = random_rows(seed, RANDMIX_LABEL, block, count, merged.device)
+    # per candidate n: the weight of M (λ for scaled candidates, 0 for tasks) and whether it is a task
+    weight_of_m = torch.tensor([0.0] * num_tasks + list(lambdas), dtype=merged.dtype, device=merged.device)
+    values = merged * weight_of_m.index_select(0, pick)
+    if tasks is None:
+        return values
+    is_task = torch.tensor([1.0] * num_tasks + [0.0] * len(lambdas), dtype=merged.dtype, device=merged.device)
+    from_tasks = tasks.gather(0, pick.clamp(max=num_tasks - 1).unsqueeze(0)).squeeze(0)
+    return choose(is_task.index_select(0, pick), from_tasks, values)
 
 
 @pooling(name="magmax")
-def magmax(candidates: Candidates, *, seed: int = 0) -> torch.Tensor:
-    """Per element the candidate of largest |Cn|, ties to the later one; one λ·M alive at a time."""
-    return keep_largest_magnitude(iter(candidates))
+def magmax(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0):
+    """Per element the candidate of largest |Cn|, ties to the later one.
+
+    Among the scaled candidates the largest |λi·M| is at the last λ of largest |λ| for every
+    element, so only that one is compared with the tasks' winner (which comes earlier in order).
+    """
+    magnitudes = [abs(lam) for lam in lambdas]
+    best = max(magnitudes)
+    last = len(magnitudes) - 1 - magnitudes[::-1].index(best)
+    scaled = merged * lambdas[last]
+    if tasks is None:
+        return scaled
+    winner = largest_magnitude(tasks)
+    return choose(at_least(scaled.abs(), winner.abs()), scaled, winner)

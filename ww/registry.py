@@ -1,8 +1,12 @@
 """The merger registry: ``@merger(...)`` turns a plain function into a registered base merger.
 
-A merger is ``f(tau, layout, *, hyper=default, ...) -> M`` where ``tau`` is the flat ``[T, P]``
-task-vector matrix (already in its compute dtype), ``layout`` the bank layout (for per-tensor
-mergers; global ones ignore it) and ``M`` the flat ``[P]`` merged task vector at λ = 1 (METHODS §2).
+A merger is ``f(tasks, *, hyper=default, ...) -> M`` where ``tasks`` is a `ww.streaming.TaskStream`
+over τ1..τT and ``M`` the flat ``[P]`` merged task vector at λ = 1 (METHODS §2). Element-wise,
+per-row and per-tensor work goes through ``tasks.map(block_function, granularity)``, called once;
+global statistics (TIES's top-k thresholds) come from preliminary ``tasks.scan`` passes. The
+function never sees where the task vectors live, so one definition serves in-memory banks,
+memory-mapped banks and weaving's virtual candidate sets.
+
 The decorator records the name, the citation and the default λ grid (METHODS §1), and derives
 hyper-parameter validation from the signature (see `ww.hyperparams`).
 """
@@ -17,9 +21,7 @@ import torch
 
 from .hyperparams import Interval, hyperparameters_of, resolve_hyperparameters
 from .lambda_grids import DEFAULT_GRID, LAMBDA_GRIDS
-from .layout import Layout
 from .names import unknown_name_error
-from .precision import to_compute_dtype
 
 MergerFunction = Callable[..., torch.Tensor]
 
@@ -39,25 +41,22 @@ class MergerRecord:
         """Hyper-parameters with defaults filled in; ValueError for unknown names or bad values."""
         return resolve_hyperparameters(self.name, self.defaults, self.ranges, params or {})
 
-    def compute(self, tau: torch.Tensor, layout: Layout, params: Mapping[str, object] | None = None) -> torch.Tensor:
-        """M at λ = 1 as a flat ``[P]`` tensor in the compute dtype (fp32 for fp16/bf16 input).
-
-        Never returns memory shared with ``tau``, so callers may hand the result out freely.
-        """
-        if tau.dim() != 2 or tau.shape[0] < 1:
-            raise ValueError(f"{self.name}: expected task vectors [T >= 1, P], got {tuple(tau.shape)}")
+    def run(self, tasks, params: Mapping[str, object] | None = None) -> torch.Tensor:
+        """M at λ = 1 of a `TaskStream`, flat ``[P]`` in the stream's compute dtype (a new tensor)."""
         resolved = self.resolve(params)
-        work = to_compute_dtype(tau)
-        merged = self.function(work, layout, **resolved)
-        if merged.shape != (tau.shape[1],):
-            raise RuntimeError(f"{self.name} returned shape {tuple(merged.shape)}, expected ({tau.shape[1]},)")
-        if merged.numel() and merged.untyped_storage().data_ptr() == tau.untyped_storage().data_ptr():
-            merged = merged.clone()
+        merged = self.function(tasks, **resolved)
+        if not isinstance(merged, torch.Tensor) or merged.shape != (tasks.num_params,):
+            shape = tuple(merged.shape) if isinstance(merged, torch.Tensor) else type(merged).__name__
+            raise RuntimeError(f"{self.name} returned {shape}, expected a flat ({tasks.num_params},) tensor")
         return merged
 
-    def __call__(self, tau: torch.Tensor, layout: Layout, **params: object) -> torch.Tensor:
-        """M at λ = 1 as a flat ``[P]`` tensor in ``tau``'s dtype."""
-        return self.compute(tau, layout, params).to(tau.dtype)
+    def __call__(self, task_vectors, **params: object) -> torch.Tensor:
+        """M at λ = 1 of a bank (or list/dict of state dicts) as a flat ``[P]`` tensor in its dtype."""
+        from .bank import as_bank
+
+        resolved = self.resolve(params)
+        bank = as_bank(task_vectors)
+        return self.run(bank.stream(), resolved).to(bank.data.dtype)
 
 
 _MERGERS: dict[str, MergerRecord] = {}
@@ -72,7 +71,7 @@ def merger(
     lambdas: Sequence[float] | None = None,
     ranges: Mapping[str, Interval] | None = None,
 ) -> Callable[[MergerFunction], MergerFunction]:
-    """Register ``f(tau, layout, *, hyper=default, ...)`` as merger ``name``.
+    """Register ``f(tasks, *, hyper=default, ...)`` as merger ``name``.
 
     ``lambdas`` defaults to the merger's row of `ww.lambda_grids.LAMBDA_GRIDS` (0.1–1.0 for
     names not in the table); ``ranges`` bounds hyper-parameters by name. Returns ``f`` unchanged.
@@ -118,3 +117,11 @@ def default_lambdas(merger: str) -> list[float]:
     if isinstance(merger, str) and merger in LAMBDA_GRIDS:
         return list(LAMBDA_GRIDS[merger])
     raise unknown_name_error("merger", merger, set(_MERGERS) | set(LAMBDA_GRIDS))
+
+
+def require_tasks(tasks, minimum: int, merger_name: str, why: str) -> None:
+    """ValueError unless the stream has at least ``minimum`` task vectors (checked before any pass)."""
+    if tasks.num_tasks < minimum:
+        raise ValueError(
+            f"{merger_name} needs at least {minimum} task vectors ({why}), got {tasks.num_tasks}"
+        )

@@ -14,11 +14,11 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from .bank import as_bank
-from .candidates import Candidates
+from .candidates import Candidates, candidate_stream
 from .names import unknown_name_error
-from .pooling import POOLINGS
-from .precision import to_compute_dtype
+from .pooling import POOLINGS, PoolingRecord
 from .registry import MERGERS, default_lambdas, get_merger
+from .streaming import Block, TaskStream
 
 
 def weave(
@@ -36,6 +36,9 @@ def weave(
     ("avg", "randmix", "magmax") or of any registered merger, which then pools the candidates with
     its default hyper-parameters. ``seed`` drives randmix. ``merger_params`` go to the base merger.
     All arguments are validated before the merge; the inputs are never modified.
+
+    Memory: the output plus bounded block temporaries beyond the bank (plus M itself when a merger
+    pools), whatever K is; a bank from `ww.open_bank` is woven out-of-core.
     """
     record = get_merger(merger)
     if merger_params is not None and not isinstance(merger_params, Mapping):
@@ -50,18 +53,35 @@ def weave(
         raise ValueError(f"seed must be an int, got {seed!r}")
 
     bank = as_bank(task_vectors)
-    merged = record.compute(bank.data, bank.layout, merger_params)
-    candidates = Candidates(
-        task_vectors=to_compute_dtype(bank.data) if collaborative else None,
-        merged=merged,
-        lambdas=grid,
-        layout=bank.layout,
-    )
+    tasks = bank.stream()
     if pooling in POOLINGS:
-        pooled = POOLINGS[pooling](candidates, seed=seed)
+        pooled = _fused(record, merger_params, tasks, POOLINGS[pooling], grid, collaborative, seed)
     else:
-        pooled = get_merger(pooling).compute(candidates.materialise(), bank.layout)
+        merged = record.run(tasks, merger_params)
+        candidates = candidate_stream(tasks, merged, grid, collaborative)
+        pooled = get_merger(pooling).run(candidates)
     return bank.unflatten(pooled.to(bank.data.dtype))
+
+
+def _fused(record, merger_params, tasks: TaskStream, pool: PoolingRecord, grid, collaborative: bool, seed: int):
+    """Merge and pool in the merger's final pass: each block of M is pooled while the block of
+    task vectors it came from is still in cache, so weaving costs the merge plus O(T) work per
+    entry, never K scaled copies and never a second read of the bank."""
+
+    def finish(block: Block, merged: torch.Tensor) -> torch.Tensor:
+        rows = tasks.read_raw(block) if collaborative else None
+        return pool.kernel(rows, merged, grid, block, seed=seed)
+
+    fused = tasks.derive(finish=finish)
+    before = fused.state.final_maps
+    result = record.run(fused, merger_params)
+    maps = fused.state.final_maps - before
+    if maps == 1:
+        return result
+    if maps == 0:  # a merger that did not produce M through `map`: pool in a separate pass
+        candidates = Candidates(tasks.read_all() if collaborative else None, result, grid, tasks.layout)
+        return pool(candidates, seed=seed)
+    raise RuntimeError(f"merger {record.name!r} called TaskStream.map {maps} times; a merger must call it once")
 
 
 def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:

@@ -1,5 +1,17 @@
 """Base mergers of METHODS §2, one module each; importing this package registers them in `ww.MERGERS`."""
 
-from . import magmax, task_arithmetic, ties, weight_averaging
+from . import breadcrumbs, consensus, dare, iso, magmax, pcb, randmix, task_arithmetic, ties, tsv_m, weight_averaging
 
-__all__ = ["magmax", "task_arithmetic", "ties", "weight_averaging"]
+__all__ = [
+    "breadcrumbs",
+    "consensus",
+    "dare",
+    "iso",
+    "magmax",
+    "pcb",
+    "randmix",
+    "task_arithmetic",
+    "ties",
+    "tsv_m",
+    "weight_averaging",
+]

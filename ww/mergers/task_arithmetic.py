@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ..layout import Layout
 from ..registry import merger
+from ..streaming import TaskStream
 
 
 @merger(
     name="task_arithmetic",
     citation="Ilharco et al., Editing Models with Task Arithmetic, ICLR 2023, arXiv 2212.04089",
 )
-def task_arithmetic(tau: torch.Tensor, layout: Layout) -> torch.Tensor:
+def task_arithmetic(tasks: TaskStream) -> torch.Tensor:
     """The sum of the task vectors; its λ (typically 0.3 for 8 tasks) is the scaling Weaving removes."""
-    return tau.sum(dim=0)
+    return tasks.map(lambda tau, block: tau.sum(dim=0))

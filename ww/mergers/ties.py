@@ -1,8 +1,9 @@
 """TIES-merging: trim, elect sign, disjoint mean (METHODS §2).
 
 Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023,
-arXiv 2306.01708. Every step loops over tasks with ``[P]`` temporaries, so memory beyond the input
-stays O(P) however many tasks are merged.
+arXiv 2306.01708. Two streaming passes: one radix selection of every task's global magnitude
+threshold (`ww.selection`, no sort, no P-sized copy), then one pass that trims, elects and averages
+block by block. Memory beyond the input is the output plus bounded block temporaries.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from fractions import Fraction
 
 import torch
 
+from ..blockops import at_least
 from ..hyperparams import Interval
-from ..layout import Layout
 from ..registry import merger
+from ..selection import kth_largest_magnitudes
+from ..streaming import TaskStream
 
 
 def keep_count(k: float, num_params: int) -> int:
@@ -26,49 +29,37 @@ def keep_count(k: float, num_params: int) -> int:
     return max(1, math.ceil(Fraction(repr(float(k))) * num_params))
 
 
-def magnitude_threshold(row: torch.Tensor, count: int) -> torch.Tensor:
-    """The ``count``-th largest |row| (a 0-D tensor), found by selection, not by sorting.
+def top_k_thresholds(tasks: TaskStream, k: float) -> torch.Tensor:
+    """Per task the ⌈k·P⌉-th largest |τt| over the whole flattened vector, as ``[T, 1]``.
 
-    Keeping ``|row| >= threshold`` keeps at least ``count`` entries: entries equal to the threshold
+    Keeping ``|τt| >= threshold`` keeps at least that many entries: entries equal to the threshold
     are all kept, so ties can keep more (METHODS §2: "entries equal to the threshold are kept").
     """
-    magnitudes = row.abs()
-    return torch.kthvalue(magnitudes, magnitudes.numel() - count + 1).values
+    if tasks.num_params == 0:
+        return torch.zeros(tasks.num_tasks, 1, dtype=tasks.dtype)
+    count = keep_count(k, tasks.num_params)
+    return kth_largest_magnitudes(tasks, [count] * tasks.num_tasks).to(tasks.dtype)
 
 
-def trim(row: torch.Tensor, threshold: torch.Tensor) -> torch.Tensor:
-    """``row`` with every entry of magnitude below ``threshold`` set to zero (a new tensor)."""
-    return torch.where(row.abs() >= threshold, row, torch.zeros((), dtype=row.dtype, device=row.device))
+def ties_block(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """TIES on a ``[T, n]`` block given each task's trimming threshold (``[T, 1]``).
 
-
-def elect_sign(trimmed_rows) -> torch.Tensor:
-    """γ = sign(Σt trimmed τt); where the sum is exactly 0, the majority sign.
-
-    The majority sign of an element is sign(#positive − #negative) over the tasks' trimmed entries
-    at that element. If that count is tied too, γ = 0: no task agrees and the disjoint mean is 0
-    there. Choosing 0 rather than +1 keeps TIES odd, ties(−τ) = −ties(τ).
-    (The TIES reference code breaks zero sums with one global majority over all elements instead;
-    with float weights an exact zero sum of non-zero entries is rare, so the two rarely differ.)
+    Trim: entries with |τt| below the threshold become 0. Elect: γ = sign(Σt trimmed τt); where
+    that sum is exactly 0 but some entry survived, the majority sign sign(#positive − #negative),
+    and γ = 0 if the vote ties too (no task agrees, the mean is 0 there; choosing 0 rather than +1
+    keeps TIES odd, ties(−τ) = −ties(τ); the TIES reference code breaks zero sums with one global
+    majority instead, which differs only on exact zero sums of non-zero entries, rare with floats).
+    Disjoint mean: the mean over tasks whose trimmed entry is non-zero and has sign γ, else 0.
     """
-    total = None
-    votes = None
-    for trimmed in trimmed_rows:
-        signs = torch.sign(trimmed)
-        total = trimmed.clone() if total is None else total.add_(trimmed)
-        votes = signs if votes is None else votes.add_(signs)
-    gamma = torch.sign(total)
-    return torch.where(gamma == 0, torch.sign(votes), gamma)
-
-
-def disjoint_mean(trimmed_rows, gamma: torch.Tensor) -> torch.Tensor:
-    """Per element, the mean over tasks whose trimmed entry is non-zero and has sign γ; 0 if none."""
-    total = torch.zeros_like(gamma)
-    count = torch.zeros_like(gamma)
-    for trimmed in trimmed_rows:
-        agrees = (trimmed != 0) & (torch.sign(trimmed) == gamma)
-        total.add_(torch.where(agrees, trimmed, torch.zeros_like(trimmed)))
-        count.add_(agrees.to(count.dtype))
-    return total / count.clamp(min=1)
+    trimmed = at_least(tau.abs(), thresholds).mul_(tau)
+    total = trimmed.sum(dim=0)
+    votes = trimmed.sign().sum(dim=0)
+    gamma = total.sign_()
+    gamma.add_(votes.sign_().mul_(1 - gamma.abs()))  # the majority sign only where the sum is 0
+    agreeing = trimmed.mul_(gamma).clamp_(min=0)  # |entry| where its sign is γ, else 0
+    magnitude = agreeing.sum(dim=0)
+    count = agreeing.sign_().sum(dim=0)
+    return magnitude.div_(count.clamp_(min=1)).mul_(gamma)
 
 
 @merger(
@@ -77,19 +68,11 @@ def disjoint_mean(trimmed_rows, gamma: torch.Tensor) -> torch.Tensor:
     "NeurIPS 2023, arXiv 2306.01708",
     ranges={"k": Interval(0.0, 1.0)},
 )
-def ties(tau: torch.Tensor, layout: Layout, *, k: float = 0.2) -> torch.Tensor:
+def ties(tasks: TaskStream, *, k: float = 0.2) -> torch.Tensor:
     """TIES with top-k trimming over the WHOLE flattened vector of each task (global, not per tensor).
 
     k in (0, 1] is the kept fraction: each task keeps its ⌈k·P⌉ largest-|τt| entries plus any tied
-    with the smallest of them (see `magnitude_threshold`); then `elect_sign` and `disjoint_mean`.
+    with the smallest of them (see `top_k_thresholds`); then `ties_block` elects and averages.
     """
-    if tau.shape[1] == 0:
-        return tau.sum(dim=0)
-    count = keep_count(k, tau.shape[1])
-    thresholds = [magnitude_threshold(row, count) for row in tau]
-
-    def trimmed_rows():
-        return (trim(row, threshold) for row, threshold in zip(tau, thresholds))
-
-    gamma = elect_sign(trimmed_rows())
-    return disjoint_mean(trimmed_rows(), gamma)
+    thresholds = top_k_thresholds(tasks, k)
+    return tasks.map(lambda tau, block: ties_block(tau, thresholds))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from ..layout import Layout
 from ..registry import merger
+from ..streaming import TaskStream
 
 
 @merger(
     name="weight_averaging",
     citation="Wortsman et al., Model soups, ICML 2022, arXiv 2203.05482",
 )
-def weight_averaging(tau: torch.Tensor, layout: Layout) -> torch.Tensor:
+def weight_averaging(tasks: TaskStream) -> torch.Tensor:
     """The mean task vector; θ0 + M is the uniform soup of the experts."""
-    return tau.mean(dim=0)
+    return tasks.map(lambda tau, block: tau.mean(dim=0))

@@ -1,0 +1,413 @@
+"""``run_bench.py perf merge``: speed and memory of every merger and of weaving on a synthetic bank.
+
+The bank is shaped exactly like an open_clip image encoder (every float tensor of
+``create_model(name).visual.state_dict()``, names and shapes, built on the meta device so no weight
+is downloaded or allocated), with T fp32 task vectors of realistic magnitude: entries ~ N(0, σ²)
+with σ = 1e-3 · (per-row scale, log-normal and shared by the tasks) · (per-task factor in [0.5, 2]).
+
+Each measurement runs in a fresh subprocess that loads the bank (into memory, or memory-mapped with
+``--out-of-core``), resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``),
+runs one operation and reads the new high-water mark (``VmHWM``): the exact peak resident memory of
+that operation, including the bank's resident pages, with no sampling gap and no allocator state
+left over from earlier measurements. Peaks are reported in GB and in "models" (fp32 size of one
+image encoder), counting everything above the interpreter's own footprint before the bank was
+loaded. A plain streaming pass (sum the T task vectors column block by column block into one
+output) measured in the same run is the reference for every ratio. Results go to a rich table and
+a Parquet file so runs can be compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import gc
+import json
+import math
+import multiprocessing
+import os
+import platform
+import shutil
+import socket
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+MODELS = ("ViT-B-32", "ViT-B-16", "ViT-L-14", "tiny")
+STREAM_TARGET = {  # the issue's targets, as a multiple of the streaming pass
+    "weight_averaging": 3.0,
+    "task_arithmetic": 3.0,
+    "magmax": 3.0,
+    "randmix": 3.0,
+    "breadcrumbs": 3.0,
+    "dare_ta": 3.0,
+    "ties": 5.0,
+    "dare_ties": 5.0,
+    "consensus": 5.0,
+    "pcb": 5.0,
+}
+SECONDS_TARGET = {"tsv_m": 60.0, "iso_c": 60.0, "iso_cts": 60.0}
+WEAVE_TIME_TARGET = 1.5
+TINY_LAYOUT = (
+    ("class_embedding", (16,)),
+    ("positional_embedding", (5, 16)),
+    ("proj", (16, 8)),
+    ("conv1.weight", (16, 3, 4, 4)),
+    ("ln_pre.weight", (16,)),
+    ("ln_pre.bias", (16,)),
+    ("transformer.resblocks.0.attn.in_proj_weight", (48, 16)),
+    ("transformer.resblocks.0.attn.in_proj_bias", (48,)),
+    ("transformer.resblocks.0.attn.out_proj.weight", (16, 16)),
+    ("transformer.resblocks.0.mlp.c_fc.weight", (64, 16)),
+    ("transformer.resblocks.0.mlp.c_proj.weight", (16, 64)),
+    ("ln_post.weight", (16,)),
+)
+COLUMNS = (
+    "kind", "merger", "pooling", "k", "collaborative", "seconds", "gb_per_s", "peak_rss_gb",
+    "baseline_rss_gb", "peak_models", "ratio_vs_stream", "ratio_vs_merger", "target", "meets_target",
+    "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "host", "started_at", "error",
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_bench.py perf merge",
+        description="Time and memory of every ww merger and of Weight Weaving on a synthetic bank shaped "
+        "like an open_clip image encoder (no download).",
+    )
+    parser.add_argument("--model", default="ViT-B-32", choices=MODELS,
+                        help="open_clip architecture whose image-encoder layout the bank copies (tiny: a smoke-test layout)")
+    parser.add_argument("--tasks", type=int, default=8, help="number of task vectors T (default 8)")
+    parser.add_argument("--mergers", nargs="+", default=None, metavar="NAME",
+                        help="mergers to measure (default: every registered merger); commas also separate names")
+    parser.add_argument("--weave", nargs="*", default=None, metavar="NAME",
+                        help="base mergers to weave (default: the measured mergers; give none to skip weaving)")
+    parser.add_argument("--poolings", nargs="+", default=["avg", "randmix"], help="weaving poolings (default: avg randmix)")
+    parser.add_argument("--k", type=int, default=20, help="number of λ values K of the weaving grid (0.1, 0.2, ..., K/10)")
+    parser.add_argument("--out", default=None, help="Parquet output (default: perf/merge-<timestamp>.parquet)")
+    parser.add_argument("--out-of-core", action="store_true",
+                        help="merge from a memory-mapped bank file on disk instead of memory")
+    parser.add_argument("--bank-dir", default=None, help="where the bank file is written (default: next to --out)")
+    parser.add_argument("--keep-bank", action="store_true", help="keep the bank file afterwards")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic task vectors")
+    parser.add_argument("--in-process", action="store_true",
+                        help="measure in this process instead of a fresh subprocess per measurement "
+                        "(faster; peaks then include allocator state left by earlier measurements)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``run_bench.py perf merge [args]``; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    import torch
+    from rich.console import Console
+
+    import ww
+
+    console = Console()
+    mergers = _names(args.mergers, list(ww.MERGERS))
+    weave = mergers if args.weave is None else _names(args.weave, [])
+    for name in [*mergers, *weave, *args.poolings]:
+        if name not in ww.MERGERS and name not in ww.POOLINGS:
+            raise ValueError(f"unknown merger or pooling {name!r}; known: {sorted(ww.MERGERS)} and {sorted(ww.POOLINGS)}")
+    if args.tasks < 1 or args.k < 1 or args.repeat < 1:
+        raise ValueError("--tasks, --k and --repeat must be positive")
+
+    started = datetime.now(timezone.utc)
+    out = Path(args.out or Path("perf") / f"merge-{started.strftime('%Y%m%d-%H%M%S')}.parquet")
+    layout = model_layout(args.model)
+    params = sum(math.prod(shape) for _, shape in layout)
+    model_bytes = params * 4
+    bank_bytes = model_bytes * args.tasks
+    bank_dir = Path(args.bank_dir or out.parent)
+    bank_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(bank_dir).free
+    if free < bank_bytes * 1.05 + (1 << 28):
+        raise OSError(f"{bank_dir} has {free / 1e9:.1f} GB free; the bank needs {bank_bytes / 1e9:.1f} GB (use --bank-dir)")
+    if not args.out_of_core and bank_bytes > 0.6 * _total_memory():
+        raise MemoryError(f"a {bank_bytes / 1e9:.1f} GB bank does not fit in memory here; add --out-of-core")
+
+    console.print(
+        f"[bold]perf merge[/] {args.model}: {len(layout)} tensors, {params:,} parameters; T = {args.tasks} "
+        f"-> bank {bank_bytes / 1e9:.2f} GB fp32 ({'memory-mapped from disk' if args.out_of_core else 'in memory'}), "
+        f"{torch.get_num_threads()} threads"
+    )
+    bank_path = Path(tempfile.mkstemp(prefix="ww-perf-bank-", suffix=".safetensors", dir=bank_dir)[1])
+    rows: list[dict] = []
+    try:
+        start = time.perf_counter()
+        write_synthetic_bank(bank_path, layout, args.tasks, args.seed)
+        console.print(f"bank written to {bank_path} in {time.perf_counter() - start:.1f} s")
+        base = {
+            "model": args.model, "tasks": args.tasks, "params": params, "bank_gb": bank_bytes / 1e9,
+            "out_of_core": bool(args.out_of_core), "threads": torch.get_num_threads(),
+            "host": socket.gethostname(), "started_at": started.isoformat(),
+        }
+        grid = [round(0.1 * (index + 1), 10) for index in range(args.k)]
+        streams = [{"kind": "stream", "merger": variant} for variant in STREAM_VARIANTS]
+        jobs = list(streams)
+        jobs += [{"kind": "merge", "merger": name} for name in mergers]
+        jobs += [{"kind": "weave", "merger": name, "pooling": pooling, "lambdas": grid}
+                 for name in weave for pooling in args.poolings]
+        jobs += streams
+        for job in jobs:
+            result = measure(job, bank_path, args.out_of_core, args.repeat, args.in_process)
+            row = _row(job, result, bank_bytes, model_bytes, len(grid))
+            row.update(base)
+            rows.append(row)
+            console.print(f"  {row['kind']:6s} {row['merger'] or '':18s} {row['pooling'] or '':8s} "
+                          f"{_fmt(row['seconds'], '.3f')} s  peak {_fmt(row['peak_rss_gb'], '.2f')} GB"
+                          + (f"  [red]{row['error']}[/]" if row["error"] else ""))
+    finally:
+        if args.keep_bank:
+            console.print(f"bank kept at {bank_path}")
+        else:
+            bank_path.unlink(missing_ok=True)
+    add_ratios(rows)
+    render(rows, console, title=f"ww merge performance · {args.model} · T = {args.tasks} · K = {args.k}"
+                                  f"{' · out-of-core' if args.out_of_core else ''}")
+    write_parquet(rows, out)
+    console.print(f"saved {out}")
+    return 1 if any(row["error"] for row in rows) else 0
+
+
+def _names(given: list[str] | None, default: list[str]) -> list[str]:
+    if given is None:
+        return default
+    return [name for item in given for name in item.split(",") if name]
+
+
+def model_layout(model: str) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """(name, shape) of every float tensor of the model's image encoder, in state-dict order."""
+    if model == "tiny":
+        return TINY_LAYOUT
+    import logging
+
+    import open_clip
+
+    logging.getLogger().setLevel(logging.ERROR)  # "no pretrained weights loaded" is the point here
+    clip = open_clip.create_model(model, pretrained=None, device="meta")
+    return tuple((name, tuple(t.shape)) for name, t in clip.visual.state_dict().items() if t.is_floating_point())
+
+
+def write_synthetic_bank(path: Path, layout, tasks: int, seed: int) -> None:
+    """T task vectors ~ N(0, (1e-3 · row scale · task factor)²) written one at a time (bounded memory)."""
+    import torch
+
+    import ww
+
+    names = [f"task_{index}" for index in range(tasks)]
+    scales = torch.Generator().manual_seed(seed)
+    row_scales = {}
+    for name, shape in layout:
+        rows = shape[0] if len(shape) >= 2 else 1
+        row_scales[name] = torch.empty(rows).log_normal_(0.0, 0.5, generator=scales)
+    with ww.BankWriter(path, layout, names) as writer:
+        for index in range(tasks):
+            generator = torch.Generator().manual_seed(seed * 1_000_003 + index + 1)
+            factor = 0.5 + 1.5 * float(torch.rand((), generator=generator))
+            for name, shape in layout:
+                values = torch.randn(shape, generator=generator)
+                scale = row_scales[name] * (1e-3 * factor)
+                values = values.view(scale.shape[0], -1).mul_(scale.unsqueeze(1)) if len(shape) >= 2 else values.mul_(scale)
+                writer.write(values)
+
+
+def measure(job: dict, bank_path: Path, out_of_core: bool, repeat: int, in_process: bool = False) -> dict:
+    """Run ``job`` in fresh subprocesses (one per repetition); the fastest run's figures."""
+    context = multiprocessing.get_context("spawn")
+    best = None
+    for _ in range(repeat):
+        if in_process:
+            result = _child(job, str(bank_path), out_of_core)
+        else:
+            with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                try:
+                    result = pool.submit(_child, job, str(bank_path), out_of_core).result()
+                except Exception as error:  # a crashed child (e.g. killed for memory) is a result too
+                    result = {"error": f"{type(error).__name__}: {error}"}
+        if result.get("error"):
+            return result
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    return best
+
+
+def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
+    """One measurement in a fresh interpreter: load the bank, reset the RSS peak, run, read the peak."""
+    import torch
+
+    import ww
+
+    runtime = _status("VmRSS")
+    bank = ww.open_bank(bank_path)
+    if not out_of_core:
+        data = bank.data.clone()  # into anonymous memory; the mapping is dropped below
+        layout, names = bank.layout, bank.task_names
+        del bank
+        gc.collect()
+        bank = ww.TaskVectorBank.from_flat(data, layout, names)
+    try:
+        _reset_peak()
+        baseline = _status("VmRSS")
+        start = time.perf_counter()
+        if job["kind"] == "stream":
+            streaming_pass(bank, job["merger"])
+        elif job["kind"] == "merge":
+            ww.merge(job["merger"], bank)
+        else:
+            ww.weave(bank, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"], collaborative=True, seed=0)
+        seconds = time.perf_counter() - start
+        peak = _status("VmHWM")
+    except Exception as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+    return {"seconds": seconds, "peak": peak, "baseline": baseline, "runtime": runtime}
+
+
+STREAM_VARIANTS = ("torch.sum", "ww blocks")
+"""Two plain streaming passes, both reading every task vector once and writing one output:
+``torch.sum`` over column chunks with torch's own threads, and the same sum through ww's block
+engine (worker threads, page release) without validation. Ratios use the faster of all their runs."""
+
+
+def streaming_pass(bank, variant: str = "torch.sum") -> None:
+    """The reference: read every task vector once, write one output (Σt τt, column block by block)."""
+    import torch
+
+    if variant == "ww blocks":
+        import dataclasses
+
+        stream = dataclasses.replace(bank.stream(), check_finite=False)  # the mergers' engine, no validation
+        stream.map(lambda tau, block: tau.sum(dim=0))
+        return
+    data = bank.data
+    num_tasks, num_params = data.shape
+    out = torch.empty(num_params, dtype=data.dtype)
+    release = getattr(bank, "_release", None)
+    step = max(1, (1 << 22) // num_tasks)
+    for start in range(0, num_params, step):
+        stop = min(num_params, start + step)
+        torch.sum(data[:, start:stop], dim=0, out=out[start:stop])
+        if release is not None:
+            release(start, stop)
+    if release is not None:
+        release.flush()
+
+
+def _status(field: str) -> int:
+    """A /proc/self/status memory field in bytes (0 where /proc is unavailable)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    if field == "VmHWM":
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return 0
+
+
+def _reset_peak() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); elsewhere the peak includes the loading."""
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+    except OSError:
+        pass
+
+
+def _total_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def _row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k: int) -> dict:
+    row = {column: None for column in COLUMNS}
+    row.update(kind=job["kind"], merger=job.get("merger"), pooling=job.get("pooling"),
+               k=k if job["kind"] == "weave" else None, collaborative=True if job["kind"] == "weave" else None,
+               error=result.get("error"))
+    if not result.get("error"):
+        seconds = result["seconds"]
+        row.update(
+            seconds=seconds,
+            gb_per_s=bank_bytes / seconds / 1e9 if seconds > 0 else None,
+            peak_rss_gb=result["peak"] / 1e9,
+            baseline_rss_gb=result["baseline"] / 1e9,
+            peak_models=(result["peak"] - result["runtime"]) / model_bytes,
+        )
+    return row
+
+
+def add_ratios(rows: list[dict]) -> None:
+    """Ratios vs the streaming pass (the fastest of its runs) and, for weaving, vs its base merger; targets."""
+    streams = [row["seconds"] for row in rows if row["kind"] == "stream" and row["seconds"]]
+    stream = min(streams) if streams else None
+    merges = {row["merger"]: row for row in rows if row["kind"] == "merge"}
+    for row in rows:
+        if row["seconds"] is None:
+            continue
+        if stream:
+            row["ratio_vs_stream"] = row["seconds"] / stream
+        if row["kind"] == "merge":
+            if row["merger"] in STREAM_TARGET and row["ratio_vs_stream"] is not None:
+                limit = STREAM_TARGET[row["merger"]]
+                row["target"], row["meets_target"] = f"<= {limit:g}x stream", row["ratio_vs_stream"] <= limit
+            elif row["merger"] in SECONDS_TARGET:
+                limit = SECONDS_TARGET[row["merger"]]
+                row["target"], row["meets_target"] = f"<= {limit:g} s", row["seconds"] <= limit
+        elif row["kind"] == "weave":
+            base = merges.get(row["merger"])
+            memory_limit = row["tasks"] + 3
+            memory_ok = row["peak_models"] is not None and row["peak_models"] <= memory_limit
+            if base and base["seconds"]:
+                row["ratio_vs_merger"] = row["seconds"] / base["seconds"]
+                row["target"] = f"<= {WEAVE_TIME_TARGET:g}x merger, <= {memory_limit} models"
+                row["meets_target"] = row["ratio_vs_merger"] <= WEAVE_TIME_TARGET and memory_ok
+            else:
+                row["target"], row["meets_target"] = f"<= {memory_limit} models", memory_ok
+
+
+def render(rows: list[dict], console, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for header in ("kind", "merger", "pooling", "seconds", "GB/s", "peak GB", "peak (models)",
+                   "x stream", "x merger", "target", "ok"):
+        table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "target") else "right")
+    for row in rows:
+        ok = "" if row["meets_target"] is None else ("[green]yes[/]" if row["meets_target"] else "[red]no[/]")
+        table.add_row(
+            row["kind"], row["merger"] or "", row["pooling"] or "",
+            _fmt(row["seconds"], ".3f"), _fmt(row["gb_per_s"], ".2f"), _fmt(row["peak_rss_gb"], ".2f"),
+            _fmt(row["peak_models"], ".1f"), _fmt(row["ratio_vs_stream"], ".2f"), _fmt(row["ratio_vs_merger"], ".2f"),
+            row["target"] or (row["error"] or ""), ok,
+        )
+    console.print(table)
+
+
+def _fmt(value, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def write_parquet(rows: list[dict], path: Path) -> None:
+    """The table as Parquet (atomically: temporary file, then rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([{column: row.get(column) for column in COLUMNS} for row in rows])
+    table = table.replace_schema_metadata({"ww_perf": json.dumps({"python": platform.python_version(), "argv": sys.argv})})
+    temporary = path.with_name(path.name + ".partial")
+    pq.write_table(table, temporary)
+    os.replace(temporary, path)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

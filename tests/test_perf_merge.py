@@ -1,0 +1,49 @@
+"""benchmark.perf_merge runs end to end on a tiny layout and writes its table (no timing assertions)."""
+
+import pyarrow.parquet as pq
+import pytest
+
+from benchmark import perf_merge
+
+
+def test_perf_merge_writes_the_table_with_every_column(tmp_path):
+    out = tmp_path / "perf.parquet"
+    code = perf_merge.main([
+        "--model", "tiny", "--tasks", "3", "--k", "4", "--mergers", "ties,tsv_m", "task_arithmetic",
+        "--weave", "ties", "--poolings", "avg", "randmix", "--out", str(out), "--in-process",
+    ])
+    assert code == 0
+    table = pq.read_table(out).to_pylist()
+    assert set(table[0]) == set(perf_merge.COLUMNS)
+    kinds = [(row["kind"], row["merger"], row["pooling"]) for row in table]
+    streams = [("stream", variant, None) for variant in perf_merge.STREAM_VARIANTS]
+    assert kinds == [
+        *streams, ("merge", "ties", None), ("merge", "tsv_m", None), ("merge", "task_arithmetic", None),
+        ("weave", "ties", "avg"), ("weave", "ties", "randmix"), *streams,
+    ]
+    for row in table:
+        assert row["error"] is None and row["seconds"] > 0 and row["peak_rss_gb"] > 0
+        assert row["model"] == "tiny" and row["tasks"] == 3 and row["out_of_core"] is False
+    weave = table[5]
+    assert weave["k"] == 4 and weave["ratio_vs_merger"] > 0 and weave["target"].startswith("<= 1.5x merger")
+    assert table[2]["target"] == "<= 5x stream" and table[3]["target"] == "<= 60 s"
+    assert not list(tmp_path.glob("ww-perf-bank-*"))  # the bank file is deleted
+
+
+def test_out_of_core_measurement_in_a_fresh_subprocess(tmp_path):
+    import ww
+
+    layout = perf_merge.model_layout("tiny")
+    path = tmp_path / "bank.safetensors"
+    perf_merge.write_synthetic_bank(path, layout, tasks=2, seed=0)
+    bank = ww.open_bank(path)
+    assert bank.layout == layout and len(bank) == 2
+    magnitude = float(bank.data.abs().mean())
+    assert 1e-4 < magnitude < 1e-2  # realistic task-vector entries
+    result = perf_merge.measure({"kind": "merge", "merger": "ties"}, path, out_of_core=True, repeat=1)
+    assert result.get("error") is None and result["seconds"] > 0 and result["peak"] >= result["baseline"] > 0
+
+
+def test_perf_merge_rejects_unknown_names(tmp_path):
+    with pytest.raises(ValueError, match="unknown merger"):
+        perf_merge.main(["--model", "tiny", "--mergers", "tie", "--out", str(tmp_path / "x.parquet")])

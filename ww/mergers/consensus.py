@@ -1,0 +1,36 @@
+"""Consensus merging with TALL masks over task arithmetic (METHODS §2).
+
+Wang et al., "Localizing Task Information for Improved Model Merging and Compression", ICML 2024,
+arXiv 2405.07813. τMTL = Σt τt; task t "uses" entry i when |τt| ≥ λ·|τMTL − τt| (its TALL mask,
+with the data-free λ = 0.4); entries used by fewer than k = 2 tasks are selfish or catastrophic
+weights and are zeroed: M = 1[Σt mask_t ≥ k] ⊙ τMTL. Everything is per entry, so one pass.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..blockops import at_least
+from ..hyperparams import Interval
+from ..registry import merger, require_tasks
+from ..streaming import TaskStream
+
+
+def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tensor:
+    """1[#{t : |τt| ≥ λ·|τMTL − τt|} ≥ k] ⊙ τMTL on a ``[T, n]`` block."""
+    multi_task = tau.sum(dim=0)
+    others = (multi_task - tau).abs_().mul_(tall_lambda)
+    users = at_least(tau.abs(), others).sum(dim=0)
+    return at_least(users, k).mul_(multi_task)
+
+
+@merger(
+    name="consensus",
+    citation="Wang et al., Localizing Task Information for Improved Model Merging and Compression "
+    "(TALL masks, Consensus Merging), ICML 2024, arXiv 2405.07813",
+    ranges={"tall_lambda": Interval(0.0, float("inf"), low_closed=True), "k": Interval(1, float("inf"), low_closed=True)},
+)
+def consensus(tasks: TaskStream, *, tall_lambda: float = 0.4, k: int = 2) -> torch.Tensor:
+    """Consensus TA: τMTL kept where at least k tasks' TALL masks (λ = 0.4) agree, 0 elsewhere."""
+    require_tasks(tasks, k, "consensus", f"an entry must be used by k = {k} tasks to be kept")
+    return tasks.map(lambda tau, block: consensus_block(tau, tall_lambda, k))

@@ -1,0 +1,68 @@
+"""DARE: drop each task-vector entry with probability p, rescale survivors by 1/(1−p) (METHODS §2).
+
+Yu et al., "Language Models are Super Mario: Absorbing Abilities from Homologous Models as a Free
+Lunch", ICML 2024, arXiv 2311.03099. The dropped vectors are then merged by task arithmetic
+(``dare_ta``) or TIES (``dare_ties``); p = 0.5 by default for fully fine-tuned CLIP experts.
+
+The drop mask of task t at entry i of tensor ``name`` is a pure function of (seed, name, t, i),
+drawn from the counter-based stream of `ww.counter_rng` (16-bit draws: an entry is dropped when
+its draw, uniform over 0..65535, is below round(p·65536); p is thus resolved to 2^-16, within
+1.6e-5 of the requested value). So the merge is the same whatever the block size, the device or the
+order of the tensors, and the dropped bank is never materialised: DARE is a transform of the
+stream that the second merger reads through.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..counter_rng import uniform_lanes16
+from ..hyperparams import Interval
+from ..registry import merger
+from ..streaming import Block, TaskStream
+from .task_arithmetic import task_arithmetic
+from .ties import ties
+
+DARE_LABEL = "dare"
+
+
+def dropped(tasks: TaskStream, p: float, seed: int) -> TaskStream:
+    """The stream of DARE-processed task vectors: entries dropped with probability p, rest × 1/(1−p)."""
+    if p == 0:
+        return tasks
+    # drop when the draw, read as signed int16 (uniform over -32768..32767), is below q - 32768
+    cutoff = round(p * 65536) - 32768
+    scale = 1.0 / (1.0 - p)
+
+    def drop(tau: torch.Tensor, block: Block) -> torch.Tensor:
+        keep = torch.empty(tau.shape, dtype=tau.dtype, device=tau.device)
+        uniform_lanes16(seed, DARE_LABEL, block.name, block.positions(tau.device), tau.shape[0], out=keep)
+        # keep = 1 where draw >= cutoff: (draw - cutoff + 1) clamped to [0, 1], exact on integers
+        return keep.sub_(cutoff - 1).clamp_(0, 1).mul_(tau).mul_(scale)
+
+    return tasks.derive(transform=drop)
+
+
+_P_RANGE = {"p": Interval(0.0, 1.0, low_closed=True, high_closed=False)}
+
+
+@merger(
+    name="dare_ta",
+    citation="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv 2311.03099; "
+    "then task arithmetic",
+    ranges=_P_RANGE,
+)
+def dare_ta(tasks: TaskStream, *, p: float = 0.5, seed: int = 0) -> torch.Tensor:
+    """Task arithmetic over the DARE-dropped task vectors (p in [0, 1); p = 0 is plain TA)."""
+    return task_arithmetic(dropped(tasks, p, seed))
+
+
+@merger(
+    name="dare_ties",
+    citation="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv 2311.03099; "
+    "then TIES-merging, arXiv 2306.01708",
+    ranges={**_P_RANGE, "k": Interval(0.0, 1.0)},
+)
+def dare_ties(tasks: TaskStream, *, p: float = 0.5, k: float = 0.2, seed: int = 0) -> torch.Tensor:
+    """TIES (global top-k trimming, k = 0.2) over the DARE-dropped task vectors."""
+    return ties(dropped(tasks, p, seed), k=k)

@@ -1,0 +1,87 @@
+"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (METHODS §2).
+
+Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and Task-Specific
+Subspaces", ICML 2025, arXiv 2502.04959. Task arithmetic's sum Δ = Σt τt is dominated by a few
+directions; flattening its spectrum (every singular value replaced by their mean) lets the tasks
+that live in weaker directions through. Per 2-D matrix (not ``text_projection``); other tensors
+take the mean of τt.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+
+from ..hyperparams import Interval
+from ..registry import merger
+from ..spectral import is_svd_matrix, polar_factor, projected_top_singular, thin_svd
+from ..streaming import Block, TaskStream
+
+
+def iso_c_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
+    """Iso-C of one whole tensor: Δ = Σt τt = U diag(σ) Vᵀ  ->  M = mean(σ)·U Vᵀ."""
+    if not is_svd_matrix(block.name, block.shape):
+        return tau.mean(dim=0)
+    u, s, vh = thin_svd(tau.sum(dim=0).reshape(block.shape))
+    return (u @ vh).mul_(s.mean()).reshape(-1)
+
+
+def subspace_sizes(rank: int, num_tasks: int, common_fraction: float) -> tuple[int, int]:
+    """(common directions, directions per task) for a matrix of rank ``rank``, as the authors do:
+    start from ⌊fraction·r⌋ common directions and give the rest to the tasks in equal shares,
+    round((r − common)/T) each (Python's rounding), taking the remainder back into the common
+    space; shares are capped at ⌊r/T⌋ so the total never exceeds r."""
+    common = math.floor(Fraction(repr(float(common_fraction))) * rank)
+    per_task = min(round((rank - common) / num_tasks), rank // num_tasks)
+    return rank - per_task * num_tasks, per_task
+
+
+def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> torch.Tensor:
+    """Iso-CTS of one whole tensor given as ``[T, numel]``.
+
+    Common subspace: the top directions of Δ = Σt τt. Task-specific subspaces: the top directions
+    of each τt after projecting out the common left singular vectors. The concatenated bases are
+    orthogonalised (polar factors) and every direction gets the same weight, the mean of all the
+    concatenated singular values.
+    """
+    if not is_svd_matrix(block.name, block.shape):
+        return tau.mean(dim=0)
+    num_tasks = tau.shape[0]
+    rows, columns = block.shape
+    matrices = tau.reshape(num_tasks, rows, columns)
+    common, per_task = subspace_sizes(min(rows, columns), num_tasks, common_fraction)
+    u, s, vh = thin_svd(matrices.sum(dim=0))
+    u_common, s_common, vh_common = u[:, :common], s[:common], vh[:common]
+    us, ss, vhs = [], [], []
+    if per_task:
+        u_t, s_t, vh_t = projected_top_singular(matrices, u_common, per_task)
+        us.append(u_t.permute(1, 0, 2).reshape(rows, num_tasks * per_task))
+        ss.append(s_t.reshape(-1))
+        vhs.append(vh_t.reshape(num_tasks * per_task, columns))
+    u_all = torch.cat([*us, u_common], dim=1)
+    s_all = torch.cat([*ss, s_common])
+    vh_all = torch.cat([*vhs, vh_common], dim=0)
+    return (polar_factor(u_all) @ polar_factor(vh_all)).mul_(s_all.mean()).reshape(-1)
+
+
+@merger(
+    name="iso_c",
+    citation="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
+    "Task-Specific Subspaces, ICML 2025, arXiv 2502.04959 (Iso-C)",
+)
+def iso_c(tasks: TaskStream) -> torch.Tensor:
+    """Per matrix: the polar factor of Σt τt scaled by the mean singular value (a flat spectrum)."""
+    return tasks.map(iso_c_block, granularity="tensors")
+
+
+@merger(
+    name="iso_cts",
+    citation="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
+    "Task-Specific Subspaces, ICML 2025, arXiv 2502.04959 (Iso-CTS)",
+    ranges={"common_fraction": Interval(0.0, 1.0, low_closed=True)},
+)
+def iso_cts(tasks: TaskStream, *, common_fraction: float = 0.8) -> torch.Tensor:
+    """Per matrix: ⌊0.8·r⌋ (adjusted) common directions plus each task's own, isotropically weighted."""
+    return tasks.map(lambda tau, block: iso_cts_block(tau, block, common_fraction), granularity="tensors")

@@ -1,0 +1,118 @@
+"""PCB-merging: parameter competition balancing (METHODS §2).
+
+Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024, arXiv 2410.02396.
+All statistics are per task over the whole flattened vector (global, like TIES):
+
+1. clamp |τt| to its own 1 % / 99 % quantiles [lo_t, hi_t] (outliers would dominate the scores),
+   keeping signs: τ̃t = sign(τt)·clamp(|τt|, lo_t, hi_t);
+2. normalise magnitudes to [0, 1]: m_t = (clamp(|τt|) − lo_t) / (hi_t − lo_t) (0 if hi_t = lo_t),
+   and signed n_t = sign(τt)·m_t;
+3. intra-balancing exp(T·m_t²) (self-importance, sharper with more tasks); inter-balancing
+   Σj tanh(n_t ⊙ n_j) (agreement with every task, itself included);
+4. β_t = intra ⊙ inter; keep the top ratio = 5 % of β_t (⌈ratio·P⌉ entries, ties kept) as weights
+   s_t = β_t there (and where β_t > 0), 0 elsewhere;
+5. M = Σt s_t ⊙ τ̃t / max(Σt s_t, 1e-12).
+
+Decisions where METHODS leaves room, stated here and in the closing note: the quantiles are the
+sorted positions ⌊0.01·P⌋ and ⌊0.99·P⌋ − 1 (0-based, as the authors' ``clamp``); n_t carries the
+sign so inter-balancing rewards agreement (the paper's Norm(τi ⊙ τj) is signed; the authors' code
+uses tanh(τi ⊙ Σj τj)); the weights are the kept β themselves (the paper's m ⊙ β; the authors'
+code min-max rescales them per task); the clamped τ̃t are the ones averaged (as the code does).
+
+Cost: inter-balancing needs T(T+1)/2 tanh per entry, so β is computed once and cached (one extra
+``[T, P]`` copy, the one the issue allows) when the bank is in memory and fits
+`CACHE_BYTES`; memory-mapped banks recompute it in each of the three passes that need it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from fractions import Fraction
+
+import torch
+
+from ..blockops import at_least, tanh_of_nonnegative
+from ..hyperparams import Interval
+from ..registry import merger
+from ..selection import kth_largest
+from ..streaming import Block, TaskStream
+from .ties import keep_count
+
+CLAMP_QUANTILE = 0.01
+CACHE_BYTES = int(os.environ.get("WW_CACHE_BYTES", 8 << 30))
+"""Largest β cache PCB allocates (bytes); set ``WW_CACHE_BYTES=0`` to always recompute."""
+
+
+def quantile_ranks(num_params: int) -> tuple[int, int]:
+    """Ranks from the top (1 = largest) of the 1 % and 99 % quantiles of P magnitudes."""
+    fraction = Fraction(repr(CLAMP_QUANTILE))
+    low_position = min(math.floor(fraction * num_params), num_params - 1)
+    high_position = max(math.floor((1 - fraction) * num_params) - 1, 0)
+    return num_params - low_position, num_params - high_position
+
+
+def _normalised(tau: torch.Tensor, low: torch.Tensor, high: torch.Tensor, inverse_span: torch.Tensor):
+    """(clamped |τ|, m) for a block, with ``low``/``high``/``inverse_span`` of shape ``[T, 1]``."""
+    clamped = torch.maximum(torch.minimum(tau.abs(), high), low)
+    return clamped, (clamped - low).mul_(inverse_span)
+
+
+def balance_scores(tau: torch.Tensor, low, high, inverse_span) -> torch.Tensor:
+    """β = exp(T·m²) ⊙ Σj tanh(n_t ⊙ n_j) for a ``[T, n]`` block (symmetric terms computed once)."""
+    num_tasks = tau.shape[0]
+    _, magnitude = _normalised(tau, low, high, inverse_span)
+    signs = tau.sign()
+    # tanh(n_t n_j) = s_t s_j tanh(m_t m_j) with m >= 0: inter_t = s_t Σj s_j tanh(m_t m_j)
+    inter = torch.zeros_like(tau)
+    for t in range(num_tasks):
+        terms = tanh_of_nonnegative(magnitude[t:] * magnitude[t])  # j >= t
+        inter[t] += (terms * signs[t:]).sum(dim=0)
+        if t + 1 < num_tasks:
+            inter[t + 1:].addcmul_(terms[1:], signs[t].expand_as(terms[1:]))
+    inter.mul_(signs)
+    intra = magnitude.square_().mul_(num_tasks).exp_()
+    return intra.mul_(inter)
+
+
+def pcb_block(tau, scores, low, high, inverse_span, score_threshold) -> torch.Tensor:
+    """Σt s_t ⊙ τ̃t / max(Σt s_t, 1e-12) for a block, s_t = β_t kept where β_t ≥ threshold_t and β_t > 0."""
+    clamped, _ = _normalised(tau, low, high, inverse_span)
+    weights = at_least(scores, score_threshold).mul_(scores).clamp_(min=0)
+    numerator = (clamped.mul_(tau.sign()).mul_(weights)).sum(dim=0)
+    return numerator.div_(weights.sum(dim=0).clamp_(min=1e-12))
+
+
+@merger(
+    name="pcb",
+    citation="Du et al., Parameter Competition Balancing for Model Merging, NeurIPS 2024, arXiv 2410.02396",
+    ranges={"ratio": Interval(0.0, 1.0)},
+)
+def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
+    """PCB with global 1 %/99 % clamping, intra/inter balancing and the top ``ratio`` of scores kept."""
+    num_tasks, num_params = tasks.num_tasks, tasks.num_params
+    if num_params == 0:
+        return tasks.map(lambda tau, block: tau.sum(dim=0))
+    low_rank, high_rank = quantile_ranks(num_params)
+    ranks = torch.tensor([[high_rank, low_rank]] * num_tasks)
+    quantiles = kth_largest(tasks, lambda tau, block: tau.abs(), ranks, nonnegative=True).to(tasks.dtype)
+    high, low = quantiles[:, :1], quantiles[:, 1:]
+    span = high - low
+    inverse_span = torch.where(span > 0, 1 / span.clamp(min=torch.finfo(tasks.dtype).tiny), torch.zeros_like(span))
+
+    def scores_of(tau: torch.Tensor, block: Block) -> torch.Tensor:
+        return balance_scores(tau, low, high, inverse_span)
+
+    itemsize = torch.empty((), dtype=tasks.dtype).element_size()
+    if tasks.in_memory and num_tasks * num_params * itemsize <= CACHE_BYTES:
+        cache = torch.empty(num_tasks, num_params, dtype=tasks.dtype)
+
+        def fill(tau: torch.Tensor, block: Block) -> None:
+            cache[:, block.start:block.stop] = scores_of(tau, block)
+
+        tasks.scan(fill)
+        scores_of = lambda tau, block: cache[:, block.start:block.stop]  # noqa: E731
+
+    ranks = torch.tensor([[keep_count(ratio, num_params)]] * num_tasks)
+    threshold = kth_largest(tasks, scores_of, ranks).to(tasks.dtype)
+    return tasks.map(lambda tau, block: pcb_block(tau, scores_of(tau, block), low, high, inverse_span, threshold))

@@ -1,0 +1,323 @@
+"""Exact order statistics of streamed values, by selection rather than sorting (DESIGN.md).
+
+TIES keeps each task's top k·P entries by magnitude over the WHOLE flattened encoder, PCB clamps to
+global quantiles and keeps a global top fraction (METHODS §2): each needs the r-th largest of P
+values per task, with P up to 3·10^8 and the values possibly on disk. A full sort costs
+O(P log P) time and a P-sized copy; ``torch.kthvalue`` needs the P values in memory at once.
+
+The fast path is Floyd and Rivest's sampling selection ("Expected time bounds for selection",
+CACM 1975): a sample of about half a million entries per task, read from a few hundred windows
+spread over the whole vector, gives a bracket [lo, hi] that holds the r-th largest with a wide
+safety margin; one streaming pass counts the entries above hi and collects the few (typically
+< 1 %) inside the bracket, and ``kthvalue`` among those gives the exact answer. The pass costs a
+handful of float operations per entry. When a bracket misses (the counts say so, exactly), the
+radix selection below answers instead, so the result is always exact.
+
+Radix selection needs no sample. A float's bit pattern, read as an integer and with negative numbers'
+magnitude bits flipped, orders exactly like the float. Pass 1 streams the blocks and counts the top
+16 bits of every key per task (a 65 536-bin histogram); the cumulative count from the top names the
+bucket holding the r-th largest and the rank left inside it. Pass 2 collects the values of that
+bucket, typically a few tenths of a percent of P for smooth data, and selects among them with
+``kthvalue``; a bucket too large to collect (e.g. many equal values) is refined by counting its
+next 16 bits instead, which for fp32 pins the value exactly. Memory stays O(T · 65 536) plus the
+collected bucket, and the result equals ``torch.kthvalue`` on the whole row.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from .blockops import above, at_least, sparse_nonzero
+from .streaming import Block, TaskStream
+
+DIGIT_BITS = 16
+_BINS = 1 << DIGIT_BITS
+HISTOGRAM_BLOCK_ENTRIES = 1 << 21
+"""Entries per block (all tasks) in the histogram pass, so the 65 536 bins stay a small overhead."""
+DIRECT_LIMIT = 1 << 16
+"""Up to this many entries per task, values are gathered whole and selected with ``kthvalue``."""
+COLLECT_LIMIT = 1 << 23
+"""Largest bucket (entries per task and rank) collected for the final ``kthvalue``; larger ones are refined."""
+
+Values = Callable[[torch.Tensor, Block], torch.Tensor]
+
+
+def order_keys(values: torch.Tensor, nonnegative: bool) -> torch.Tensor:
+    """Integers that sort exactly like ``values`` (fp32 -> int32, fp64 -> int64; a view when possible).
+
+    For non-negative floats the bit pattern already sorts like the value. For negative ones the
+    magnitude bits are flipped, so larger magnitudes get smaller keys; +0.0 and -0.0 get adjacent
+    keys, which is harmless since they compare equal as values.
+    """
+    integer = {torch.float32: torch.int32, torch.float64: torch.int64}.get(values.dtype)
+    if integer is None:
+        raise TypeError(f"selection works on fp32/fp64 values, got {values.dtype}")
+    bits = values.view(integer)
+    if nonnegative:
+        return bits
+    width = 32 if integer is torch.int32 else 64
+    magnitude = (1 << (width - 1)) - 1
+    return bits ^ ((bits >> (width - 1)) & magnitude)
+
+
+@dataclass
+class _Target:
+    row: int
+    rank: int  # rank still to find among entries whose key matches `prefix` at `shift`
+    prefix: int | None  # key >> shift of the bucket, None before the first histogram
+    shift: int
+    bucket_size: int
+    value: float | None = None
+
+
+def kth_largest(
+    tasks: TaskStream,
+    values: Values,
+    ranks: torch.Tensor,
+    *,
+    nonnegative: bool = False,
+    granularity: str = "elements",
+) -> torch.Tensor:
+    """The ``ranks[t, j]``-th largest of ``values(tau, block)`` over all blocks, for every task t.
+
+    ``values`` maps a ``[T, n]`` block to ``[T, n]`` finite fp32/fp64 values (e.g. ``tau.abs()``);
+    ``ranks`` is an int ``[T, R]`` tensor with entries in [1, P] (1 = the maximum). Returns a
+    ``[T, R]`` tensor of the selected values (dtype of ``values``). ``nonnegative=True`` promises
+    values >= 0 (magnitudes), which makes the keys cheaper.
+    """
+    ranks = torch.as_tensor(ranks, dtype=torch.int64)
+    if ranks.dim() != 2 or ranks.shape[0] != tasks.num_tasks:
+        raise ValueError(f"ranks must be [T={tasks.num_tasks}, R], got {tuple(ranks.shape)}")
+    total = tasks.num_params
+    if bool((ranks < 1).any()) or bool((ranks > total).any()):
+        raise ValueError(f"ranks must lie in [1, {total}], got {ranks.tolist()}")
+    num_tasks = tasks.num_tasks
+    if total <= DIRECT_LIMIT:
+        return _direct(tasks, values, ranks, granularity)
+    found = _bracketed(tasks, values, ranks, granularity)
+    if found is not None:
+        return found
+    return _radix(tasks, values, ranks, nonnegative, granularity)
+
+
+def _radix(tasks: TaskStream, values: Values, ranks: torch.Tensor, nonnegative: bool, granularity: str) -> torch.Tensor:
+    """Radix selection: a 16-bit histogram pass, then the named bucket collected (or refined)."""
+    num_tasks = tasks.num_tasks
+    width_of = {torch.float32: 32, torch.float64: 64}
+    totals = _Accumulator()
+    state = {"dtype": None}
+
+    def top_digits(tau: torch.Tensor, block: Block) -> None:
+        vals = values(tau, block)
+        state["dtype"] = vals.dtype
+        width = width_of[vals.dtype]
+        digits = order_keys(vals, nonnegative) >> (width - DIGIT_BITS)
+        rows = torch.arange(num_tasks, dtype=digits.dtype).unsqueeze(1)
+        # One bincount over all tasks: bin = task·65536 + (top 16 bits as a signed digit + 32768).
+        bins = (digits + (rows * _BINS + _BINS // 2)).reshape(-1)
+        totals.add("top", torch.bincount(bins, minlength=num_tasks * _BINS))
+
+    # Large blocks: a histogram costs T·65 536 bins per block whatever the block's size.
+    tasks.scan(top_digits, granularity, block_entries=HISTOGRAM_BLOCK_ENTRIES)
+    dtype = state["dtype"]
+    width = width_of[dtype]
+    histogram = totals.total("top").view(num_tasks, _BINS)
+    targets = []
+    for row in range(num_tasks):
+        for rank in ranks[row].tolist():
+            digit, left, size = _locate(histogram[row], rank)
+            shift = width - DIGIT_BITS
+            targets.append(_Target(row, left, digit - _BINS // 2, shift, size))
+
+    while any(target.value is None for target in targets):
+        pending = [target for target in targets if target.value is None]
+        collect = [target for target in pending if target.bucket_size <= COLLECT_LIMIT or target.shift == 0]
+        refine = [target for target in pending if target not in collect]
+
+        refined = _Accumulator()
+
+        def gather(tau: torch.Tensor, block: Block):
+            vals = values(tau, block)
+            keys = order_keys(vals, nonnegative)
+            found = []
+            for target in collect:
+                match = (keys[target.row] >> target.shift) == target.prefix
+                found.append(vals[target.row][match])
+            for index, target in enumerate(refine):
+                match = (keys[target.row] >> target.shift) == target.prefix
+                next_shift = max(target.shift - DIGIT_BITS, 0)
+                digits = (keys[target.row][match] >> next_shift) & (_BINS - 1)
+                refined.add(index, torch.bincount(digits, minlength=_BINS))
+            return found
+
+        results = tasks.scan(gather, granularity)
+        for index, target in enumerate(collect):
+            bucket = torch.cat([found[index] for found in results])
+            # the rank-th largest of the bucket = its (len - rank + 1)-th smallest
+            target.value = float(torch.kthvalue(bucket, bucket.numel() - target.rank + 1).values)
+        for index, target in enumerate(refine):
+            counts = refined.total(index)
+            digit, left, size = _locate(counts, target.rank)
+            next_shift = max(target.shift - DIGIT_BITS, 0)
+            target.prefix = (target.prefix << (target.shift - next_shift)) | digit
+            target.shift, target.rank, target.bucket_size = next_shift, left, size
+            if next_shift == 0:
+                target.value = _key_to_value(target.prefix, dtype, nonnegative)
+    out = torch.tensor([target.value for target in targets], dtype=dtype)
+    return out.view(ranks.shape)
+
+
+SAMPLE_ENTRIES = 1 << 18
+"""Sampled entries per task for the bracket (Floyd–Rivest)."""
+
+
+def _sample_windows(tasks: TaskStream, granularity: str) -> tuple[list[Block], int]:
+    """Short windows spread evenly over the whole vector, and the window length.
+
+    Neighbouring entries are correlated (a row of a weight matrix shares its scale), so the
+    sample is thousands of short windows rather than a few long ones (the bracket's margin
+    accounts for the correlation left, see `_bracketed`); each window costs one small read, and
+    small vectors get proportionally smaller samples.
+    """
+    window = 64
+    count = max(1, min(SAMPLE_ENTRIES, tasks.num_params // 16) // window)
+    blocks = tasks.blocks(granularity)
+    total = tasks.num_params
+    starts = [int(index * total / count) for index in range(count)]
+    windows = []
+    cursor = 0
+    for start in starts:
+        while blocks[cursor].stop <= start:
+            cursor += 1
+        block = blocks[cursor]
+        stop = min(block.stop, start + window)
+        windows.append(Block(block.name, block.shape, start, stop, block.offset + start - block.start))
+    return windows, window
+
+
+def _bracketed(tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str) -> torch.Tensor | None:
+    """Sampling selection (see the module doc); None when some bracket missed its rank."""
+    total = tasks.num_params
+    windows, window = _sample_windows(tasks, granularity)
+    sample = torch.cat([values(tasks.read(block), block) for block in windows], dim=1)
+    dtype = sample.dtype
+    size = sample.shape[1]
+
+    def sample_largest(row: int, rank: int) -> torch.Tensor:
+        return torch.kthvalue(sample[row], size - rank + 1).values
+
+    def design_effect(row: int, estimate: torch.Tensor) -> float:
+        """Variance inflation of the sample count from correlation inside windows (>= 1)."""
+        hits = at_least(sample[row], estimate)
+        usable = hits.numel() - hits.numel() % window
+        per_window = hits[:usable].view(-1, window).mean(dim=1)
+        spread = float(hits.var())
+        return max(1.0, window * float(per_window.var()) / spread) if spread > 0 else 1.0
+
+    lows = torch.empty(ranks.shape, dtype=dtype)
+    highs = torch.empty(ranks.shape, dtype=dtype)
+    widest = 0.0
+    infinity = torch.tensor(float("inf"), dtype=dtype)
+    for row in range(ranks.shape[0]):
+        for column, rank in enumerate(ranks[row].tolist()):
+            quantile = rank / total
+            expected = quantile * size
+            inflation = design_effect(row, sample_largest(row, min(max(int(expected), 1), size)))
+            # 6 standard deviations of the sample count, inflated by the measured within-window
+            # correlation, plus a little slack
+            margin = 6 * (size * inflation * quantile * (1 - quantile)) ** 0.5 + 0.001 * size + 8
+            upper = int(expected - margin)
+            lower = int(expected + margin)
+            widest = max(widest, (min(lower, size) - max(upper, 0)) / size)
+            highs[row, column] = sample_largest(row, upper) if upper >= 1 else infinity
+            lows[row, column] = sample_largest(row, lower) if lower <= size else -infinity
+
+    sparse = widest < 0.005  # below ~0.5 % of entries in a bracket, grouped scanning pays off
+
+    def count_and_collect(tau: torch.Tensor, block: Block):
+        vals = values(tau, block)
+        results = []
+        for column in range(ranks.shape[1]):
+            over = above(vals, highs[:, column:column + 1])
+            from_low = at_least(vals, lows[:, column:column + 1])
+            inside = from_low - over
+            if sparse:
+                rows, columns = sparse_nonzero(inside)
+            else:
+                found = inside.nonzero()
+                rows, columns = found[:, 0], found[:, 1]
+            results.append((over.sum(dim=1), from_low.sum(dim=1), rows, vals[rows, columns]))
+        return results
+
+    passes = tasks.scan(count_and_collect, granularity)
+    out = torch.empty(ranks.shape, dtype=dtype)
+    for column in range(ranks.shape[1]):
+        over = sum(result[column][0] for result in passes)
+        from_low = sum(result[column][1] for result in passes)
+        rows = torch.cat([result[column][2] for result in passes])
+        inside = torch.cat([result[column][3] for result in passes])
+        for row in range(ranks.shape[0]):
+            rank = int(ranks[row, column])
+            above_count, low_count = int(over[row]), int(from_low[row])
+            if not above_count < rank <= low_count:
+                return None
+            bucket = inside[rows == row]
+            out[row, column] = torch.kthvalue(bucket, bucket.numel() - (rank - above_count) + 1).values
+    return out
+
+
+def _direct(tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str) -> torch.Tensor:
+    """Small inputs: all values in memory, one ``kthvalue`` per rank (same result, less overhead)."""
+    whole = torch.cat(tasks.scan(lambda tau, block: values(tau, block), granularity), dim=1)
+    out = torch.empty(ranks.shape, dtype=whole.dtype)
+    for row in range(ranks.shape[0]):
+        for column, rank in enumerate(ranks[row].tolist()):
+            out[row, column] = torch.kthvalue(whole[row], whole.shape[1] - rank + 1).values
+    return out
+
+
+class _Accumulator:
+    """Integer histograms summed across blocks and worker threads (exact, so order is irrelevant)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sums: dict[object, torch.Tensor] = {}
+
+    def add(self, key: object, counts: torch.Tensor) -> None:
+        with self.lock:
+            if key in self.sums:
+                self.sums[key] += counts
+            else:
+                self.sums[key] = counts
+
+    def total(self, key: object) -> torch.Tensor:
+        return self.sums[key]
+
+
+def _locate(histogram: torch.Tensor, rank: int) -> tuple[int, int, int]:
+    """The bin holding the rank-th largest entry, the rank left inside it, and its size."""
+    from_top = histogram.flip(0).cumsum(0)
+    position = int(torch.searchsorted(from_top, torch.tensor(rank, dtype=from_top.dtype)))
+    digit = histogram.numel() - 1 - position
+    before = int(from_top[position - 1]) if position > 0 else 0
+    return digit, rank - before, int(histogram[digit])
+
+
+def _key_to_value(key: int, dtype: torch.dtype, nonnegative: bool) -> float:
+    """The float whose `order_keys` is ``key`` (the inverse map)."""
+    integer = torch.int32 if dtype == torch.float32 else torch.int64
+    bits = torch.tensor([key], dtype=integer)
+    if not nonnegative:
+        width = 32 if integer is torch.int32 else 64
+        bits = bits ^ ((bits >> (width - 1)) & ((1 << (width - 1)) - 1))
+    return float(bits.view(dtype)[0])
+
+
+def kth_largest_magnitudes(tasks: TaskStream, counts: list[int]) -> torch.Tensor:
+    """Per task t the ``counts[t]``-th largest |τt| over the whole flattened vector, as ``[T, 1]``."""
+    ranks = torch.tensor(counts, dtype=torch.int64).view(-1, 1)
+    return kth_largest(tasks, lambda tau, block: tau.abs(), ranks, nonnegative=True)

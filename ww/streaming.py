@@ -1,0 +1,319 @@
+"""Streaming over task vectors block by block: the engine every merger and pooling runs on.
+
+Merging is memory-bound (DESIGN.md, performance principles): the ``[T, P]`` bank is read in blocks
+of a few hundred thousand entries that stay in cache while a merger works on them, temporaries are
+bounded by the block size instead of growing with P, and the same code runs whether the bank sits in
+memory or is memory-mapped from disk (out-of-core, `ww.open_bank`). Blocks are processed by a small
+pool of worker threads, each running torch single-threaded: on 2 cores that beats intra-op
+parallelism on cache-sized operands, whose per-operation synchronisation dominates.
+
+A `TaskStream` is T task vectors read block by block in the compute dtype (`ww.precision`). Mergers
+receive one and call `TaskStream.scan` for preliminary passes (e.g. TIES's global thresholds) and
+`TaskStream.map` exactly once for the pass that writes M. Results never depend on the block size:
+every operation a merger applies inside a block is element-wise, per column (a reduction over tasks),
+per row of a tensor, or per whole tensor, and blocks are cut accordingly (`Block`, ``granularity``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .layout import Layout
+from .precision import compute_dtype
+
+DEFAULT_BLOCK_ENTRIES = 1 << 20
+"""Entries of one ``[T, n]`` block across all tasks (4 MiB of fp32): small enough for the L3 cache
+and for bounded temporaries, large enough that per-block overhead stays a few percent."""
+
+SEQUENTIAL_ENTRIES = 1 << 18
+"""Below this many entries in a pass, blocks are processed in the calling thread (no pool)."""
+
+GRANULARITIES = ("elements", "rows", "tensors")
+
+
+@dataclass(frozen=True)
+class Block:
+    """A consecutive piece ``[start, stop)`` of the flat vector that lies inside one tensor.
+
+    ``offset`` is the index of ``start`` inside tensor ``name`` (of shape ``shape``), so
+    position-derived random streams (`ww.counter_rng`) do not depend on how tensors are cut.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    start: int
+    stop: int
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def whole(self) -> bool:
+        """True when the block is the whole tensor."""
+        return self.offset == 0 and self.size == math.prod(self.shape)
+
+    def positions(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """In-tensor indices of the block's entries (int64)."""
+        return torch.arange(self.offset, self.offset + self.size, device=device)
+
+
+def iter_blocks(layout: Layout, granularity: str, max_entries: int) -> list[Block]:
+    """Cut ``layout`` into blocks of at most ``max_entries`` entries per task where allowed.
+
+    ``"elements"``: anywhere inside a tensor; ``"rows"``: only between rows of the last dimension
+    (a row longer than ``max_entries`` is a block on its own); ``"tensors"``: whole tensors.
+    """
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    max_entries = max(1, int(max_entries))
+    blocks = []
+    start = 0
+    for name, shape in layout:
+        numel = math.prod(shape)
+        if granularity == "tensors" or numel <= max_entries:
+            step = max(numel, 1)
+        elif granularity == "rows":
+            row = shape[-1] if shape and shape[-1] > 0 else 1
+            step = max(1, max_entries // row) * row
+        else:
+            step = max_entries
+        for offset in range(0, numel, step):
+            size = min(step, numel - offset)
+            blocks.append(Block(name, tuple(shape), start + offset, start + offset + size, offset))
+        start += numel
+    return blocks
+
+
+class NonFiniteError(ValueError):
+    """A task vector holds NaN or Inf."""
+
+
+@dataclass
+class _SharedState:
+    """What derived streams share with the stream they come from."""
+
+    validated: bool = False
+    final_maps: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+Loader = Callable[[Block], torch.Tensor]
+Transform = Callable[[torch.Tensor, Block], torch.Tensor]
+Finish = Callable[[Block, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True, eq=False)
+class TaskStream:
+    """T task vectors, read as ``[T, n]`` blocks in the compute dtype.
+
+    ``loader(block)`` returns the raw ``[T, n]`` block (possibly a view of read-only memory: never
+    write into what `read` returns). ``transform`` rewrites blocks (DARE's drop-and-rescale);
+    ``finish(block, m)`` post-processes what the final `map` writes (weaving fuses its pooling
+    there); ``release(start, stop)`` tells a memory-mapped bank that a column range is done.
+    ``in_memory`` says the rows are resident, so a merger may afford a ``[T, P]`` cache.
+    """
+
+    loader: Loader
+    num_tasks: int
+    layout: Layout
+    dtype: torch.dtype
+    labels: tuple[str, ...]
+    block_entries: int = DEFAULT_BLOCK_ENTRIES
+    workers: int | None = None
+    release: Callable[[int, int], None] | None = None
+    transform: Transform | None = None
+    finish: Finish | None = None
+    check_finite: bool = True
+    in_memory: bool = False
+    state: _SharedState = field(default_factory=_SharedState)
+
+    @property
+    def num_params(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.layout)
+
+    def derive(self, *, transform: Transform | None = None, finish: Finish | None = None) -> TaskStream:
+        """The same tasks with ``transform`` applied after the current one (sharing validation)."""
+        combined = self.transform
+        if transform is not None:
+            inner = self.transform
+            combined = transform if inner is None else (lambda chunk, block: transform(inner(chunk, block), block))
+        return replace(self, transform=combined, finish=finish if finish is not None else self.finish)
+
+    def without_finish(self) -> TaskStream:
+        return replace(self, finish=None)
+
+    def blocks(self, granularity: str = "elements", block_entries: int | None = None) -> list[Block]:
+        per_task = max(1, (block_entries or self.block_entries) // max(1, self.num_tasks))
+        return iter_blocks(self.layout, granularity, per_task)
+
+    def read(self, block: Block) -> torch.Tensor:
+        """The ``[T, n]`` block in the compute dtype; validated (NaN/Inf) on the first pass."""
+        chunk = self.loader(block)
+        if chunk.dtype != self.dtype:
+            chunk = chunk.to(self.dtype)
+        if self.check_finite and not self.state.validated:
+            _check_finite(chunk, block, self.labels)
+        if self.transform is not None:
+            chunk = self.transform(chunk, block)
+        return chunk
+
+    def read_raw(self, block: Block) -> torch.Tensor:
+        """The block in the compute dtype, untransformed and unchecked (for weaving's pooling)."""
+        chunk = self.loader(block)
+        return chunk if chunk.dtype == self.dtype else chunk.to(self.dtype)
+
+    def read_all(self) -> torch.Tensor:
+        """All rows as one ``[T, P]`` tensor in the compute dtype (a view when possible)."""
+        whole = Block("", (self.num_params,), 0, self.num_params, 0)
+        return self.read_raw(whole)
+
+    def scan(
+        self,
+        function: Callable[[torch.Tensor, Block], object],
+        granularity: str = "elements",
+        block_entries: int | None = None,
+    ) -> list:
+        """``function(tau, block)`` for every block, results in block order (a preliminary pass).
+
+        ``block_entries`` overrides the block size, for passes whose per-block overhead is large.
+        """
+        blocks = self.blocks(granularity, block_entries)
+        results = _run(self, blocks, lambda block: function(self.read(block), block))
+        self.state.validated = True
+        return results
+
+    def map(
+        self,
+        function: Callable[[torch.Tensor, Block], torch.Tensor],
+        granularity: str = "elements",
+        out_dtype: torch.dtype | None = None,
+    ) -> torch.Tensor:
+        """The flat ``[P]`` vector whose block ``b`` is ``function(tau_b, b)`` (after ``finish``).
+
+        A merger calls this once, for the pass that produces M; with a ``finish`` hook the returned
+        vector is the hook's output (weaving's pooled vector), which `weave` checks via the state.
+        """
+        out = torch.empty(self.num_params, dtype=out_dtype or self.dtype)
+
+        def work(block: Block) -> None:
+            merged = function(self.read(block), block).reshape(-1)
+            if self.finish is not None:
+                merged = self.finish(block, merged)
+            out[block.start:block.stop] = merged
+
+        _run(self, self.blocks(granularity), work)
+        self.state.validated = True
+        if self.finish is not None:
+            with self.state.lock:
+                self.state.final_maps += 1
+        return out
+
+
+def _check_finite(chunk: torch.Tensor, block: Block, labels: Sequence[str]) -> None:
+    # A NaN or Inf anywhere makes the block's sum non-finite: one reduction instead of a full
+    # isfinite pass; only a failing block (or a sum overflowing to Inf) is looked at closely.
+    if chunk.numel() == 0 or math.isfinite(float(chunk.sum())):
+        return
+    bad = ~torch.isfinite(chunk)
+    if not bool(bad.any()):
+        return
+    row, column = (int(i) for i in bad.nonzero()[0])
+    raise NonFiniteError(
+        f"task vector {labels[row]!r} has a non-finite value ({float(chunk[row, column])}) in tensor "
+        f"{block.name!r} at flat index {block.offset + column}; clean the task vectors first"
+    )
+
+
+_THREAD_SETTING = threading.Lock()
+
+
+def _single_threaded() -> None:
+    torch.set_num_threads(1)
+
+
+def _run(stream: TaskStream, blocks: list[Block], work: Callable[[Block], object]) -> list:
+    workers = stream.workers if stream.workers is not None else default_workers()
+    release = stream.release
+    entries = sum(block.size for block in blocks) * max(1, stream.num_tasks)
+    if workers <= 1 or len(blocks) <= 1 or entries <= SEQUENTIAL_ENTRIES:
+        results = []
+        for block in blocks:
+            results.append(work(block))
+            if release is not None:
+                release(block.start, block.stop)
+        return results
+    # Worker threads run torch single-threaded (set per thread); the global setting is restored so
+    # threads created later by the caller keep the caller's setting.
+    with _THREAD_SETTING:
+        previous = torch.get_num_threads()
+        try:
+            with ThreadPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
+                results = []
+                pending: deque = deque()
+                for block in blocks:
+                    if len(pending) >= 2 * workers:
+                        results.append(_finish_one(pending, release))
+                    pending.append((block, pool.submit(work, block)))
+                while pending:
+                    results.append(_finish_one(pending, release))
+                return results
+        finally:
+            torch.set_num_threads(previous)
+
+
+def _finish_one(pending: deque, release) -> object:
+    block, future = pending.popleft()
+    try:
+        result = future.result()
+    except BaseException:
+        for _, other in pending:
+            other.cancel()
+        raise
+    if release is not None:
+        release(block.start, block.stop)
+    return result
+
+
+def default_workers() -> int:
+    """Worker threads for block processing: torch's intra-op thread count (``WW_WORKERS`` overrides)."""
+    value = os.environ.get("WW_WORKERS")
+    if value:
+        return max(1, int(value))
+    return max(1, torch.get_num_threads())
+
+
+def bank_stream(
+    data: torch.Tensor,
+    layout: Layout,
+    labels: Sequence[str],
+    *,
+    release: Callable[[int, int], None] | None = None,
+    block_entries: int | None = None,
+    workers: int | None = None,
+) -> TaskStream:
+    """A stream over the rows of a ``[T, P]`` tensor (in memory or memory-mapped)."""
+
+    def load(block: Block) -> torch.Tensor:
+        return data[:, block.start:block.stop]
+
+    return TaskStream(
+        loader=load,
+        num_tasks=data.shape[0],
+        layout=layout,
+        dtype=compute_dtype(data.dtype),
+        labels=tuple(labels),
+        block_entries=block_entries or DEFAULT_BLOCK_ENTRIES,
+        workers=workers,
+        release=release,
+        in_memory=release is None,
+    )
