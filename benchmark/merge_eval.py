@@ -62,10 +62,18 @@ class WarmAssets:
         self.base.model.visual.load_state_dict(merged)
 
 
+def merger_params(trial: Trial) -> dict:
+    """The spec's hyper-parameters; a random merger without an explicit seed gets the trial's seed."""
+    params = dict(trial.merger_params)
+    if "seed" in ww.MERGERS[trial.merger].defaults:
+        params.setdefault("seed", trial.seed)
+    return params
+
+
 def merged_vector(trial: Trial, bank: ww.TaskVectorBank) -> dict[str, torch.Tensor]:
     """The vector added to θ0: λ·M for the fixed-λ baseline, the pooled candidates for weaving."""
     if trial.lambda_policy == "fixed":
-        merged = ww.merge(trial.merger, bank, **trial.merger_params)
+        merged = ww.merge(trial.merger, bank, **merger_params(trial))
         return {name: trial.lam * value for name, value in merged.items()}
     return ww.weave(
         bank,
@@ -74,7 +82,7 @@ def merged_vector(trial: Trial, bank: ww.TaskVectorBank) -> dict[str, torch.Tens
         pooling=trial.pooling,
         collaborative=bool(trial.collaborative),
         seed=trial.seed,
-        merger_params=trial.merger_params,
+        merger_params=merger_params(trial),
     )
 
 
@@ -170,7 +178,7 @@ def run_trial(
         sub = _sub_bank(bank, experts)
         start = time.perf_counter()
         if trial.lambda_policy == "oracle":
-            merged = ww.merge(trial.merger, sub, **trial.merger_params)
+            merged = ww.merge(trial.merger, sub, **merger_params(trial))
             merge_seconds += time.perf_counter() - start
             for lam in trial.lambdas:
                 assets.load_merged({name: lam * value for name, value in merged.items()})
