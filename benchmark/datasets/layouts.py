@@ -18,6 +18,7 @@ documents every layout; :meth:`Layout.expected` is the same text, printed by ``d
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import importlib
 import inspect
@@ -122,27 +123,31 @@ class Probe:
     fix: str = ""
 
 
-class Layout:
+class Layout(abc.ABC):
     """One way a dataset can sit under the data root."""
 
     #: short name shown by ``data check`` ("torchvision", "task-vectors ImageFolder", ...)
     kind: str = ""
 
+    @abc.abstractmethod
     def expected(self) -> str:
         """Paths relative to the data root, for messages and docs/DATA.md."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def folder(self) -> str:
         """The top-level folder under the data root this layout lives in (what to copy elsewhere)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def probe(self, root: Path) -> Probe | None:
         """None when the layout is absent; otherwise whether it looks complete (cheap: no listing)."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def read(self, root: Path, split: str, domain: str | None) -> Samples:
         """The official ``split`` ("train" or "test") of the dataset (of ``domain`` if given)."""
-        raise NotImplementedError
+        ...
 
     def classnames(self, root: Path) -> tuple[str, ...] | None:
         """Class names read from disk, for datasets whose names ship with the data; else None."""
