@@ -12,8 +12,10 @@ that operation, including the bank's resident pages, with no sampling gap and no
 left over from earlier measurements. Peaks are reported in GB and in "models" (fp32 size of one
 image encoder), counting everything above the interpreter's own footprint before the bank was
 loaded. A plain streaming pass (sum the T task vectors column block by column block into one
-output) measured in the same run is the reference for every ratio. Results go to a rich table and
-a Parquet file so runs can be compared.
+output) measured in the same run is the reference for every ratio. Each row also records the CPU
+seconds the process used and the machine's 1-minute load average when it started: on a shared
+machine wall-clock times stretch with the load, CPU time much less. Results go to a rich table
+and a Parquet file so runs can be compared.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ TINY_LAYOUT = (
     ("ln_post.weight", (16,)),
 )
 COLUMNS = (
-    "kind", "merger", "pooling", "k", "collaborative", "seconds", "gb_per_s", "peak_rss_gb",
+    "kind", "merger", "pooling", "k", "collaborative", "seconds", "cpu_seconds", "load_1min", "gb_per_s", "peak_rss_gb",
     "baseline_rss_gb", "peak_models", "ratio_vs_stream", "ratio_vs_merger", "target", "meets_target",
     "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "host", "started_at", "error",
 )
@@ -252,6 +254,8 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
     try:
         _reset_peak()
         baseline = _status("VmRSS")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        cpu = time.process_time()
         start = time.perf_counter()
         if job["kind"] == "stream":
             streaming_pass(bank, job["merger"])
@@ -260,10 +264,12 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
         else:
             ww.weave(bank, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"], collaborative=True, seed=0)
         seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu
         peak = _status("VmHWM")
     except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
-    return {"seconds": seconds, "peak": peak, "baseline": baseline, "runtime": runtime}
+    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load": load, "peak": peak, "baseline": baseline,
+            "runtime": runtime}
 
 
 STREAM_VARIANTS = ("torch.sum", "ww blocks")
@@ -337,6 +343,8 @@ def _row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k: int) -> 
         seconds = result["seconds"]
         row.update(
             seconds=seconds,
+            cpu_seconds=result.get("cpu_seconds"),
+            load_1min=result.get("load"),
             gb_per_s=bank_bytes / seconds / 1e9 if seconds > 0 else None,
             peak_rss_gb=result["peak"] / 1e9,
             baseline_rss_gb=result["baseline"] / 1e9,
@@ -378,14 +386,15 @@ def render(rows: list[dict], console, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for header in ("kind", "merger", "pooling", "seconds", "GB/s", "peak GB", "peak (models)",
+    for header in ("kind", "merger", "pooling", "seconds", "CPU s", "load", "GB/s", "peak GB", "peak (models)",
                    "x stream", "x merger", "target", "ok"):
         table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "target") else "right")
     for row in rows:
         ok = "" if row["meets_target"] is None else ("[green]yes[/]" if row["meets_target"] else "[red]no[/]")
         table.add_row(
             row["kind"], row["merger"] or "", row["pooling"] or "",
-            _fmt(row["seconds"], ".3f"), _fmt(row["gb_per_s"], ".2f"), _fmt(row["peak_rss_gb"], ".2f"),
+            _fmt(row["seconds"], ".3f"), _fmt(row["cpu_seconds"], ".1f"), _fmt(row["load_1min"], ".1f"),
+            _fmt(row["gb_per_s"], ".2f"), _fmt(row["peak_rss_gb"], ".2f"),
             _fmt(row["peak_models"], ".1f"), _fmt(row["ratio_vs_stream"], ".2f"), _fmt(row["ratio_vs_merger"], ".2f"),
             row["target"] or (row["error"] or ""), ok,
         )

@@ -136,8 +136,9 @@ def test_iso_cts_is_isotropic_on_its_subspace(stack, fraction):
 
 
 @SETTINGS
-@given(matrices(), st.floats(min_value=0.1, max_value=10))
+@given(matrices(), st.sampled_from([0.125, 0.5, 2.0, 8.0]))
 def test_averaging_scales_and_weight_averaging_is_task_arithmetic_over_t(stack, scale):
+    # powers of two scale exactly, so selections (top-k, magnitudes) cannot change by rounding
     average = ww.merge("weight_averaging", _vectors(stack))["m"]
     torch.testing.assert_close(average, ww.merge("task_arithmetic", _vectors(stack))["m"] / stack.shape[0])
     for name in ("ties", "magmax", "breadcrumbs", "tsv_m", "iso_c", "consensus"):
@@ -145,4 +146,4 @@ def test_averaging_scales_and_weight_averaging_is_task_arithmetic_over_t(stack, 
             continue
         base = ww.merge(name, _vectors(stack))["m"]
         scaled = ww.merge(name, _vectors(stack * scale))["m"]
-        torch.testing.assert_close(scaled, base * scale, rtol=1e-8, atol=1e-9 * (1 + math.fabs(scale)))
+        torch.testing.assert_close(scaled, base * scale, rtol=1e-8, atol=1e-9 * (1 + math.fabs(scale)), msg=name)

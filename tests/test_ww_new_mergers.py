@@ -271,3 +271,18 @@ def test_mismatched_task_vectors_are_rejected_for_new_mergers():
     del second["w"]
     with pytest.raises(ValueError, match="lacks tensor 'w'"):
         ww.merge("pcb", [first, second])
+
+
+@pytest.mark.parametrize("name", ["ties", "pcb", "dare_ties", "breadcrumbs", "tsv_m", "magmax", "consensus"])
+def test_worker_threads_do_not_change_results_or_torch_settings(name):
+    # large enough (> SEQUENTIAL_ENTRIES) for the worker pool to be used
+    generator = torch.Generator().manual_seed(4)
+    taus = [{"w": torch.randn(300, 256, generator=generator), "b": torch.randn(70_000, generator=generator)}
+            for _ in range(3)]
+    bank = ww.TaskVectorBank.from_state_dicts(taus)
+    threads = torch.get_num_threads()
+    record = ww.MERGERS[name]
+    sequential = record.run(bank.stream(workers=1, block_entries=1 << 15))
+    threaded = record.run(bank.stream(workers=2, block_entries=1 << 15))
+    assert torch.equal(sequential, threaded)
+    assert torch.get_num_threads() == threads

@@ -68,12 +68,17 @@ def random_words(key: int, positions: torch.Tensor) -> torch.Tensor:
 def uniform_indices(key: int, positions: torch.Tensor, n: int) -> torch.Tensor:
     """For each position an index uniform in [0, n) (int64), drawn from the stream keyed by ``key``.
 
-    Multiply-shift on the 32-bit word read as unsigned (floor(u·n / 2^32)); its bias is below
-    n / 2^32, about 1e-8 for the few dozen candidates weaving pools.
+    Multiply-shift: floor(u·n / 2^b) with u the top b bits of the word. For n <= 128 (weaving pools
+    a few dozen candidates) b = 24 and everything stays in fast int32 arithmetic, with a bias below
+    n / 2^24 (< 8e-6); larger n use all b = 32 bits in int64 (bias below n / 2^32).
     """
     if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n < 1 << 31:
         raise ValueError(f"n must be an int in [1, 2**31), got {n!r}")
-    unsigned = random_words(key, positions).to(torch.int64).bitwise_and_(_MASK32)
+    words = random_words(key, positions)
+    if n <= 128:
+        top = words.bitwise_right_shift_(8).bitwise_and_((1 << 24) - 1)
+        return top.mul_(n).bitwise_right_shift_(24).long()
+    unsigned = words.to(torch.int64).bitwise_and_(_MASK32)
     return unsigned.mul_(n).bitwise_right_shift_(32)
 
 

@@ -101,7 +101,8 @@ def randmix(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[flo
         return values
     is_task = torch.tensor([1.0] * num_tasks + [0.0] * len(lambdas), dtype=merged.dtype, device=merged.device)
     from_tasks = tasks.gather(0, pick.clamp(max=num_tasks - 1).unsqueeze(0)).squeeze(0)
-    return choose(is_task.index_select(0, pick), from_tasks, values)
+    # exact: a picked task's value plus 0·M, or 0·(some task's value) plus λ·M
+    return from_tasks.mul_(is_task.index_select(0, pick)).add_(values)
 
 
 @pooling(name="magmax")

@@ -33,9 +33,6 @@ DEFAULT_BLOCK_ENTRIES = 1 << 20
 """Entries of one ``[T, n]`` block across all tasks (4 MiB of fp32): small enough for the L3 cache
 and for bounded temporaries, large enough that per-block overhead stays a few percent."""
 
-SEQUENTIAL_ENTRIES = 1 << 18
-"""Below this many entries in a pass, blocks are processed in the calling thread (no pool)."""
-
 GRANULARITIES = ("elements", "rows", "tensors")
 
 
@@ -182,13 +179,15 @@ class TaskStream:
         function: Callable[[torch.Tensor, Block], object],
         granularity: str = "elements",
         block_entries: int | None = None,
+        reduce: Callable[[object], None] | None = None,
     ) -> list:
         """``function(tau, block)`` for every block, results in block order (a preliminary pass).
 
-        ``block_entries`` overrides the block size, for passes whose per-block overhead is large.
+        ``block_entries`` overrides the block size, for passes whose per-block overhead is large;
+        ``reduce(result)``, if given, consumes each result in the calling thread instead (see `_run`).
         """
         blocks = self.blocks(granularity, block_entries)
-        results = _run(self, blocks, lambda block: function(self.read(block), block))
+        results = _run(self, blocks, lambda block: function(self.read(block), block), reduce)
         self.state.validated = True
         return results
 
@@ -234,41 +233,81 @@ def _check_finite(chunk: torch.Tensor, block: Block, labels: Sequence[str]) -> N
     )
 
 
-_THREAD_SETTING = threading.Lock()
+TRIM_EVERY = 16
+"""Blocks between two requests to the allocator to return freed memory (see `_return_free_memory`)."""
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
 
 
 def _single_threaded() -> None:
+    # torch initialises a thread's OpenMP setting lazily, from the process-wide value, on its first
+    # parallel operation; trigger that first (get_num_threads does), then pin this thread to 1.
+    torch.get_num_threads()
     torch.set_num_threads(1)
 
 
-def _run(stream: TaskStream, blocks: list[Block], work: Callable[[Block], object]) -> list:
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """A persistent pool of single-threaded workers (one per size).
+
+    Persistent on purpose: every new thread gets its own malloc arena, and freed block temporaries
+    left in many arenas would make resident memory grow with the number of passes.
+    """
+    with _POOLS_LOCK:
+        pool = _POOLS.get(workers)
+        if pool is None:
+            pool = ThreadPoolExecutor(max_workers=workers, initializer=_single_threaded, thread_name_prefix="ww")
+            _POOLS[workers] = pool
+        return pool
+
+
+def _run(
+    stream: TaskStream,
+    blocks: list[Block],
+    work: Callable[[Block], object],
+    reduce: Callable[[object], None] | None = None,
+) -> list:
+    """``work(block)`` for every block, in order of blocks for results and releases.
+
+    With ``reduce``, each result is handed to it in the calling thread as soon as it is ready and
+    nothing is kept: what the caller retains is then allocated by the calling thread, not in the
+    workers' arenas between their temporaries (which fragments them).
+    """
     workers = stream.workers if stream.workers is not None else default_workers()
     release = stream.release
-    entries = sum(block.size for block in blocks) * max(1, stream.num_tasks)
-    if workers <= 1 or len(blocks) <= 1 or entries <= SEQUENTIAL_ENTRIES:
-        results = []
-        for block in blocks:
-            results.append(work(block))
-            if release is not None:
-                release(block.start, block.stop)
-        return results
-    # Worker threads run torch single-threaded (set per thread); the global setting is restored so
-    # threads created later by the caller keep the caller's setting.
-    with _THREAD_SETTING:
+    results = []
+
+    delivered = [0]
+
+    def deliver(result) -> None:
+        if reduce is None:
+            results.append(result)
+        else:
+            reduce(result)
+        delivered[0] += 1
+        if delivered[0] % TRIM_EVERY == 0:
+            _return_free_memory()
+
+    # Blocks always run in single-threaded workers, even with one worker: BLAS and LAPACK round
+    # differently with different thread counts, and results must not depend on the settings.
+    try:
         previous = torch.get_num_threads()
         try:
-            with ThreadPoolExecutor(max_workers=workers, initializer=_single_threaded) as pool:
-                results = []
-                pending: deque = deque()
-                for block in blocks:
-                    if len(pending) >= 2 * workers:
-                        results.append(_finish_one(pending, release))
-                    pending.append((block, pool.submit(work, block)))
-                while pending:
-                    results.append(_finish_one(pending, release))
-                return results
+            pool = _pool(workers)
+            pending: deque = deque()
+            for block in blocks:
+                if len(pending) >= 2 * workers:
+                    deliver(_finish_one(pending, release))
+                pending.append((block, pool.submit(work, block)))
+            while pending:
+                deliver(_finish_one(pending, release))
         finally:
+            # a worker's initializer sets torch's global thread count to 1 as well: restore it so
+            # threads the caller creates later keep its setting
             torch.set_num_threads(previous)
+        return results
+    finally:
+        _return_free_memory()
 
 
 def _finish_one(pending: deque, release) -> object:
@@ -278,10 +317,42 @@ def _finish_one(pending: deque, release) -> object:
     except BaseException:
         for _, other in pending:
             other.cancel()
+        for _, other in pending:
+            try:
+                other.result()
+            except BaseException:
+                pass
         raise
     if release is not None:
         release(block.start, block.stop)
     return result
+
+
+def _return_free_memory() -> None:
+    """Ask glibc to give freed heap memory back to the system (no-op elsewhere).
+
+    Block temporaries are freed, but glibc's per-thread arenas fragment under torch's 64-byte
+    aligned multi-megabyte allocations and keep growing: a pass could end with gigabytes resident
+    that nothing uses. Trimming every `TRIM_EVERY` blocks and after each pass keeps resident memory
+    at the working set, for the price of re-faulting some pages (a few percent of the time).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+_TRIM: list = []
+
+
+def _malloc_trim():
+    if not _TRIM:
+        try:
+            import ctypes
+
+            _TRIM.append(ctypes.CDLL("libc.so.6").malloc_trim)
+        except (OSError, AttributeError):
+            _TRIM.append(None)
+    return _TRIM[0]
 
 
 def default_workers() -> int:
