@@ -16,11 +16,21 @@ from ..registry import merger, require_tasks
 from ..streaming import TaskStream
 
 
+def tall_masks(tau: torch.Tensor, tall_lambda: float, multi_task: torch.Tensor | None = None) -> torch.Tensor:
+    """The TALL masks 1[|τt| ≥ λ·|τMTL − τt|] of a ``[T, n]`` block, as 0/1 floats ``[T, n]``.
+
+    Shared with `ww.analysis` (the consensus histogram counts the same masks the merger uses).
+    """
+    if multi_task is None:
+        multi_task = tau.sum(dim=0)
+    others = (multi_task - tau).abs_().mul_(tall_lambda)
+    return at_least(tau.abs(), others)
+
+
 def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tensor:
     """1[#{t : |τt| ≥ λ·|τMTL − τt|} ≥ k] ⊙ τMTL on a ``[T, n]`` block."""
     multi_task = tau.sum(dim=0)
-    others = (multi_task - tau).abs_().mul_(tall_lambda)
-    users = at_least(tau.abs(), others).sum(dim=0)
+    users = tall_masks(tau, tall_lambda, multi_task).sum(dim=0)
     return at_least(users, k).mul_(multi_task)
 
 
