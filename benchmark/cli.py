@@ -29,8 +29,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--root", default=DEFAULT_ROOT, help=f"storage root (default: {DEFAULT_ROOT}, or $WW_ROOT)")
     run.add_argument("--dry-run", action="store_true", help="print the plan (experts, trials) and exit")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    report = sub.add_parser("report", help="render the leaderboard of a storage root")
-    report.add_argument("root", nargs="?", default=DEFAULT_ROOT)
+    report = sub.add_parser("report", help="leaderboards, the paper's tables and figures of a storage root")
+    report.add_argument("root", nargs="?", default=DEFAULT_ROOT, help=f"storage root (default: {DEFAULT_ROOT})")
+    report.add_argument("--table", default="leaderboard", choices=REPORT_TABLES,
+                        help="which table (default: leaderboard; all = every table the results support)")
+    report.add_argument("--by", default=None, metavar="COLS",
+                        help="leaderboard grouping, comma-separated result columns (default: model,setup,merger,pooling,variant)")
+    report.add_argument("--format", default="table", choices=REPORT_FORMATS, dest="fmt",
+                        help="table (rich, terminal), markdown, latex or csv (default: table)")
+    report.add_argument("--metric", default="accuracy", choices=("accuracy", "normalized"),
+                        help="measure of the paper's tables (the leaderboard shows both)")
+    report.add_argument("--out", default=None, metavar="FILE", help="write the tables to FILE (atomic) instead of the terminal")
+    report.add_argument("--figures", default=None, metavar="DIR", help="also write the PNG figures into DIR")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     data = sub.add_parser("data", help="check / prepare real datasets under the data root (see docs/DATA.md)")
     data.add_argument("args", nargs=argparse.REMAINDER, help="check [--data-root DIR] | prepare NAME")
@@ -39,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark (see perf WHAT --help)")
     return parser
 
+
+#: ``run_bench.py report --table`` / ``--format`` choices (kept here so ``--help`` needs no heavy import).
+REPORT_TABLES = ("leaderboard", "weaving-gain", "pooling-ablation", "oracle", "all")
+REPORT_FORMATS = ("table", "markdown", "latex", "csv")
 
 #: ``run_bench.py perf WHAT`` → module whose ``main(argv) -> int`` runs that benchmark.
 PERF_COMMANDS = {"merge": "benchmark.perf_merge", "eval": "benchmark.perf_eval"}
@@ -75,15 +89,52 @@ def cmd_run(args, console: Console) -> int:
 
 
 def cmd_report(args, console: Console) -> int:
-    from benchmark.report import render_leaderboard
+    from pathlib import Path
+
+    from benchmark.report import error_count, ok_rows, parse_by, refuse_inside_results
+    from benchmark.report_formats import render_rich, render_text
+    from benchmark.report_tables import build_tables
     from benchmark.results import read_results
-    from benchmark.storage import StorageRoot
+    from benchmark.storage import StorageRoot, write_text_atomic
 
     storage = StorageRoot.at(args.root)
     if not storage.results.exists():
         raise FileNotFoundError(f"no results under {storage.root}; run a spec first (python run_bench.py run SPEC --root {args.root})")
-    render_leaderboard(read_results(storage), console)
+    if args.by is not None and args.table not in ("leaderboard", "all"):
+        raise ValueError(f"--by groups the leaderboard; --table {args.table} has a fixed layout (drop --by)")
+    by = parse_by(args.by)
+    out = refuse_inside_results(storage, Path(args.out)) if args.out else None
+    figures = refuse_inside_results(storage, Path(args.figures)) if args.figures else None
+    if out is not None and out.is_dir():
+        raise ValueError(f"--out {out} is a directory; give a file name, e.g. {out / ('report.' + _SUFFIX[args.fmt])}")
+    table = read_results(storage)
+    if not ok_rows(table):
+        raise ValueError(f"no finished trials under {storage.results} ({error_count(table)} error row(s)); "
+                         f"run a spec first (python run_bench.py run SPEC --root {args.root})")
+    tables, notes = build_tables(table, args.table, by, args.metric)
+    if out is not None:
+        write_text_atomic(out, render_text(tables, args.fmt))
+        console.print(f"wrote {args.table} ({args.fmt}) to {out}", highlight=False, markup=False)
+    elif args.fmt == "table":
+        render_rich(tables, console)
+    else:
+        console.out(render_text(tables, args.fmt), highlight=False, end="")
+    for note in notes:
+        console.print(note, style="yellow", highlight=False, markup=False)
+    if error_count(table):
+        console.print(f"[red]{error_count(table)} error row(s) present; see the 'error' column of the Parquet dataset[/]")
+    if figures is not None:
+        from benchmark.report_figures import write_figures
+
+        paths, figure_notes = write_figures(table, figures, args.metric)
+        for path in paths:
+            console.print(f"wrote figure {path}", highlight=False, markup=False)
+        for note in figure_notes:
+            console.print(note, style="yellow", highlight=False, markup=False)
     return 0
+
+
+_SUFFIX = {"table": "txt", "markdown": "md", "latex": "tex", "csv": "csv"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,86 +1,199 @@
-"""Leaderboards rendered with rich from the Parquet dataset (the single source of truth).
+"""Leaderboards from the Parquet dataset (the single source of truth), grouped by any result columns.
 
-Aggregation order, stated in the output because it changes numbers: per trial, mean over eval
-tasks (normalised accuracy = per-task merged ÷ expert, then mean); then mean ± std over seeds.
+Aggregation order, stated in every output because it changes the numbers:
+1. per trial (and seed): mean over its eval tasks; normalised accuracy = merged ÷ expert per task,
+   then mean (METHODS §3: the mean of ratios, not the ratio of means);
+2. per seed: mean over the trials a group pools together (the axes not in ``--by``);
+3. mean ± sample std (n − 1) over seeds.
+
+Oracle trials hold one row per (λ, task); their entry is the λ whose task-mean accuracy on the test
+sets is best (ties → the smallest λ) — the privileged reference the paper compares weaving
+against, so it is always flagged as using test data. References (zero-shot, expert) and oracle
+entries are never pooled with merged models, whatever ``--by`` says.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import pyarrow as pa
 from rich.console import Console
-from rich.table import Table
 
-GROUP = ("model", "setup", "merger", "pooling", "collaborative")
-AGGREGATION = "per trial: mean over eval tasks (normalised = merged/expert per task, then mean); then mean ± std over seeds"
+from benchmark.report_formats import Column, ReportTable, Stat, render_rich
+from benchmark.storage import StorageRoot
+
+#: The default leaderboard: one block per (model, setup), one row per method.
+DEFAULT_BY = ("model", "setup", "merger", "pooling", "variant")
+AGGREGATION = (
+    "per trial: mean over eval tasks (normalised = merged/expert per task, then mean); "
+    "per seed: mean over the trials pooled in a row; then mean ± std over seeds"
+)
+
+#: Columns a leaderboard may be grouped by (``variant`` is ``collaborative`` shown as A*/A/-).
+GROUPABLE = (
+    "model", "pretrained", "setup", "setup_kind", "finetune_mode", "n_tasks", "merger", "merger_params",
+    "pooling", "variant", "collaborative", "lambda_policy", "lam", "seed", "eval_task",
+    "run_name", "spec_hash", "code_version", "host",
+)
+#: Columns that vary inside one trial: grouping by them splits a trial instead of pooling trials.
+WITHIN_TRIAL = ("eval_task", "lam")
+#: Columns that describe where a model is evaluated; they become the blocks of a displayed table.
+CONTEXT = ("model", "pretrained", "setup", "setup_kind", "finetune_mode")
+REFERENCE_MERGERS = ("zeroshot", "expert")
 
 
-def _variant(collaborative) -> str:
+def variant_name(collaborative) -> str:
     return "-" if collaborative is None else ("A*" if collaborative else "A")
 
 
-def _per_trial(table: pa.Table) -> list[dict]:
-    """One entry per finished trial and seed: task-mean accuracy and normalised accuracy.
+def parse_by(text: str | None) -> tuple[str, ...]:
+    """``"model,setup,merger"`` → validated column tuple; unknown names fail naming the valid ones."""
+    if text is None:
+        return DEFAULT_BY
+    names = tuple(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    if not names:
+        raise ValueError(f"--by needs at least one column; valid: {', '.join(GROUPABLE)}")
+    unknown = [n for n in names if n not in GROUPABLE]
+    if unknown:
+        raise ValueError(f"--by: unknown column(s) {', '.join(unknown)}; valid: {', '.join(GROUPABLE)}")
+    return names
 
-    Oracle trials hold one row per (λ, task); the oracle entry is the λ whose task-mean accuracy is
-    best on the test sets — the privileged reference the paper compares weaving against.
+
+def _value(row: dict, column: str):
+    return variant_name(row["collaborative"]) if column == "variant" else row[column]
+
+
+def _kind(row: dict) -> str:
+    """What a row measures, which no grouping may mix: a reference, the oracle, or a merged model."""
+    if row["lambda_policy"] == "reference":
+        return row["merger"]
+    return "oracle" if row["lambda_policy"] == "oracle" else "merged"
+
+
+def ok_rows(table: pa.Table) -> list[dict]:
+    return [row for row in table.to_pylist() if row["status"] == "ok"]
+
+
+def oracle_best_lambdas(rows: list[dict]) -> dict[tuple, float]:
+    """(trial_key, seed) → the λ with the best task-mean accuracy on the test sets (ties → smallest λ)."""
+    sums: dict[tuple, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for row in rows:
+        if row["lambda_policy"] == "oracle":
+            sums[(row["trial_key"], row["seed"])][row["lam"]].append(row["accuracy"])
+    best = {}
+    for key, per_lam in sums.items():
+        best[key] = max(sorted(per_lam), key=lambda lam: (_mean(per_lam[lam]), -lam))
+    return best
+
+
+def trial_scores(table: pa.Table, within: tuple[str, ...] = ()) -> list[dict]:
+    """Step 1 of the aggregation: one entry per trial and seed (and per value of the ``within``
+    columns, which vary inside a trial) with the task-mean accuracy and normalised accuracy.
+
+    Oracle trials are reduced to their best λ unless ``lam`` is in ``within`` (then every λ of
+    the sweep is its own entry — the λ curve).
     """
-    per_lam: dict[tuple, dict] = {}
-    for row in table.to_pylist():
-        if row["status"] != "ok":
-            continue
-        lam_key = row["lam"] if row["lambda_policy"] == "oracle" else None
-        entry = per_lam.setdefault(
-            (row["trial_key"], row["seed"], lam_key),
-            {"group": tuple(row[c] for c in GROUP), "acc": [], "norm": [], "lam": row["lam"],
-             "lambdas": row["lambdas"], "policy": row["lambda_policy"], "key": (row["trial_key"], row["seed"])},
-        )
+    rows = ok_rows(table)
+    best = {} if "lam" in within else oracle_best_lambdas(rows)
+    entries: dict[tuple, dict] = {}
+    for row in rows:
+        if row["lambda_policy"] == "oracle" and "lam" not in within:
+            if row["lam"] != best[(row["trial_key"], row["seed"])]:
+                continue
+        key = (row["trial_key"], row["seed"], *(row[c] for c in within))
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = {**row, "kind": _kind(row), "acc": [], "norm": []}
         entry["acc"].append(row["accuracy"])
         if row["normalized_accuracy"] is not None:
             entry["norm"].append(row["normalized_accuracy"])
-    best: dict[tuple, dict] = {}
-    for entry in per_lam.values():
+    for entry in entries.values():
         entry["mean_acc"] = _mean(entry["acc"])
-        entry["mean_norm"] = _mean(entry["norm"]) if entry["norm"] else float("nan")
-        current = best.get(entry["key"])
-        if current is None or entry["mean_acc"] > current["mean_acc"]:
-            best[entry["key"]] = entry
-    return list(best.values())
+        entry["mean_norm"] = _mean(entry["norm"])
+    return list(entries.values())
 
 
-def leaderboard_rows(table: pa.Table) -> list[dict]:
-    """One dict per (model, setup, merger, pooling, variant), sorted best first within each setup."""
+def leaderboard_rows(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY) -> list[dict]:
+    """One dict per group of ``by`` (steps 2–3 of the aggregation), sorted best first per block.
+
+    Keys: the ``by`` columns, ``kind``, ``variant``/``collaborative`` when grouped by either,
+    ``lambda`` (text), ``lams`` (the λ of the entries: fixed, or each oracle trial's best), ``uses_test_data``, ``n_seeds``,
+    ``n_trials``, ``accuracy``/``accuracy_std``, ``normalized``/``normalized_std``, ``mixed_params``
+    (the row pools trials of one merger with different hyper-parameters).
+    """
+    by = tuple(by)
+    within = tuple(c for c in by if c in WITHIN_TRIAL)
     groups: dict[tuple, list[dict]] = defaultdict(list)
-    for entry in _per_trial(table):
-        groups[entry["group"]].append(entry)
+    for entry in trial_scores(table, within):
+        groups[(*(_value(entry, c) for c in by), entry["kind"])].append(entry)
     out = []
-    for group, entries in groups.items():
-        accs = [e["mean_acc"] for e in entries]
-        norms = [e["mean_norm"] for e in entries if not math.isnan(e["mean_norm"])]
-        out.append(
-            {
-                **dict(zip(GROUP, group)),
-                "variant": _variant(group[-1]),
-                "lambda": _lambda_text(entries[0]),
-                "uses_test_data": entries[0]["policy"] == "oracle",
-                "n_seeds": len(entries),
-                "accuracy": _mean(accs),
-                "accuracy_std": _std(accs),
-                "normalized": _mean(norms) if norms else float("nan"),
-            }
+    for key, entries in groups.items():
+        per_seed: dict[int, list[dict]] = defaultdict(list)
+        for entry in entries:
+            per_seed[entry["seed"]].append(entry)
+        accs = [_mean([e["mean_acc"] for e in es]) for es in per_seed.values()]
+        norms = [_nanmean([e["mean_norm"] for e in es]) for es in per_seed.values()]
+        norms = [x for x in norms if not math.isnan(x)]
+        row = dict(zip(by, key[:-1]))
+        first = entries[0]
+        row.update(
+            kind=key[-1],
+            lams=sorted({e["lam"] for e in entries if e["lam"] is not None}),
+            uses_test_data=any(e["uses_test_data"] or e["lambda_policy"] == "oracle" for e in entries),
+            n_seeds=len(per_seed),
+            n_trials=len({e["trial_key"] for e in entries}),
+            mixed_params="merger_params" not in by and len({e["merger_params"] for e in entries}) > 1,
+            accuracy=_mean(accs),
+            accuracy_std=_std(accs),
+            normalized=_mean(norms),
+            normalized_std=_std(norms),
         )
-    out.sort(key=lambda r: (r["model"], r["setup"], -r["accuracy"]))
+        row["lambda"] = _lambda_text(entries)
+        policies = {e["lambda_policy"] for e in entries}
+        row.setdefault("lambda_policy", policies.pop() if len(policies) == 1 else "mixed")
+        if "collaborative" in by or "variant" in by:
+            row.setdefault("collaborative", first["collaborative"] if len({e["collaborative"] for e in entries}) == 1 else None)
+            row["variant"] = variant_name(row["collaborative"])
+        out.append(row)
+    sections = section_columns(by)
+    out.sort(key=lambda r: (*(_sortable(r[c]) for c in sections), -r["accuracy"] if not math.isnan(r["accuracy"]) else math.inf))
     return out
 
 
-def _lambda_text(entry: dict) -> str:
-    if entry["policy"] == "reference":
+def section_columns(by: tuple[str, ...]) -> tuple[str, ...]:
+    """The context columns of ``by`` split a displayed leaderboard into blocks — unless every
+    column is context, when blocks of one row each would hide the comparison."""
+    context = tuple(c for c in by if c in CONTEXT)
+    return () if len(context) == len(by) else context
+
+
+def _sortable(value):
+    return (value is None, str(value))
+
+
+def _lambda_text(entries: list[dict]) -> str:
+    texts = sorted({_one_lambda_text(e) for e in entries if e["lambda_policy"] != "oracle"})
+    oracle = sorted({e["lam"] for e in entries if e["lambda_policy"] == "oracle"})
+    if oracle:
+        texts.append(f"oracle λ={format_lams(oracle)} (test data)")
+    return texts[0] if len(texts) == 1 else ("various" if texts else "-")
+
+
+def format_lams(lams: list[float]) -> str:
+    """A set of λ as short text: ``0.3``, ``0.3/0.4``, or ``0.2–0.9`` when there are many."""
+    lams = sorted(set(lams))
+    if len(lams) <= 3:
+        return "/".join(f"{x:g}" for x in lams)
+    return f"{lams[0]:g}–{lams[-1]:g}"
+
+
+def _one_lambda_text(entry: dict) -> str:
+    policy = entry["lambda_policy"]
+    if policy == "reference":
         return "-"
-    if entry["policy"] == "oracle":
-        return f"oracle λ={entry['lam']:g} (test data)"
-    if entry["policy"] == "fixed":
+    if policy == "fixed":
         return f"{entry['lam']:g}"
     lambdas = entry["lambdas"] or []
     return f"{lambdas[0]:g}–{lambdas[-1]:g}·{len(lambdas)}" if lambdas else "weave"
@@ -90,6 +203,10 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs) if xs else float("nan")
 
 
+def _nanmean(xs: list[float]) -> float:
+    return _mean([x for x in xs if not math.isnan(x)])
+
+
 def _std(xs: list[float]) -> float:
     if len(xs) < 2:
         return 0.0
@@ -97,27 +214,71 @@ def _std(xs: list[float]) -> float:
     return math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1))
 
 
-def render_leaderboard(table: pa.Table, console: Console | None = None, title: str = "Leaderboard") -> list[dict]:
+def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: str = "Leaderboard") -> ReportTable:
+    """The leaderboard as a renderable table: ``by`` columns, then λ, seeds, accuracy, normalised."""
+    rows = leaderboard_rows(table, by)
+    sections = section_columns(by)
+    shown = [*sections, *(c for c in by if c not in sections)]
+    columns = [Column(c, "text", c) for c in shown]
+    if "merger" not in by:
+        columns.append(Column("kind", "text", "kind"))
+    columns += [Column("λ", "text", "lambda"), Column("seeds", "int", "n_seeds"),
+                Column("accuracy %", "pct", "accuracy"), Column("normalised %", "pct", "normalized")]
+    cells, styles = [], []
+    for r in rows:
+        values = [_display(r[c]) for c in shown]
+        if "merger" not in by:
+            values.append(r["kind"])
+        values += [r["lambda"], r["n_seeds"], Stat(r["accuracy"], r["accuracy_std"], r["n_seeds"]),
+                   Stat(r["normalized"], r["normalized_std"], r["n_seeds"])]
+        cells.append(values)
+        styles.append("dim" if r["kind"] in REFERENCE_MERGERS else ("yellow" if r["uses_test_data"] else None))
+    mixed = sorted({str(r.get("merger", "-")) for r in rows if r["mixed_params"]})
+    notes = [mixed_params_note(mixed, "add merger_params to --by to tell them apart")] if mixed else []
+    if any(r["uses_test_data"] for r in rows):
+        notes.append("Rows marked 'oracle ... (test data)' choose λ on the test sets: a privileged reference, not a data-free result.")
+    return ReportTable("leaderboard", title, columns, cells, AGGREGATION, notes, len(sections), styles,
+                       uses_test_data=any(r["uses_test_data"] for r in rows))
+
+
+def mixed_params_note(mergers: list[str], fix: str) -> str:
+    """Two hyper-parameter settings of one merger averaged together would read as one method."""
+    return f"rows of {', '.join(mergers)} pool trials with different merger_params (hyper-parameters); {fix}"
+
+
+def _display(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return value if isinstance(value, str) else str(value)
+
+
+def render_leaderboard(table: pa.Table, console: Console | None = None, title: str = "Leaderboard",
+                       by: tuple[str, ...] = DEFAULT_BY) -> list[dict]:
+    """Print the leaderboard with rich (what ``run`` shows at the end); returns its rows."""
     console = console or Console()
-    rows = leaderboard_rows(table)
+    rows = leaderboard_rows(table, by)
     if not rows:
         console.print("[yellow]no finished trials in this root yet[/]")
         return rows
-    errors = sum(1 for s in table.column("status").to_pylist() if s != "ok")
-    for (model, setup) in dict.fromkeys((r["model"], r["setup"]) for r in rows):
-        out = Table(title=f"{title}: {model} / {setup}", caption=AGGREGATION, caption_justify="left")
-        for col, justify in (("merger", "left"), ("pooling", "left"), ("variant", "center"), ("λ", "left"),
-                             ("seeds", "right"), ("accuracy %", "right"), ("normalised %", "right")):
-            out.add_column(col, justify=justify)
-        for r in rows:
-            if (r["model"], r["setup"]) != (model, setup):
-                continue
-            style = "dim" if r["merger"] in ("zeroshot", "expert") else None
-            acc = f"{100 * r['accuracy']:.2f}" + (f" ± {100 * r['accuracy_std']:.2f}" if r["n_seeds"] > 1 else "")
-            norm = "-" if math.isnan(r["normalized"]) else f"{100 * r['normalized']:.1f}"
-            out.add_row(r["merger"], r["pooling"], r["variant"], r["lambda"], str(r["n_seeds"]), acc, norm,
-                        style=style)
-        console.print(out)
+    render_rich([leaderboard_table(table, by, title)], console)
+    errors = error_count(table)
     if errors:
         console.print(f"[red]{errors} error row(s) present; see the 'error' column of the Parquet dataset[/]")
     return rows
+
+
+def refuse_inside_results(storage: StorageRoot, path: Path) -> Path:
+    """Report files never go into ``<root>/results``: that folder is the dataset, and a stray
+    ``.parquet`` or a replaced part would change the very results being reported."""
+    path = path.expanduser().resolve()
+    results = storage.results  # a RootPath under an object-store root: no local path can be inside it
+    if isinstance(results, Path) and (path == results or results in path.parents):
+        raise ValueError(f"{path} is inside the results dataset {storage.results}; write reports elsewhere "
+                         f"(e.g. {storage.root / 'reports'})")
+    return path
+
+
+def error_count(table: pa.Table) -> int:
+    return sum(1 for s in table.column("status").to_pylist() if s != "ok")
