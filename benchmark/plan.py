@@ -98,7 +98,7 @@ class Plan:
 
 def expert_job(model: ModelSpec, setup: SetupSpec, task: str, seed: int, previous: ExpertJob | None = None) -> ExpertJob:
     bkey = base_key(model)
-    payload = {"base": bkey, "task": task, "seed": seed, "data": setup.data, "finetune": setup.finetune,
+    payload = {"base": bkey, "task": task, "seed": seed, "data": setup.data, "finetune": setup.finetune.key_payload(),
                "init_from": previous.key if previous else None}
     return ExpertJob(
         key=content_key("expert", payload),

@@ -70,11 +70,44 @@ class FinetuneSpec(_Strict):
 
     mode: Literal["independent", "sequential"] = "independent"
     steps: int = Field(200, ge=1)
+    epochs: float | dict[str, float] | None = None
+    """Passes over each task's training split instead of ``steps`` (METHODS §3 uses per-dataset
+    epochs: ``{Cars: 35, DTD: 75, ..., default: 10}``); steps = ceil(epochs · n_train / global batch)."""
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-5, gt=0)
     weight_decay: float = Field(0.1, ge=0)
     warmup: int = Field(500, ge=0)
     grad_clip: float = Field(1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """``auto``: bf16 autocast on GPUs that support it (fp16 with loss scaling otherwise), fp32 on CPU."""
+    checkpoint_every: int | None = Field(None, ge=0)
+    """Steps between Ray Train checkpoints (an interrupted fine-tune resumes from the last one);
+    ``None`` = four per run, ``0`` = none. Not part of the expert's content key: it cannot change
+    the weights."""
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "FinetuneSpec":
+        if self.epochs is not None and "steps" in self.model_fields_set:
+            raise ValueError("finetune: give steps or epochs, not both")
+        values = self.epochs.values() if isinstance(self.epochs, dict) else [self.epochs]
+        if self.epochs is not None and (not values or any(v is None or v <= 0 for v in values)):
+            raise ValueError(f"finetune.epochs must be positive numbers, got {self.epochs!r}")
+        return self
+
+    def epochs_for(self, dataset: str) -> float | None:
+        """Epochs for ``dataset`` (``None``: the run is sized by ``steps``)."""
+        if not isinstance(self.epochs, dict):
+            return self.epochs
+        if dataset in self.epochs:
+            return self.epochs[dataset]
+        if "default" in self.epochs:
+            return self.epochs["default"]
+        raise ValueError(f"finetune.epochs has no entry for {dataset!r} and no 'default'; "
+                         f"add '{dataset}: N' or 'default: N' (it has {sorted(self.epochs)})")
+
+    def key_payload(self) -> dict:
+        """What determines the expert's weights (content keys): everything but checkpointing."""
+        return self.model_dump(mode="json", exclude={"checkpoint_every"})
 
 
 class DataSpec(_Strict):
@@ -142,6 +175,8 @@ class SetupSpec(_Strict):
             if len(chosen) < 3:
                 raise ValueError(f"leave-one-domain-out needs at least 3 domains (merging at least 2 experts); "
                                  f"got {chosen}; {self.dataset} has {known}")
+        for task in self.expert_tasks():
+            self.finetune.epochs_for(data.parse_task(task).dataset)  # every dataset has its epochs
         if self.finetune.mode == "sequential" and self.kind != "cil":
             raise ValueError("finetune.mode: sequential chains class-incremental splits; use it with kind: cil")
         return self

@@ -27,7 +27,7 @@ def train_expert_loop(config: dict) -> None:
     import torch
 
     from benchmark.evaluation import evaluate
-    from benchmark.finetune import FinetuneRecipe, finetune_image_encoder
+    from benchmark.finetune import finetune_image_encoder
     from benchmark.head_cache import load_head
     from benchmark.models import load_base_model
 
@@ -37,9 +37,7 @@ def train_expert_loop(config: dict) -> None:
     rank, world = context.get_world_rank(), context.get_world_size()
     base = load_base_model(ModelSpec(**job.model), storage)
     if job.init_from is not None:  # sequential fine-tuning: continue from the previous split's expert
-        from safetensors.torch import load_file
-
-        base.model.visual.load_state_dict(load_file(str(job.init_path(storage))))
+        base.model.visual.load_state_dict(expert_store.load_weights(job.init_path(storage)))
     data = DataSpec(**job.data)
     head = load_head(storage, base, job.task)
     images, labels = eval_cache.load_split(storage, job.task, "train", data, resolution=base.resolution)
@@ -48,9 +46,10 @@ def train_expert_loop(config: dict) -> None:
     model = base.model.to(device)
     if world > 1:
         model.visual = ray.train.torch.prepare_model(model.visual)
-    fields = {f.name for f in dataclasses.fields(FinetuneRecipe)}
-    recipe = FinetuneRecipe(**{k: v for k, v in job.finetune.items() if k in fields}, seed=job.seed + 1000 * rank)
-    metrics = finetune_image_encoder(model, head.to(device), images, labels, recipe, device=str(device))
+    recipe = _recipe(job, n_train=len(labels) * world, world=world, rank=rank)
+    resume = _load_checkpoint(ray.train.get_checkpoint())
+    metrics = finetune_image_encoder(model, head.to(device), images, labels, recipe, device=str(device),
+                                     resume=resume, on_checkpoint=lambda state: _report_checkpoint(state, rank))
     visual = getattr(model.visual, "module", model.visual)
     model.visual = visual
     if rank == 0:
@@ -60,10 +59,58 @@ def train_expert_loop(config: dict) -> None:
     ray.train.report({k: float(v) for k, v in metrics.items()})
 
 
+def _recipe(job: ExpertJob, *, n_train: int, world: int, rank: int):
+    """The loop's recipe for this worker: steps from epochs if the spec sizes runs by epochs,
+    checkpoints four times per run unless the spec says otherwise, a data-order seed per rank."""
+    from benchmark import data
+    from benchmark.finetune import FinetuneRecipe, steps_for_epochs
+    from benchmark.specs import FinetuneSpec
+
+    spec = FinetuneSpec(**{k: v for k, v in job.finetune.items() if k != "mode"})
+    epochs = spec.epochs_for(data.parse_task(job.task).dataset)
+    steps = spec.steps if epochs is None else steps_for_epochs(epochs, n_train, spec.batch_size, world)
+    every = spec.checkpoint_every if spec.checkpoint_every is not None else max(1, steps // 4)
+    return FinetuneRecipe(steps=steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
+                          warmup=spec.warmup, grad_clip=spec.grad_clip, precision=spec.precision,
+                          checkpoint_every=every, seed=job.seed + 1000 * rank)
+
+
+CHECKPOINT_FILE = "finetune_state.pt"
+
+
+def _report_checkpoint(state: dict, rank: int) -> None:
+    """Every worker reports (a collective in Ray Train); rank 0 attaches the training state."""
+    import tempfile
+    from pathlib import Path
+
+    import ray.train
+    import torch
+
+    metrics = {"step": float(state["step"]), "loss": float(state["losses"][-1])}
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def _load_checkpoint(checkpoint) -> dict | None:
+    """The training state of the run's latest checkpoint, if Ray Train is resuming one."""
+    if checkpoint is None:
+        return None
+    from pathlib import Path
+
+    import torch
+
+    with checkpoint.as_directory() as directory:
+        return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+
+
 @ray.remote(num_cpus=0)
 def _fit_expert(job: dict, root: str, resources: dict) -> dict:
     """Drive one TorchTrainer from a zero-CPU task, so several experts' fits run concurrently."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     res = ResourcesSpec(**resources)
@@ -80,6 +127,7 @@ def _fit_expert(job: dict, root: str, resources: dict) -> dict:
             name=f"expert-{safe_name(job['task'])}-{job['key']}",  # stable per expert: resumable
             storage_path=str(storage.runs / "experts"),
             failure_config=FailureConfig(max_failures=1),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),  # only the latest is ever resumed
         ),
     )
     start = time.perf_counter()

@@ -26,8 +26,10 @@ from tests.conftest import tiny_spec_dict
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _spec(tmp_path: Path) -> tuple[Path, dict]:
+def _spec(tmp_path: Path, finetune: dict | None = None) -> tuple[Path, dict]:
     spec = tiny_spec_dict(name="killme")
+    if finetune is not None:
+        spec["setups"][0]["finetune"] = finetune
     path = tmp_path / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
     return path, spec
@@ -90,15 +92,27 @@ def _root_with_experts(finished_tiny_run, tmp_path: Path) -> Path:
     return root
 
 
-def test_sigkill_during_fine_tuning_then_rerun_completes(tmp_path):
-    spec_path, spec = _spec(tmp_path)
+def _checkpoints(root: Path) -> int:
+    runs = root / "runs" / "experts"
+    return len([p for p in runs.rglob("checkpoint_*") if p.is_dir()]) if runs.exists() else 0
+
+
+def test_sigkill_during_fine_tuning_then_rerun_resumes_from_checkpoints(tmp_path):
+    # long enough fine-tunes (≈ 10 s of steps each) that the kill lands between two checkpoints
+    spec_path, spec = _spec(tmp_path, finetune={"steps": 240, "batch_size": 32, "lr": 1e-4, "warmup": 2,
+                                                "checkpoint_every": 20})
     root = tmp_path / "root"
     first = _start(spec_path, root, tmp_path / "first.log")
-    _kill_when(first, lambda: _manifests(root) >= 1)
+    _kill_when(first, lambda: _checkpoints(root) >= 1)
     assert _manifests(root) < 3, "all experts finished before the kill: the kill point was missed"
     second = _start(spec_path, root, tmp_path / "second.log")
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     _assert_complete(spec, root)
+    storage = StorageRoot.at(root)
+    resumed = [expert_store.read_manifest(job, storage)["metrics"]["resumed_from_step"]
+               for job in build_plan(parse_spec(spec)).experts]
+    # the expert that had checkpointed picked up from its last checkpoint instead of step 0
+    assert max(resumed) >= 20 and all(step % 20 == 0 for step in resumed), resumed
 
 
 def test_sigkill_during_the_grid_then_rerun_completes(tmp_path, finished_tiny_run):

@@ -49,6 +49,12 @@ def test_unknown_nested_key_names_its_location():
         (lambda s: s["setups"][0]["finetune"].__setitem__("steps", 0), "greater than or equal to 1"),
         (lambda s: s["mergers"].__setitem__(0, {"name": "ties", "lambdas": []}), "lambdas is empty"),
         (lambda s: s.__setitem__("variants", ["collab"]), "variants"),
+        (lambda s: s["setups"][0]["finetune"].__setitem__("epochs", 2), "give steps or epochs, not both"),
+        (lambda s: s["setups"][0]["finetune"].update(steps=None) or s["setups"][0]["finetune"].pop("steps")
+         or s["setups"][0]["finetune"].__setitem__("epochs", {"digits": 3}), "no entry for 'shapes'"),
+        (lambda s: s["setups"][0]["finetune"].pop("steps") and s["setups"][0]["finetune"].__setitem__(
+            "epochs", {"default": -1}), "epochs must be positive"),
+        (lambda s: s["setups"][0]["finetune"].__setitem__("precision", "fp8"), "precision"),
     ],
 )
 def test_malformed_specs_are_refused(mutate, expected):
@@ -60,3 +66,19 @@ def test_malformed_specs_are_refused(mutate, expected):
 def test_missing_spec_file_says_what_to_pass(tmp_path):
     with pytest.raises(SpecError, match="not found"):
         load_spec(tmp_path / "missing.yaml")
+
+
+def test_per_dataset_epochs_and_checkpointing_stay_out_of_the_expert_key():
+    from benchmark.plan import build_plan
+
+    spec = tiny_spec_dict()
+    finetune = spec["setups"][0]["finetune"]
+    del finetune["steps"]
+    finetune["epochs"] = {"digits": 3, "default": 1.5}
+    setup = parse_spec(spec).setups[0]
+    assert setup.finetune.epochs_for("digits") == 3 and setup.finetune.epochs_for("shapes") == 1.5
+    keys = [e.key for e in build_plan(parse_spec(spec)).experts]
+    finetune["checkpoint_every"] = 7  # cannot change the weights: same experts
+    assert [e.key for e in build_plan(parse_spec(spec)).experts] == keys
+    finetune["epochs"]["default"] = 2  # changes what is trained: new experts
+    assert [e.key for e in build_plan(parse_spec(spec)).experts] != keys

@@ -2,10 +2,19 @@
 only the image encoder (the premise of task vectors over ``model.visual``)."""
 
 import copy
+import dataclasses
 
+import pytest
 import torch
 
-from benchmark.finetune import FinetuneRecipe, finetune_image_encoder, freeze_all_but_image_encoder, warmup_cosine
+from benchmark.finetune import (
+    FinetuneRecipe,
+    autocast_dtype,
+    finetune_image_encoder,
+    freeze_all_but_image_encoder,
+    steps_for_epochs,
+    warmup_cosine,
+)
 from benchmark.heads import zeroshot_head
 from benchmark.toy import TOY_TASKS, create_toy_model, toy_tokenizer
 from benchmark.toy.pretrain import PretrainRecipe, multi_positive_clip_loss, pretrain
@@ -106,3 +115,57 @@ def test_finetuning_accepts_a_wrapped_model():
     finetune_image_encoder(reference, head, images, labels, recipe)
     for pa, pb in zip(bare.visual.parameters(), reference.visual.parameters()):
         assert torch.equal(pa, pb)
+
+
+def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run():
+    base = create_toy_model(seed=0)
+    head, images, labels = _expert_inputs(base, n=40)  # 40 examples, batch 16: epochs straddle steps
+    recipe = FinetuneRecipe(steps=9, batch_size=16, lr=2e-3, warmup=2, seed=3, checkpoint_every=4)
+    whole, interrupted, resumed = copy.deepcopy(base), copy.deepcopy(base), copy.deepcopy(base)
+    finetune_image_encoder(whole, head, images, labels, recipe)
+
+    saved = []
+    finetune_image_encoder(interrupted, head, images, labels, recipe,
+                           on_checkpoint=lambda state: saved.append(copy.deepcopy(state)))
+    assert [state["step"] for state in saved] == [4, 8]  # none after the last step: that is the expert
+    metrics = finetune_image_encoder(resumed, head, images, labels, recipe, resume=saved[0])
+    assert metrics["resumed_from_step"] == 4.0
+    for (name, pa), pb in zip(whole.visual.state_dict().items(), resumed.visual.state_dict().values()):
+        assert torch.equal(pa, pb), name
+
+
+def test_a_checkpoint_from_a_longer_run_is_refused():
+    base = create_toy_model(seed=0)
+    head, images, labels = _expert_inputs(base, n=16)
+    saved = []
+    finetune_image_encoder(copy.deepcopy(base), head, images, labels,
+                           FinetuneRecipe(steps=6, batch_size=8, checkpoint_every=5), on_checkpoint=saved.append)
+    with pytest.raises(ValueError, match="step 5 does not fit a run of 3 steps"):
+        finetune_image_encoder(base, head, images, labels, FinetuneRecipe(steps=3, batch_size=8), resume=saved[0])
+
+
+def test_bf16_autocast_trains_and_differs_from_fp32():
+    base = create_toy_model(seed=0)
+    head, images, labels = _expert_inputs(base, n=32)
+    recipe = FinetuneRecipe(steps=4, batch_size=16, lr=2e-3, warmup=1)
+    fp32, bf16 = copy.deepcopy(base), copy.deepcopy(base)
+    finetune_image_encoder(fp32, head, images, labels, recipe)
+    metrics = finetune_image_encoder(bf16, head, images, labels, dataclasses.replace(recipe, precision="bf16"))
+    assert metrics["final_loss"] == metrics["final_loss"]  # finite, not NaN
+    assert all(p.dtype == torch.float32 for p in bf16.visual.parameters())  # master weights stay fp32
+    assert any(not torch.equal(a, b) for a, b in zip(fp32.visual.parameters(), bf16.visual.parameters()))
+
+
+def test_precision_policy():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert autocast_dtype("auto", cpu) is None and autocast_dtype("fp32", cuda) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16 and autocast_dtype("fp16", cuda) is torch.float16
+    with pytest.raises(ValueError, match="precision must be one of"):
+        autocast_dtype("fp8", cpu)
+
+
+def test_steps_for_epochs_counts_the_global_batch():
+    assert steps_for_epochs(1, 1000, 100) == 10
+    assert steps_for_epochs(2.5, 1000, 128) == 20  # ceil(19.53)
+    assert steps_for_epochs(1, 1000, 100, world_size=4) == 3
+    assert steps_for_epochs(0.001, 10, 128) == 1
