@@ -18,7 +18,7 @@ from rich.table import Table
 from benchmark import expert_store, results
 from benchmark.plan import Plan, Trial, build_plan
 from benchmark.specs import DataSpec, ModelSpec, SetupSpec, Spec
-from benchmark.storage import StorageRoot
+from benchmark.storage import StorageRoot, require_shared_root
 
 
 @dataclass
@@ -42,7 +42,7 @@ def init_ray() -> None:
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = os.environ.get("RAY_ADDRESS")
     # on a cluster, workers do not inherit the driver's environment: forward where data and weights live
-    forwarded = {k: os.environ[k] for k in ("WW_DATA_ROOT", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
+    forwarded = {k: os.environ[k] for k in ("WW_DATA_ROOT", "WW_CACHE_DIR", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
                  if k in os.environ}
     ray.init(address=address, include_dashboard=False, logging_level="WARNING", configure_logging=True,
              log_to_driver=os.environ.get("WW_RAY_LOGS") == "1",
@@ -101,6 +101,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     clock = time.perf_counter()
     init_ray()
     summary.seconds["ray_init"] = time.perf_counter() - clock
+    require_shared_root(storage)  # every node must see a local root, or nothing can be resumed
 
     import ray
 
@@ -125,7 +126,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
         tasks = [(task, setup.data.model_dump(mode="json"), task in setup.expert_tasks()) for setup in spec.setups
                  for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
-                                                                    str(storage.root))
+                                                                    storage.uri())
     with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
         prepared = {k: ray.get(ref) for k, ref in prepared_refs.items()}
     summary.seconds["prepare"] = time.perf_counter() - clock

@@ -1,8 +1,10 @@
 """Results as a Parquet dataset: one part file per trial, named by its key, written atomically.
 
 The dataset under ``<root>/results`` is the leaderboard's single source of truth. Parts live in
-Hive partitions ``model=<m>/setup=<s>/`` and are written temp-then-rename, so a reader never sees
-a half-written part and re-running a spec skips every key already present (resume).
+Hive partitions ``model=<m>/setup=<s>/`` and are published atomically (temp + rename on disks, one
+complete object on object stores), so a reader never sees a half-written part and re-running a
+spec skips every key already present (resume). Reads and writes go through the root's
+``pyarrow.fs`` filesystem, so the dataset may live on ``s3://`` as well as on a disk.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from benchmark.storage import StorageRoot, atomic_write, safe_name
+from benchmark.storage import RootPath, StorageRoot, atomic_write, filesystem_path, list_files, safe_name
 
 SCHEMA = pa.schema(
     [
@@ -63,11 +65,11 @@ SCHEMA = pa.schema(
 PARTITION_COLUMNS = ("model", "setup")
 
 
-def part_path(storage: StorageRoot, model: str, setup: str, trial_key: str) -> Path:
+def part_path(storage: StorageRoot, model: str, setup: str, trial_key: str) -> Path | RootPath:
     return storage.results / f"model={safe_name(model)}" / f"setup={safe_name(setup)}" / f"{trial_key}.parquet"
 
 
-def write_part(storage: StorageRoot, rows: list[dict], trial_key: str) -> Path:
+def write_part(storage: StorageRoot, rows: list[dict], trial_key: str) -> Path | RootPath:
     """Write one trial's rows as one part, atomically; an existing part for the key is replaced."""
     if not rows:
         raise ValueError(f"trial {trial_key} produced no rows")
@@ -78,25 +80,31 @@ def write_part(storage: StorageRoot, rows: list[dict], trial_key: str) -> Path:
     return path
 
 
-def _part_files(storage: StorageRoot) -> list[Path]:
-    if not storage.results.exists():
-        return []
-    return sorted(p for p in storage.results.rglob("*.parquet") if not p.name.startswith((".", "_")))
+def _parts(storage: StorageRoot) -> pads.Dataset | None:
+    """The visible part files as one dataset on the root's filesystem (None when there are none).
+
+    Listing once and scanning the listed files (rather than letting pyarrow discover the tree)
+    keeps the dot-named temp files of interrupted writes out, on local disks and object stores alike.
+    """
+    files = list_files(storage.results, ".parquet")
+    if not files:
+        return None
+    fs, _ = filesystem_path(storage.results)
+    return pads.dataset([filesystem_path(f)[1] for f in files], schema=SCHEMA, format="parquet", filesystem=fs)
 
 
 def trial_status(storage: StorageRoot) -> dict[str, str]:
     """Trial key → "ok" / "error" for every part present (the file name is the key)."""
-    status = {}
-    for path in _part_files(storage):
-        statuses = set(pq.read_table(path, columns=["status"]).column("status").to_pylist())
-        status[path.stem] = "ok" if statuses == {"ok"} else "error"
-    return status
+    dataset = _parts(storage)
+    if dataset is None:
+        return {}
+    statuses: dict[str, set] = {Path(file).stem: set() for file in dataset.files}
+    for tagged in dataset.scanner(columns=["status"]).scan_batches():  # parallel reads, tagged by file
+        statuses[Path(tagged.fragment.path).stem].update(tagged.record_batch.column("status").to_pylist())
+    return {key: "ok" if found == {"ok"} else "error" for key, found in statuses.items()}
 
 
 def read_results(storage: StorageRoot) -> pa.Table:
     """Every row of every part (empty table with the schema when there are none)."""
-    files = _part_files(storage)
-    if not files:
-        return SCHEMA.empty_table()
-    dataset = pads.dataset([str(f) for f in files], schema=SCHEMA, format="parquet")
-    return dataset.to_table()
+    dataset = _parts(storage)
+    return SCHEMA.empty_table() if dataset is None else dataset.to_table()
