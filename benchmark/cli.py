@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--out", default=None, metavar="FILE", help="write the tables to FILE (atomic) instead of the terminal")
     report.add_argument("--figures", default=None, metavar="DIR", help="also write the PNG figures into DIR")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    analyze = sub.add_parser("analyze", help="analyses of a run's experts: geometry, interference, output space, scale")
+    analyze.add_argument("spec", help="the YAML spec whose experts to analyse (run it first)")
+    analyze.add_argument("--root", default=DEFAULT_ROOT, help=f"storage root (default: {DEFAULT_ROOT}, or $WW_ROOT)")
+    analyze.add_argument("--only", default=None, metavar="NAMES",
+                         help="comma-separated subset of geometry,interference,output-space,scale (default: all)")
+    analyze.add_argument("--out", default=None, metavar="DIR", help="output folder (default: <root>/analysis/<spec-name>)")
+    analyze.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     data = sub.add_parser("data", help="check / prepare real datasets under the data root (see docs/DATA.md)")
     data.add_argument("args", nargs=argparse.REMAINDER, help="check [--data-root DIR] | prepare NAME")
     perf = sub.add_parser("perf", help="performance benchmarks: merge (mergers/weaving, synthetic bank), eval (cached vs decoded eval)")
@@ -137,6 +144,22 @@ def cmd_report(args, console: Console) -> int:
 _SUFFIX = {"table": "txt", "markdown": "md", "latex": "tex", "csv": "csv"}
 
 
+def cmd_analyze(args, console: Console) -> int:
+    from benchmark.analysis import parse_only, run_analyses
+    from benchmark.specs import load_spec
+    from benchmark.storage import StorageRoot
+
+    only = parse_only(args.only)
+    spec = load_spec(args.spec)
+    start = time.perf_counter()
+    summary = run_analyses(spec, StorageRoot.at(args.root), only=only, out=args.out, console=console,
+                           spec_path=args.spec)
+    files = sum(len(paths) for paths in summary.written.values())
+    console.print(f"analyses {', '.join(summary.written)}: {files} file(s) in {summary.out} "
+                  f"({time.perf_counter() - start:.0f} s)", highlight=False)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
@@ -146,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.specs import SpecError
 
     try:
-        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data}
+        commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data,
+                    "analyze": cmd_analyze}
         return commands[args.command](args, console)
     except (SpecError, FileNotFoundError, PermissionError, ValueError) as exc:
         if args.debug:
