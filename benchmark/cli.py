@@ -51,7 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     data = sub.add_parser("data", help="check / prepare real datasets under the data root (see docs/DATA.md)")
     data.add_argument("args", nargs=argparse.REMAINDER, help="check [--data-root DIR] | prepare NAME")
-    perf = sub.add_parser("perf", help="performance benchmarks: merge (mergers/weaving, synthetic bank), eval (cached vs decoded eval)")
+    perf = sub.add_parser("perf", help="performance benchmarks: merge (mergers/weaving, synthetic bank), eval (cached vs decoded eval), "
+                          "grid (Ray Tune orchestration overhead and bytes read per trial)")
     perf.add_argument("what", choices=sorted(PERF_COMMANDS), help="which benchmark")
     perf.add_argument("args", nargs=argparse.REMAINDER, help="arguments of that benchmark (see perf WHAT --help)")
     return parser
@@ -62,7 +63,7 @@ REPORT_TABLES = ("leaderboard", "weaving-gain", "pooling-ablation", "oracle", "a
 REPORT_FORMATS = ("table", "markdown", "latex", "csv")
 
 #: ``run_bench.py perf WHAT`` → module whose ``main(argv) -> int`` runs that benchmark.
-PERF_COMMANDS = {"merge": "benchmark.perf_merge", "eval": "benchmark.perf_eval"}
+PERF_COMMANDS = {"merge": "benchmark.perf_merge", "eval": "benchmark.perf_eval", "grid": "benchmark.perf_grid"}
 
 
 def cmd_perf(args, console: Console) -> int:

@@ -9,6 +9,7 @@ crash between the two only re-runs that trial.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 
@@ -53,13 +54,17 @@ class MergeTrial(tune.Trainable):
     def load_checkpoint(self, checkpoint: dict) -> None:
         return None
 
+    def _ww_bytes_loaded(self) -> int:
+        return sum(assets.bytes_loaded for assets in self._ww_warm.values())
+
     def _ww_bank(self, key: str) -> SharedBank:
         if key not in self._ww_resolved:
             self._ww_resolved[key] = ray.get(self._ww_banks[key])
         return self._ww_resolved[key]
 
     def step(self) -> dict:
-        start = time.perf_counter()
+        started_at, start = time.time(), time.perf_counter()
+        disk_before, loaded_before = _disk_read_bytes(), self._ww_bytes_loaded()
         trial = Trial(**self.config["trial"])
         for attempt in range(1 + TRIAL_RETRIES):
             try:
@@ -73,14 +78,30 @@ class MergeTrial(tune.Trainable):
                 self._ww_warm.pop(trial.base_key, None)  # a retry starts from freshly loaded assets
         results.write_part(self._ww_root, rows, trial.key)
         ok = [r for r in rows if r["status"] == "ok"]
+        disk_after = _disk_read_bytes()
         return {
             "done": True,
             "status": status,
             "trial_seconds": time.perf_counter() - start,
+            "started_at": started_at,
+            "ended_at": time.time(),
+            "worker_pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "assets_read_bytes": self._ww_bytes_loaded() - loaded_before,
+            "disk_read_bytes": None if disk_before is None or disk_after is None else disk_after - disk_before,
             "mean_accuracy": sum(r["accuracy"] for r in ok) / len(ok) if ok else float("nan"),
             "merge_seconds": ok[0]["merge_seconds"] if ok else float("nan"),
             "eval_seconds": sum(r["eval_seconds"] for r in ok) if ok else float("nan"),
         }
+
+
+def _disk_read_bytes() -> int | None:
+    """Bytes this process made the kernel fetch from storage (Linux ``/proc/self/io``), else None."""
+    try:
+        with open("/proc/self/io") as io:
+            return next(int(line.split()[1]) for line in io if line.startswith("read_bytes:"))
+    except (OSError, StopIteration, ValueError):
+        return None
 
 
 def run_grid(

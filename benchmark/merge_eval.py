@@ -36,15 +36,20 @@ class WarmAssets:
     theta0_visual: dict[str, torch.Tensor]
     heads: dict[str, torch.Tensor] = field(default_factory=dict)
     tests: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    bytes_loaded: int = 0
+    """Bytes of θ0, heads and eval tensors this worker has read from the storage root (``perf
+    grid`` checks that a warm worker's later trials read nothing)."""
 
     @classmethod
     def load(cls, model: ModelSpec, storage: StorageRoot) -> "WarmAssets":
         base = load_base_model(model, storage)
-        return cls(base=base, theta0_visual=base.visual_state())
+        bytes_loaded = sum(t.nbytes for t in base.model.state_dict().values())
+        return cls(base=base, theta0_visual=base.visual_state(), bytes_loaded=bytes_loaded)
 
     def head(self, storage: StorageRoot, task: str) -> torch.Tensor:
         if task not in self.heads:
             self.heads[task] = load_head(storage, self.base, task)
+            self.bytes_loaded += self.heads[task].nbytes
         return self.heads[task]
 
     def test_split(self, storage: StorageRoot, task: str, data: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
@@ -54,6 +59,7 @@ class WarmAssets:
             with warnings.catch_warnings():  # read-only memory map: evaluation never writes to it
                 warnings.filterwarnings("ignore", message=".*not writable.*")
                 self.tests[key] = (torch.from_numpy(images), torch.from_numpy(np.asarray(labels)))
+            self.bytes_loaded += images.nbytes + np.asarray(labels).nbytes
         return self.tests[key]
 
     def load_merged(self, vector: dict[str, torch.Tensor]) -> None:

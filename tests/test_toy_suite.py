@@ -111,3 +111,35 @@ def test_captions_name_the_tasks_concepts():
     for task in TOY_TASKS.values():
         missing = [c for c in task.classnames if c not in text]
         assert not missing, (task.name, missing)
+
+
+def test_the_multi_domain_task_renders_each_domain_differently_from_the_same_classes():
+    task = TOY_TASKS["objects"]
+    assert len(task.domains) >= 3 and task.classnames == TOY_TASKS["shapes"].classnames
+    by_domain = {d: task.generate("test", 64, seed=0, domain=d) for d in task.domains}
+    for domain, (images, labels) in by_domain.items():
+        assert images.shape == (64, 3, TOY_IMAGE_SIZE, TOY_IMAGE_SIZE) and images.dtype == np.uint8
+        assert set(labels.tolist()) <= set(range(task.num_classes))
+    sketch, negative = by_domain["sketch"][0], by_domain["negative"][0]
+    assert (sketch[:, 0] == sketch[:, 1]).all() and (sketch[:, 1] == sketch[:, 2]).all()  # strokes, no colour
+    assert sketch.mean() > 150  # dark strokes on light paper
+    assert not np.array_equal(by_domain["photo"][0], negative)
+    # domains share classes, not examples: the label streams differ
+    assert not np.array_equal(by_domain["photo"][1], by_domain["mosaic"][1])
+    np.testing.assert_array_equal(task.generate("test", 64, seed=0)[0], by_domain["photo"][0])  # default domain
+
+
+def test_an_unknown_domain_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match="no domain 'clipart'.*photo"):
+        TOY_TASKS["objects"].generate("test", 2, seed=0, domain="clipart")
+    with pytest.raises(ValueError, match="domains: none"):
+        TOY_TASKS["digits"].generate("test", 2, seed=0, domain="photo")
+
+
+def test_toy_dg_setup_validates_and_plans_leave_one_domain_out():
+    from benchmark.specs import SetupSpec
+
+    setup = SetupSpec(name="toy-dg", kind="dg", dataset="objects", domains=["photo", "sketch", "negative"])
+    assert setup.expert_tasks() == ["objects/photo", "objects/sketch", "objects/negative"]
+    held_out = {e.task: e.experts for e in setup.evaluations()}
+    assert held_out == {"objects/photo": (1, 2), "objects/sketch": (0, 2), "objects/negative": (0, 1)}

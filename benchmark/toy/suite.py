@@ -477,26 +477,74 @@ class ToyTask:
     name: str
     classnames: tuple[str, ...]
     templates: tuple[str, ...]
+    renderer: str | None = None
+    """Renderer registered under this name (default: the task's own name)."""
+    domains: tuple[str, ...] = ()
+    """Visual domains (styles from ``DOMAIN_STYLES``) of a multi-domain task, for leave-one-domain-out."""
 
     @property
     def num_classes(self) -> int:
         return len(self.classnames)
 
-    def generate(self, split: str, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    def generate(self, split: str, n: int, seed: int, domain: str | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``n`` examples of ``split``: uint8 images [n, 3, 32, 32] and int64 labels [n].
 
-        Labels are uniform over classes. Example i depends only on (name, split, seed, i).
+        Labels are uniform over classes. Example i depends only on (name, domain, split, seed, i),
+        so two domains share no example (as DomainNet's domains share classes, not images). A
+        multi-domain task without ``domain`` gives its first domain.
         """
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
-        render = _RENDERERS[self.name]
+        if domain is not None and domain not in self.domains:
+            raise ValueError(f"toy task {self.name!r} has no domain {domain!r}; domains: {list(self.domains) or 'none'}")
+        domain = domain or (self.domains[0] if self.domains else None)
+        render = _RENDERERS[self.renderer or self.name]
+        style = DOMAIN_STYLES[domain] if domain is not None else None
+        tag = self.name if domain is None else f"{self.name}/{domain}"
         images = np.empty((n, 3, _S, _S), np.uint8)
         labels = np.empty(n, np.int64)
-        for i, rng in enumerate(_example_rngs(self.name, _SPLITS[split], seed, n)):
+        for i, rng in enumerate(_example_rngs(tag, _SPLITS[split], seed, n)):
             label = int(rng.integers(self.num_classes))
-            images[i] = _to_uint8(render(rng, label, split))
+            img = render(rng, label, split)
+            images[i] = _to_uint8(style(rng, img) if style is not None else img)
             labels[i] = label
         return images, labels
+
+
+def _sketch(rng, img: np.ndarray) -> np.ndarray:
+    """Dark strokes on paper: the luminance gradient's magnitude, inverted."""
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    gy, gx = np.gradient(grey)
+    edges = np.clip(np.hypot(gx, gy) * rng.uniform(3.0, 5.0), 0.0, 1.0)
+    paper = rng.uniform(0.85, 1.0)
+    return np.repeat((paper * (1.0 - edges))[..., None], 3, axis=2)
+
+
+def _negative(rng, img: np.ndarray) -> np.ndarray:
+    """A photographic negative: every colour inverted."""
+    return 1.0 - img
+
+
+def _mosaic(rng, img: np.ndarray) -> np.ndarray:
+    """Coarse tiles: 2×2 pixel blocks averaged (16×16 effective resolution)."""
+    blocks = img.reshape(_S // 2, 2, _S // 2, 2, 3).mean(axis=(1, 3))
+    return np.repeat(np.repeat(blocks, 2, axis=0), 2, axis=1)
+
+
+def _greyscale(rng, img: np.ndarray) -> np.ndarray:
+    """Black-and-white with boosted contrast: shape survives, colour does not."""
+    grey = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey = np.clip((grey - grey.mean()) * 1.4 + grey.mean(), 0.0, 1.0)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
+DOMAIN_STYLES: dict[str, Callable[[np.random.Generator, np.ndarray], np.ndarray]] = {
+    "photo": lambda rng, img: img,
+    "sketch": _sketch,
+    "negative": _negative,
+    "mosaic": _mosaic,
+    "greyscale": _greyscale,
+}
 
 
 # Prompts speak the pre-training captions' language (frames "a photo of"/"an image of"/"a drawing
@@ -541,6 +589,9 @@ TOY_TASKS: dict[str, ToyTask] = {
             DIRECTIONS,
             ("a photo of an arrow pointing {}.", "an arrow pointing {}.", "a drawing of an arrow pointing {}.", "an image of an arrow pointing {}."),
         ),
+        # the multi-domain task (DG): the shapes task in five visual styles
+        ToyTask("objects", SHAPES, ("a photo of a {}.", "a {}.", "a drawing of a {}.", "an image of a {}."),
+                renderer="shapes", domains=tuple(DOMAIN_STYLES)),
     )
 }
 
