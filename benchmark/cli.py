@@ -13,6 +13,7 @@ import sys
 import time
 
 from rich.console import Console
+from rich.markup import escape
 
 DEFAULT_ROOT = os.environ.get("WW_ROOT", "ww-root")
 
@@ -176,7 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecError, FileNotFoundError, PermissionError, ValueError) as exc:
         if args.debug:
             raise
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        # escaped: messages quote lists like [inf] or [name], which rich would read as markup tags;
+        # soft-wrapped: one line per problem whatever the terminal width
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; finished trials are kept and the next run resumes[/]")

@@ -9,12 +9,15 @@ cluster-day.
 from __future__ import annotations
 
 import difflib
+import importlib
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 import ww
 
@@ -94,6 +97,15 @@ class FinetuneSpec(_Strict):
             raise ValueError(f"finetune.epochs must be positive numbers, got {self.epochs!r}")
         return self
 
+    @model_serializer(mode="wrap")
+    def _dump_the_chosen_size(self, handler):
+        # plans, trials and workers rebuild the recipe from its dump: an epochs-sized run must not
+        # come back with ``steps`` (its unused default) as well, which the check above refuses
+        dumped = handler(self)
+        if self.epochs is not None:
+            dumped.pop("steps", None)
+        return dumped
+
     def epochs_for(self, dataset: str) -> float | None:
         """Epochs for ``dataset`` (``None``: the run is sized by ``steps``)."""
         if not isinstance(self.epochs, dict):
@@ -115,7 +127,7 @@ class DataSpec(_Strict):
 
     n_train: int = Field(2000, ge=1)
     n_test: int = Field(1000, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 @dataclass(frozen=True)
@@ -172,6 +184,10 @@ class SetupSpec(_Strict):
             for domain in chosen:
                 data.check_task_name(f"{self.dataset}/{domain}")
             _unique(chosen, "domains")
+            if not known:
+                multi = [d for d in data.dataset_names() if data.domains(d)]
+                raise ValueError(f"{self.dataset} has no domains, and leave-one-domain-out needs at least 3 domains; "
+                                 f"use a multi-domain dataset: {multi}")
             if len(chosen) < 3:
                 raise ValueError(f"leave-one-domain-out needs at least 3 domains (merging at least 2 experts); "
                                  f"got {chosen}; {self.dataset} has {known}")
@@ -221,9 +237,26 @@ class MergerSpec(_Strict):
     @field_validator("lambdas")
     @classmethod
     def _sane_lambdas(cls, lambdas: list[float] | None) -> list[float] | None:
-        if lambdas is not None and not lambdas:
+        """λ scales the merged vector added to θ0 (METHODS §1), so only positive finite values make
+        sense; one grid has one spelling (increasing, each λ once) because the order of the
+        candidates is part of what randmix pooling computes and of the trial's key."""
+        if lambdas is None:
+            return None
+        if not lambdas:
             raise ValueError("lambdas is empty; omit it to use the merger's default grid")
+        bad = [lam for lam in lambdas if not math.isfinite(lam) or lam <= 0]
+        if bad:
+            raise ValueError(f"lambdas must be positive finite numbers, got {bad}; drop them "
+                             "(λ scales the merged task vector added to θ0)")
+        _unique(lambdas, "lambdas")
+        if list(lambdas) != sorted(lambdas):
+            raise ValueError(f"lambdas must be increasing; write {sorted(lambdas)}")
         return lambdas
+
+    @model_validator(mode="after")
+    def _valid_params(self) -> "MergerSpec":
+        ww.MERGERS[self.name].resolve(self.params)  # the registry's signature-derived checks, at spec time
+        return self
 
     def grid(self) -> list[float]:
         return list(self.lambdas) if self.lambdas is not None else ww.default_lambdas(self.name)
@@ -243,14 +276,24 @@ class ResourcesSpec(_Strict):
 
 class Spec(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9._-]+$")
+    plugins: list[str] = Field(default_factory=list)
+    """Modules imported before the rest of the spec is validated and in every trial worker, e.g.
+    to register your own merger with ``@ww.merger``. Declared before ``mergers`` on purpose:
+    pydantic validates fields in order, so plugin mergers exist when merger names are checked."""
     models: list[ModelSpec] = Field(min_length=1)
     setups: list[SetupSpec] = Field(min_length=1)
     mergers: list[MergerSpec] = Field(min_length=1)
     poolings: list[str] = Field(default_factory=lambda: [NO_POOLING, "avg"], min_length=1)
     variants: list[Literal["collaborative", "plain"]] = Field(default_factory=lambda: ["collaborative"], min_length=1)
-    fixed_lambda: float = 1.0
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    fixed_lambda: float = Field(1.0, gt=0, allow_inf_nan=False)
+    seeds: list[Annotated[int, Field(ge=0)]] = Field(default_factory=lambda: [0], min_length=1)
     resources: ResourcesSpec = ResourcesSpec()
+
+    @field_validator("plugins")
+    @classmethod
+    def _import_plugins(cls, plugins: list[str]) -> list[str]:
+        import_plugins(plugins)
+        return _unique(plugins, "plugins")
 
     @field_validator("poolings")
     @classmethod
@@ -274,6 +317,22 @@ class Spec(_Strict):
         return self
 
 
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+
+
+def import_plugins(names: list[str]) -> None:
+    """Import the spec's plugin modules (by module name only: a spec never names a file to run)."""
+    for name in names:
+        if not _MODULE.match(name):
+            raise ValueError(f"plugin {name!r} is not a module name; write a dotted module name such as "
+                             "my_lab.mergers (installed or on PYTHONPATH), not a path")
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            raise ValueError(f"cannot import plugin {name!r} ({type(exc).__name__}: {exc}); install it or put it "
+                             "on PYTHONPATH (every Ray worker imports it too)") from None
+
+
 def _unique(values: list, what: str) -> list:
     seen = [v for i, v in enumerate(values) if v in values[:i]]
     if seen:
@@ -286,11 +345,34 @@ def _suggest(name: str, valid) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
+#: pydantic error types whose message is improved by showing the value that was given.
+_TYPE_ERRORS = {"literal_error", "greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+
+
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
-    for err in exc.errors():
+    errors = exc.errors()
+    # a misspelt required key also makes the right key "missing": say it once, as the misspelling
+    misspelt = set()
+    for err in errors:
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(err["loc"][:-1])
+            close = difflib.get_close_matches(str(err["loc"][-1]), list(parent.model_fields) if parent else [], n=1)
+            misspelt.update((*err["loc"][:-1], c) for c in close)
+    for err in errors:
+        if err["type"] == "missing" and tuple(err["loc"]) in misspelt:
+            continue
         where = ".".join(str(p) for p in err["loc"]) or "<top>"
         msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            msg = "is required; add it"
+        elif err["type"] == "too_short" and not err.get("input"):
+            msg = "is empty; list at least one value"
+        elif err["type"] == "string_pattern_mismatch":
+            msg = f"{err['input']!r} has characters other than letters, digits, '.', '_' and '-'; use only those"
+        elif err["type"] in _TYPE_ERRORS or err["type"].endswith(("_type", "_parsing")):
+            got = repr(err.get("input"))
+            msg += f", got {got if len(got) <= 60 else got[:57] + '...'}"
         if err["type"] == "extra_forbidden":
             parent = _model_at(err["loc"][:-1])
             valid = list(parent.model_fields) if parent else []
@@ -322,7 +404,8 @@ def _model_at(loc: tuple) -> type[BaseModel] | None:
 
 def parse_spec(data: Any, source: str = "<spec>") -> Spec:
     if not isinstance(data, dict):
-        raise SpecError(f"{source}: a spec is a YAML mapping with keys {list(Spec.model_fields)}")
+        got = "the file is empty" if data is None else f"got a {type(data).__name__}"
+        raise SpecError(f"{source}: a spec is a YAML mapping with keys {list(Spec.model_fields)}; {got}")
     try:
         return Spec.model_validate(data)
     except ValidationError as exc:
