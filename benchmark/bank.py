@@ -40,8 +40,9 @@ def build_bank(jobs: list[ExpertJob], theta0_visual: dict[str, torch.Tensor], st
 
     vectors = {}
     for job in jobs:
+        # checksum, architecture, shapes, dtypes, finiteness: refused here, before any trial starts
         state = expert_store.load_expert(job, storage)
-        check_image_encoder_state(state, theta0_visual)  # a foreign or mislabelled checkpoint is an error
+        check_image_encoder_state(state, theta0_visual, what=f"expert {job.task} (seed {job.seed}) at {job.path(storage)}")
         vectors[job.task] = ww.task_vector(state, theta0_visual)
     bank = ww.TaskVectorBank.from_state_dicts(vectors)
     return SharedBank(

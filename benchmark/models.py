@@ -47,7 +47,11 @@ class MissingWeightsError(FileNotFoundError):
 
 
 class ForeignCheckpointError(ValueError):
-    """A checkpoint whose tensors do not match the architecture it is loaded into."""
+    """A checkpoint that cannot be used: unreadable, unsafe to load, or not matching its architecture."""
+
+
+class NonFiniteWeightsError(ForeignCheckpointError):
+    """Weights holding NaN or Inf (a diverged fine-tune, a broken conversion)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,18 +286,34 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     Accepts the wrappers checkpoints come in (``{"state_dict": ...}`` of open_clip's trainer,
     ``module.`` prefixes of DDP); anything else that is not a flat name → tensor mapping is refused.
     """
+    import pickle
+
     path = Path(path)
     if path.suffix.lower() == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except SafetensorError as exc:
+            raise ForeignCheckpointError(f"{path} is not a readable safetensors file ({exc}): truncated or "
+                                         "corrupted; copy or download it again") from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except pickle.UnpicklingError as exc:
+        detail = next((line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or
+                       "Unsupported" in line), str(exc).splitlines()[0] if str(exc) else "")
         raise ForeignCheckpointError(
-            f"{path} cannot be read with torch.load(weights_only=True) ({type(exc).__name__}: {exc}); "
-            "TorchScript archives and pickled modules are refused — convert it to a safetensors state dict"
-        ) from exc
+            f"{path} is refused: torch.load(weights_only=True) cannot read it ({detail.strip()}); it needs code "
+            "execution to load (a pickled module or object) or is not a checkpoint — export its state_dict to "
+            "safetensors where it came from"
+        ) from None
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ForeignCheckpointError(
+            f"{path} cannot be read with torch.load(weights_only=True) ({type(exc).__name__}: {first}): truncated "
+            "or corrupted, or a TorchScript archive; copy it again or convert it to a safetensors state dict"
+        ) from None
     if isinstance(checkpoint, Mapping) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
@@ -354,11 +374,29 @@ def check_state(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch
             raise ForeignCheckpointError(f"{what}: tensor {name!r} has dtype {got.dtype}, expected {want.dtype}")
 
 
-def check_image_encoder_state(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor]) -> None:
+def check_finite_state(state: Mapping[str, torch.Tensor], *, what: str) -> None:
+    """Every floating-point tensor of ``state`` is finite; else name the first one that is not.
+
+    A NaN in one expert turns every merge it enters into NaN weights whose accuracy is still a
+    number (argmax of NaN logits picks a class), so it must be stopped before merging, not after.
+    """
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            kinds = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
+            raise NonFiniteWeightsError(f"{what}: tensor {name!r} holds {bad} non-finite value(s) ({kinds} among "
+                                        f"them) of {tensor.numel()}")
+
+
+def check_image_encoder_state(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
+                              what: str = "expert image encoder") -> None:
     """Validate an expert's image-encoder state dict against θ0's (``BaseModel.visual_state()``).
 
     Every name of θ0's encoder must be present with the same shape and dtype, and nothing else:
     a checkpoint of another architecture, a whole CLIP instead of its ``visual`` part, or a
     half-precision export is an error naming the first mismatch, never a silent partial merge.
+    Since every expert is held to θ0, experts that disagree with each other are caught too.
+    Non-finite values are refused as well (:func:`check_finite_state`).
     """
-    check_state(state, reference, what="expert image encoder does not match θ0")
+    check_state(state, reference, what=f"{what} does not match θ0")
+    check_finite_state(state, what=what)

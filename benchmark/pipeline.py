@@ -94,6 +94,10 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     summary = RunSummary(plan=plan)
     experts_todo, trials_todo = print_plan(plan, storage, console)
     summary.trials_skipped = len(plan.trials) - len(trials_todo)
+    needed = {k for t in trials_todo for k in t.expert_keys}
+    for job in plan.experts:  # stored experts the run will merge: a truncated one is refused now, not after hours
+        if job.key in needed and job not in experts_todo:
+            expert_store.check_readable(job, storage)
     if dry_run:
         console.print("[bold]--dry-run[/]: nothing was trained or evaluated.")
         return summary
@@ -158,10 +162,11 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                 zs = zeroshot_lookup(prepared[model.name, model.pretrained], model, evaluation.task, setup.data)
                 refs[evaluation.task] = {"zeroshot_accuracy": zs["accuracy"], "n_examples": zs["n_examples"],
                                          "expert_accuracy": expert_acc.get(evaluation.task)}
+            bank = build_bank(jobs, base_models[trial.base_key], storage)  # refuses bad experts: nothing written yet
             references[trial.bank_key] = refs
             for kind, rows in reference_rows(trial, refs, expert_acc).items():
                 results.write_part(storage, rows, f"{kind}-{trial.bank_key}")
-            bank_refs[trial.bank_key] = ray.put(build_bank(jobs, base_models[trial.base_key], storage))
+            bank_refs[trial.bank_key] = ray.put(bank)
         runnable.append(trial)
     summary.seconds["banks"] = time.perf_counter() - clock
     if summary.trials_blocked:
@@ -170,7 +175,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
 
     clock = time.perf_counter()
     with console.status(f"running {len(runnable)} trial(s) on Ray Tune"):
-        metrics = run_grid(runnable, bank_refs, references, storage, res, name=f"{spec.name}-{plan.spec_hash}")
+        metrics = run_grid(runnable, bank_refs, references, storage, res, name=f"{spec.name}-{plan.spec_hash}",
+                           plugins=spec.plugins)
     summary.trials_run = len(metrics)
     summary.seconds["grid"] = time.perf_counter() - clock
     errors = [m for m in metrics if m.get("status") != "ok"]

@@ -53,6 +53,11 @@ def train_expert_loop(config: dict) -> None:
     visual = getattr(model.visual, "module", model.visual)
     model.visual = visual
     if rank == 0:
+        from benchmark.models import check_finite_state
+
+        # a diverged fine-tune fails here, as a failed expert, instead of poisoning every merge it enters
+        check_finite_state(visual.state_dict(), what=f"fine-tuned expert {job.task} (seed {job.seed}) diverged "
+                           "(lower finetune.lr or use precision: fp32)")
         test_images, test_labels = eval_cache.load_split(storage, job.task, "test", data, resolution=base.resolution)
         metrics["test_accuracy"] = evaluate(model.eval(), head.to(device), test_images, test_labels)["accuracy"]
         expert_store.save_expert(job, storage, visual.state_dict(), metrics)
