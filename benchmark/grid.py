@@ -20,17 +20,24 @@ from benchmark import results
 from benchmark.bank import SharedBank
 from benchmark.merge_eval import WarmAssets, error_rows, run_trial
 from benchmark.plan import Trial
-from benchmark.specs import ModelSpec, ResourcesSpec
+from benchmark.specs import ModelSpec, ResourcesSpec, SetupSpec, import_plugins
 from benchmark.storage import StorageRoot
+from benchmark.trial_limits import TrialFault, TrialLimitExceeded, trial_limits
 
 #: A trial that raises is tried again this many times (fresh assets) before its error row is written.
+#: Faults that would recur identically (a limit exceeded, non-finite results) are not retried.
 TRIAL_RETRIES = 1
+#: A trial whose worker process dies is restarted on a new worker this many times by Tune.
+MAX_WORKER_FAILURES = 1
 
 
 class MergeTrial(tune.Trainable):
     """A merge-and-evaluate trial; one ``step`` does the whole trial and writes its rows."""
 
-    def setup(self, config: dict, banks: dict, references: dict, root: str) -> None:
+    def setup(self, config: dict, banks: dict, references: dict, root: str, limits: dict | None = None,
+              plugins: tuple[str, ...] = ()) -> None:
+        import_plugins(list(plugins))  # the spec's own mergers must exist in this worker too
+        self._ww_limits = limits or {}
         self._ww_banks = banks  # bank key → ObjectRef of SharedBank (resolved lazily, once per actor)
         self._ww_references = references
         self._ww_root = StorageRoot.at(root)
@@ -68,8 +75,14 @@ class MergeTrial(tune.Trainable):
         trial = Trial(**self.config["trial"])
         for attempt in range(1 + TRIAL_RETRIES):
             try:
-                rows = self._ww_run(trial)
+                with trial_limits(self._ww_limits.get("timeout_s"), self._ww_limits.get("memory_gb")):
+                    rows = self._ww_run(trial)
                 status = "ok"
+                break
+            except (TrialLimitExceeded, TrialFault) as exc:  # would recur: recorded at once
+                rows = error_rows(trial, f"{type(exc).__name__}: {exc}")
+                status = "error"
+                self._ww_warm.clear()  # whatever the interrupted trial left behind is not reused
                 break
             except Exception as exc:  # retried, then recorded as an error row; the grid goes on
                 rows = error_rows(trial, f"{type(exc).__name__}: {exc} (attempt {attempt + 1})\n"
@@ -111,11 +124,19 @@ def run_grid(
     storage: StorageRoot,
     resources: ResourcesSpec,
     name: str,
+    plugins: list[str] | tuple[str, ...] = (),
 ) -> list[dict]:
-    """Run ``trials`` on Ray Tune; return each trial's reported metrics."""
+    """Run ``trials`` on Ray Tune; return each trial's reported metrics.
+
+    ``plugins`` are the spec's plugin modules, imported by every trial worker. A trial whose worker
+    died (killed by the kernel's OOM killer, a segfault in native code) cannot write its own error
+    row; it is written here, from what Tune reports, so that every trial ends as a row.
+    """
     if not trials:
         return []
-    trainable = tune.with_parameters(MergeTrial, banks=bank_refs, references=references, root=str(storage.root))
+    limits = {"timeout_s": resources.trial_timeout_s, "memory_gb": resources.trial_memory_gb}
+    trainable = tune.with_parameters(MergeTrial, banks=bank_refs, references=references, root=str(storage.root),
+                                     limits=limits, plugins=tuple(plugins))
     trainable = tune.with_resources(trainable, {"cpu": resources.trial_cpus, "gpu": resources.trial_gpus})
     tuner = tune.Tuner(
         trainable,
@@ -129,9 +150,23 @@ def run_grid(
             storage_path=str(storage.runs / "grid"),
             stop={"training_iteration": 1},
             verbose=0,
-            failure_config=tune.FailureConfig(max_failures=1),
+            failure_config=tune.FailureConfig(max_failures=MAX_WORKER_FAILURES),
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
         ),
     )
     grid = tuner.fit()
-    return [r.metrics or {} for r in grid]
+    return [_metrics_or_error_row(r, storage) for r in grid]
+
+
+def _metrics_or_error_row(result, storage: StorageRoot) -> dict:
+    if (result.metrics and "status" in result.metrics) or result.error is None or not result.config:
+        return result.metrics or {}
+    trial = Trial(**result.config["trial"])
+    part = results.part_path(storage, trial.model["name"], SetupSpec(**trial.setup).name, trial.key)
+    if part.exists() and results.trial_status(storage).get(trial.key) == "ok":
+        return {"status": "ok"}  # the trial wrote its rows, then its worker died before reporting
+    text = str(result.error).strip()
+    detail = next((line for line in text.splitlines() if line.strip()), type(result.error).__name__)
+    results.write_part(storage, error_rows(trial, f"trial worker failed (after {1 + MAX_WORKER_FAILURES} "
+                                                  f"attempts): {detail}\n{text}"), trial.key)
+    return {"status": "error"}

@@ -7,6 +7,7 @@ between trials, so a trial costs a merge plus a forward pass over the test sets 
 from __future__ import annotations
 
 import json
+import math
 import resource
 import socket
 import time
@@ -26,6 +27,11 @@ from benchmark.models import BaseModel, load_base_model
 from benchmark.plan import SCHEMA_VERSION, Trial
 from benchmark.specs import DataSpec, ModelSpec, SetupSpec
 from benchmark.storage import StorageRoot
+from benchmark.trial_limits import TrialFault
+
+
+class NonFiniteResultError(TrialFault):
+    """A merge produced NaN/Inf weights or a non-finite accuracy (recorded, never reported as a number)."""
 
 
 @dataclass
@@ -63,7 +69,20 @@ class WarmAssets:
         return self.tests[key]
 
     def load_merged(self, vector: dict[str, torch.Tensor]) -> None:
-        """Put θ0 + vector into the model's image encoder (entries not in the vector stay θ0)."""
+        """Put θ0 + vector into the model's image encoder (entries not in the vector stay θ0).
+
+        Refuses a non-finite vector: NaN weights still yield an accuracy (argmax of NaN logits picks
+        a class), which would enter the leaderboard as a plausible-looking number.
+        """
+        for name, value in vector.items():
+            # one reduction per tensor; the element-wise look only when the sum is not finite
+            if value.is_floating_point() and not math.isfinite(float(value.sum())):
+                bad = int((~torch.isfinite(value)).sum())
+                if not bad:
+                    continue  # finite values whose sum overflowed
+                raise NonFiniteResultError(f"the merged task vector holds {bad} non-finite value(s) in tensor {name!r} "
+                                           f"(of {sum(v.numel() for v in vector.values())} in all); the merger's output "
+                                           "is unusable (check its hyper-parameters and the experts)")
         merged = ww.apply_task_vector(self.theta0_visual, vector)
         self.base.model.visual.load_state_dict(merged)
 
@@ -135,7 +154,7 @@ def _evaluate(
     result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
     eval_seconds = time.perf_counter() - start
     if not np.isfinite(result["accuracy"]):
-        raise FloatingPointError(f"accuracy on {task} is not finite")
+        raise NonFiniteResultError(f"accuracy on {task} is not finite")
     ref = references[task]
     accuracy = float(result["accuracy"])
     expert = ref.get("expert_accuracy")

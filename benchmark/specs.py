@@ -272,6 +272,11 @@ class ResourcesSpec(_Strict):
     trial_cpus: float = Field(1, gt=0)
     trial_gpus: float = Field(0, ge=0)
     max_concurrent_trials: int | None = Field(None, ge=1)
+    trial_timeout_s: float | None = Field(None, gt=0)
+    """Wall-clock limit of one trial (merge + evaluation); beyond it the trial becomes an error row."""
+    trial_memory_gb: float | None = Field(None, gt=0)
+    """Limit on a trial worker's private resident memory (θ0, heads, merge temporaries; the shared
+    bank and memory-mapped eval tensors do not count); beyond it the trial becomes an error row."""
 
 
 class Spec(_Strict):

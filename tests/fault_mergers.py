@@ -9,10 +9,12 @@ the faults travel the same path a real one would, and no production code carries
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 import torch
 
+from ww import registry
 from ww.registry import merger
 
 #: Attempts of ``fault_flaky`` in this process (it fails the first one only).
@@ -56,3 +58,10 @@ def fault_hog(tasks, *, gigabytes: float = 8.0, chunk_mb: int = 64):
 @merger(name="fault_exit", citation="test double: kills its worker process")
 def fault_exit(tasks):
     os._exit(17)
+
+
+def forget() -> None:
+    """Unregister these mergers and this module from the test process (other tests list ww.MERGERS)."""
+    for name in [n for n in registry.MERGERS if n.startswith("fault_")]:
+        del registry._MERGERS[name]
+    sys.modules.pop(__name__, None)

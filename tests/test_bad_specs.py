@@ -12,6 +12,8 @@ import copy
 import pytest
 import yaml
 
+import ww
+
 from benchmark.cli import main
 from benchmark.specs import SpecError, load_spec, parse_spec
 from tests.conftest import tiny_spec_dict
@@ -120,6 +122,8 @@ CASES = [
     # run identity, seeds, resources, plugins
     ("name-with-a-space", {"name": "my run"}, "'my run' has characters", "use only those"),
     ("negative-seed", {"seeds": [-1]}, "seeds.0", "greater than or equal to 0, got -1"),
+    ("zero-timeout", {"resources.trial_timeout_s": 0}, "resources.trial_timeout_s", "greater than 0"),
+    ("negative-memory-limit", {"resources.trial_memory_gb": -1}, "resources.trial_memory_gb", "greater than 0"),
     ("plugin-not-installed", {"plugins": ["no_such_lab.mergers"]}, "cannot import plugin 'no_such_lab.mergers'",
      "put it on PYTHONPATH"),
     ("plugin-given-as-a-path", {"plugins": ["../my_merger.py"]}, "'../my_merger.py' is not a module name",
@@ -168,4 +172,10 @@ def test_the_cli_prints_one_line_and_exits_2_and_debug_shows_the_traceback(tmp_p
 
 def test_a_plugin_registers_mergers_before_merger_names_are_checked():
     spec = tiny_spec_dict(plugins=["tests.fault_mergers"], mergers=["fault_nan", "ties"])
-    assert [m.name for m in parse_spec(spec).mergers] == ["fault_nan", "ties"]
+    try:
+        assert [m.name for m in parse_spec(spec).mergers] == ["fault_nan", "ties"]
+    finally:
+        import tests.fault_mergers
+
+        tests.fault_mergers.forget()
+    assert "fault_nan" not in ww.MERGERS
