@@ -337,6 +337,7 @@ def load_split(
     samples = open_split(task, split, root)
     size = resolution or DEFAULT_RESOLUTION
     images = np.empty((len(samples), 3, size, size), np.uint8)
-    for offset, batch in decode_batches(samples.load, range(len(samples)), size):
+    for offset, batch in decode_batches(samples.load, range(len(samples)), size, names=samples.keys,
+                                        what=f"{task} {split} under {data_root(root)}"):
         images[offset : offset + len(batch)] = batch
     return images, samples.labels.astype(np.int64)

@@ -79,7 +79,8 @@ def _build_real(folder: Path, dataset: str, split: str, size: int, root: str | o
     _save(labels_path, samples.labels.astype(np.int64))
     with atomic_write(images_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), 3, size, size))
-        for offset, batch in decode_batches(samples.load, range(len(samples)), size):
+        for offset, batch in decode_batches(samples.load, range(len(samples)), size, names=samples.keys,
+                                            what=f"{dataset} {split} under {data.data_root(root)}"):
             out[offset : offset + len(batch)] = batch
         out.flush()
         del out

@@ -61,6 +61,27 @@ def check_inputs(spec: Spec) -> None:
             data.check_task_data(task)
 
 
+def _get_input_checked(ref):
+    """``ray.get`` of a stage that reads the user's inputs: their errors come back as themselves.
+
+    A dataset with unreadable images or a broken checkpoint is found by the worker that reads it;
+    re-raised as the original exception it reaches the CLI as one line (exit code 2) instead of a
+    remote traceback.
+    """
+    import ray
+
+    from benchmark.datasets import DatasetMalformedError, DatasetMissingError
+    from benchmark.models import ForeignCheckpointError, MissingWeightsError
+
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, (DatasetMalformedError, DatasetMissingError, ForeignCheckpointError, MissingWeightsError)):
+            raise cause from None
+        raise
+
+
 def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list, list[Trial]]:
     status = results.trial_status(storage)
     experts_todo = [e for e in plan.experts if not expert_store.is_done(e, storage)]
@@ -132,7 +153,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     storage.uri())
     with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
-        prepared = {k: ray.get(ref) for k, ref in prepared_refs.items()}
+        prepared = {k: _get_input_checked(ref) for k, ref in prepared_refs.items()}
     summary.seconds["prepare"] = time.perf_counter() - clock
     console.print(f"θ0, tensors and heads ready ({summary.seconds['prepare']:.0f} s)")
 

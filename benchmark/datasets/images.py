@@ -12,6 +12,10 @@ from the same uint8 pixels).
 
 Decoding runs in a thread pool: Pillow releases the GIL while it decodes and resamples, so
 threads scale over cores without pickling images between processes.
+
+An image that cannot be decoded (corrupt, truncated, missing) does not stop the pass, but the split
+is refused at its end with every such file named: a test set silently shorter than the papers'
+would make results incomparable, and the fix (replace or delete the files) is the user's to make.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
+
+from benchmark.datasets.layouts import DatasetMalformedError
 
 #: Bump when the preprocessing below changes: it is part of every real eval-cache key.
 PREPROCESS_VERSION = "shortest-bicubic-centercrop-1"
@@ -62,20 +68,42 @@ def decode_batches(
     *,
     batch_size: int = 256,
     threads: int | None = None,
+    names: Sequence[str] | None = None,
+    what: str = "the split",
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(offset, uint8 [B, 3, R, R])`` for consecutive chunks of ``indices``.
 
     ``load(i)`` returns the i-th image as PIL; chunks keep memory bounded however large the split.
+    Undecodable images yield zeros while the pass goes on; after the last chunk
+    :class:`UnreadableImagesError` names them (``names[i]``, else the index) and ``what`` they belong to.
     """
     threads = threads or default_threads()
+    failures: list[tuple[int, BaseException]] = []
 
     def one(i: int) -> np.ndarray:
-        with _opened(load(i)) as image:
-            return to_rgb_square(image, resolution)
+        try:
+            with _opened(load(i)) as image:
+                return to_rgb_square(image, resolution)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+            failures.append((i, exc))
+            return np.zeros((3, resolution, resolution), np.uint8)
 
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for start in range(0, len(indices), batch_size):
             yield start, np.stack(list(pool.map(one, indices[start : start + batch_size])))
+    if failures:
+        failures.sort(key=lambda failure: failure[0])
+        shown = [f"{names[i] if names is not None else f'#{i}'} ({type(exc).__name__}: {exc})" for i, exc in failures[:5]]
+        more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
+        raise UnreadableImagesError(
+            f"{len(failures)} of {len(indices)} images of {what} cannot be decoded: {'; '.join(shown)}{more}. "
+            "Replace them with intact copies (re-extract or re-download the archive); in folder layouts deleting "
+            "them also works. The split is refused rather than silently shortened"
+        )
+
+
+class UnreadableImagesError(DatasetMalformedError):
+    """Images of a split that cannot be decoded; the message names them."""
 
 
 class _opened:

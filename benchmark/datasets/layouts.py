@@ -109,6 +109,19 @@ def list_images(folder: Path) -> list[Path]:
         return sorted(Path(e.path) for e in entries if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
 
 
+def class_images(folder: Path) -> list[Path]:
+    """The images of one class folder; an empty one is an error (an interrupted extraction, a bad copy).
+
+    A class with no images would silently drop out of training and make its test accuracy
+    meaningless, so the split is refused with the folder named.
+    """
+    files = list_images(folder)
+    if not files:
+        raise DatasetMalformedError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                                    "restore them (re-extract the archive) and run again")
+    return files
+
+
 def list_dirs(folder: Path) -> list[str]:
     with os.scandir(folder) as entries:
         return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
@@ -325,7 +338,7 @@ class SplitFoldersLayout(Layout):
         label_of = _map_folders(list_dirs(where), classes, where)
         paths, labels = [], []
         for folder in classes:
-            files = list_images(where / folder)
+            files = class_images(where / folder)
             paths += files
             labels += [label_of[folder]] * len(files)
         return Samples.from_files(paths, labels, root)
@@ -373,11 +386,15 @@ class ListedFolderLayout(Layout):
         label_of = _map_folders(list_dirs(base / self.images), self.folders, base / self.images)
         paths, labels = [], []
         for folder in self.folders:
-            files = [p for p in list_images(base / self.images / folder) if p.name in wanted]
+            files = [p for p in class_images(base / self.images / folder) if p.name in wanted]
             paths += files
             labels += [label_of[folder]] * len(files)
         if not paths:
             raise DatasetMalformedError(f"no image of {listing} found under {base / self.images}")
+        missing = sorted(wanted - {p.name for p in paths})
+        if missing:
+            raise DatasetMalformedError(f"{len(missing)} of {len(wanted)} images listed in {listing} are not under "
+                                        f"{base / self.images} (e.g. {missing[:3]}); re-extract the archive")
         return Samples.from_files(paths, labels, root)
 
 
@@ -476,7 +493,7 @@ class HashSplitLayout(Layout):
         for tree in trees:
             label_of = _map_folders(list_dirs(tree), classes, tree)
             for folder in classes:
-                for path in list_images(tree / folder):
+                for path in class_images(tree / folder):
                     rel = path.relative_to(root).as_posix()
                     if domain and self.domain_of_file and self.domain_of_file(path.name) != domain:
                         continue
