@@ -7,6 +7,8 @@ large and everything runs under ``torch.inference_mode``.
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any, Sequence
 
 import numpy as np
@@ -87,7 +89,9 @@ def evaluate(
     bare_model(model).eval()
     n_correct = 0
     try:
-        with torch.inference_mode():
+        # fp16 autocast on GPUs (DESIGN: evaluation is compute-bound); the CPU keeps fp32
+        autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
+        with torch.inference_mode(), autocast:
             for start in range(0, len(images), batch_size):
                 x = to_model_input(images[start : start + batch_size].to(device, non_blocking=True), mean, std)
                 pred = classification_logits(model, head, x).argmax(dim=-1).cpu()

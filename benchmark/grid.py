@@ -100,6 +100,7 @@ class MergeTrial(tune.Trainable):
             "ended_at": time.time(),
             "worker_pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(),
+            "gpu_ids": [str(g) for g in ray.get_gpu_ids()],
             "assets_read_bytes": self._ww_bytes_loaded() - loaded_before,
             "disk_read_bytes": None if disk_before is None or disk_after is None else disk_after - disk_before,
             "mean_accuracy": sum(r["accuracy"] for r in ok) / len(ok) if ok else float("nan"),

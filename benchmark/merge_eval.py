@@ -50,7 +50,9 @@ class WarmAssets:
     def load(cls, model: ModelSpec, storage: StorageRoot) -> "WarmAssets":
         base = load_base_model(model, storage)
         bytes_loaded = sum(t.nbytes for t in base.model.state_dict().values())
-        return cls(base=base, theta0_visual=base.visual_state(), bytes_loaded=bytes_loaded)
+        assets = cls(base=base, theta0_visual=base.visual_state(), bytes_loaded=bytes_loaded)
+        base.model.to(trial_device())  # θ0's copy for merging stays on the CPU, next to the bank
+        return assets
 
     def head(self, storage: StorageRoot, task: str) -> torch.Tensor:
         if task not in self.heads:
@@ -85,6 +87,20 @@ class WarmAssets:
                                            "is unusable (check its hyper-parameters and the experts)")
         merged = ww.apply_task_vector(self.theta0_visual, vector)
         self.base.model.visual.load_state_dict(merged)
+
+
+def trial_device() -> torch.device:
+    """The GPU Ray gave this worker, if any and if torch can use it; else the CPU.
+
+    Ray sets ``CUDA_VISIBLE_DEVICES`` to the worker's share (a fraction of a GPU is still that
+    GPU), so ``cuda`` is the right device whenever Ray assigned one. Logical GPUs without CUDA (the
+    CPU test cluster) fall back to the CPU.
+    """
+    import ray
+
+    if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
 
 
 def merger_params(trial: Trial) -> dict:

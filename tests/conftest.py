@@ -15,8 +15,9 @@ def ray_session():
     import ray
 
     if not ray.is_initialized():
-        # logical CPUs are oversubscribed on purpose: scheduling is what these tests exercise
-        ray.init(num_cpus=4, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+        # logical CPUs and GPUs (none is real) are oversubscribed on purpose: scheduling is what
+        # these tests exercise
+        ray.init(num_cpus=4, num_gpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     yield ray
     ray.shutdown()
 
