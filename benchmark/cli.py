@@ -168,13 +168,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = _parser().parse_args([*(["--debug"] if args.debug else []), "run"])
     console = Console()
+    from benchmark.preflight import InsufficientSpaceError
     from benchmark.specs import SpecError
 
     try:
         commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data,
                     "analyze": cmd_analyze}
         return commands[args.command](args, console)
-    except (SpecError, FileNotFoundError, PermissionError, ValueError) as exc:
+    except (SpecError, FileNotFoundError, PermissionError, ValueError, InsufficientSpaceError) as exc:
         if args.debug:
             raise
         # escaped: messages quote lists like [inf] or [name], which rich would read as markup tags;

@@ -17,6 +17,7 @@ from rich.table import Table
 
 from benchmark import expert_store, results
 from benchmark.plan import Plan, Trial, build_plan
+from benchmark.preflight import check_free_space, estimate_disk, free_bytes, human_bytes
 from benchmark.specs import DataSpec, ModelSpec, SetupSpec, Spec
 from benchmark.storage import StorageRoot, require_shared_root
 
@@ -119,10 +120,17 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     for job in plan.experts:  # stored experts the run will merge: a truncated one is refused now, not after hours
         if job.key in needed and job not in experts_todo:
             expert_store.check_readable(job, storage)
+    disk = estimate_disk(plan, experts_todo, trials_todo)
     if dry_run:
+        free = free_bytes(storage)
+        short = free is not None and free < disk.total
+        console.print(f"disk: about {human_bytes(disk.total)} to write ({disk.describe()})"
+                      + ("" if free is None else f"; {human_bytes(free)} free") + (" [red]— not enough[/]" if short else ""),
+                      highlight=False)
         console.print("[bold]--dry-run[/]: nothing was trained or evaluated.")
         return summary
     storage.ensure()
+    check_free_space(storage, disk)  # a full disk fails now, not halfway through the fine-tunes
     clock = time.perf_counter()
     init_ray()
     summary.seconds["ray_init"] = time.perf_counter() - clock
