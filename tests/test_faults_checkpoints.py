@@ -198,3 +198,19 @@ def test_a_truncated_foreign_checkpoint_says_so(tmp_path, suffix):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(ForeignCheckpointError, match="truncated or corrupted"):
         load_state_file(path)
+
+
+def test_a_fine_tune_that_diverges_fails_as_an_expert_and_stores_nothing(finished_tiny_run, tmp_path):
+    _, done, _, _ = finished_tiny_run
+    root = tmp_path / "root"
+    shutil.copytree(done.root, root, ignore=shutil.ignore_patterns("runs", "results", "experts"))  # θ0, tensors
+    spec_dict = tiny_spec_dict(tasks=["digits", "shapes"], mergers=["task_arithmetic"], poolings=["none"])
+    spec_dict["setups"][0]["finetune"].update(lr=1e30, checkpoint_every=0)  # AdamW at this rate overflows at once
+    spec = parse_spec(spec_dict)
+    storage = StorageRoot.at(root)
+    summary = run_spec(spec, storage, console=Console(quiet=True))
+    assert summary.experts_trained == 0 and summary.trials_blocked == 1
+    assert len(summary.experts_failed) == 2
+    assert all("diverged" in failure and "non-finite" in failure for failure in summary.experts_failed), \
+        summary.experts_failed
+    assert not any(expert_store.is_done(job, storage) for job in build_plan(spec).experts)
