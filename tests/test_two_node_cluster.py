@@ -103,7 +103,11 @@ def _run_cluster(root: Path, report: Path) -> None:
         names = {n["NodeID"]: next(r for r in ("head", "worker_a", "worker_b") if r in n["Resources"])
                  for n in ray.nodes() if n["Alive"]}
         storage = StorageRoot.at(f"file://{root}")
-        spec = parse_spec(tiny_spec_dict())
+        spec_dict = tiny_spec_dict()
+        # a trial fills a worker node (2 CPUs): the two trials Tune runs at once are on different
+        # nodes whatever the load, and reused actors then alternate between them
+        spec_dict["resources"] = {**spec_dict["resources"], "trial_cpus": 2}
+        spec = parse_spec(spec_dict)
         summary = run_spec(spec, storage, console=Console(width=160))
         time.sleep(2.5)  # let each raylet log one more state dump after the grid
         logs = Path(ray._private.worker._global_node.get_logs_dir_path())
