@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from .layout import Layout
-from .streaming import Block, TaskStream, _SharedState
+from .streaming import Block, SampledBlock, TaskStream, _SharedState
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,12 @@ def candidate_stream(
             return scaled
         return torch.cat([base.read(block), scaled])
 
+    def sample(sampled: SampledBlock) -> torch.Tensor:
+        scaled = merged.index_select(0, sampled.flat_positions(merged.device)).unsqueeze(0) * scale
+        if not collaborative:
+            return scaled
+        return torch.cat([base.read_sample(sampled), scaled])
+
     return replace(
         base,
         loader=load,
@@ -79,5 +85,6 @@ def candidate_stream(
         transform=None,
         check_finite=False,
         in_memory=False,
+        sampler=sample if base.sampler is not None else None,
         state=_SharedState(),
     )

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .blockops import above, at_least, sparse_nonzero
-from .streaming import Block, TaskStream
+from .streaming import Block, TaskStream, sample_blocks
 
 DIGIT_BITS = 16
 _BINS = 1 << DIGIT_BITS
@@ -82,13 +82,16 @@ def kth_largest(
     *,
     nonnegative: bool = False,
     granularity: str = "elements",
+    sample_values: Values | None = None,
 ) -> torch.Tensor:
     """The ``ranks[t, j]``-th largest of ``values(tau, block)`` over all blocks, for every task t.
 
     ``values`` maps a ``[T, n]`` block to ``[T, n]`` finite fp32/fp64 values (e.g. ``tau.abs()``);
     ``ranks`` is an int ``[T, R]`` tensor with entries in [1, P] (1 = the maximum). Returns a
     ``[T, R]`` tensor of the selected values (dtype of ``values``). ``nonnegative=True`` promises
-    values >= 0 (magnitudes), which makes the keys cheaper.
+    values >= 0 (magnitudes), which makes the keys cheaper. ``sample_values`` computes the same
+    values for a scattered sample (`ww.streaming.SampledBlock`), for a ``values`` that reads a cache
+    by block position; by default ``values`` itself, which must then depend on columns only.
     """
     ranks = torch.as_tensor(ranks, dtype=torch.int64)
     if ranks.dim() != 2 or ranks.shape[0] != tasks.num_tasks:
@@ -99,7 +102,7 @@ def kth_largest(
     num_tasks = tasks.num_tasks
     if total <= DIRECT_LIMIT:
         return _direct(tasks, values, ranks, granularity)
-    found = _bracketed(tasks, values, ranks, granularity)
+    found = _bracketed(tasks, values, ranks, granularity, sample_values or values)
     if found is not None:
         return found
     return _radix(tasks, values, ranks, nonnegative, granularity)
@@ -173,7 +176,9 @@ def _radix(tasks: TaskStream, values: Values, ranks: torch.Tensor, nonnegative: 
 
 
 SAMPLE_ENTRIES = 1 << 18
-"""Sampled entries per task for the bracket (Floyd–Rivest)."""
+"""Sampled entries per task for the bracket when the stream is read in windows (Floyd–Rivest)."""
+SCATTERED_SAMPLE_ENTRIES = 1 << 20
+"""Sampled entries per task when the stream can be read at scattered positions (resident banks)."""
 
 
 def _sample_windows(tasks: TaskStream, granularity: str) -> tuple[list[Block], int]:
@@ -200,9 +205,22 @@ def _sample_windows(tasks: TaskStream, granularity: str) -> tuple[list[Block], i
     return windows, window
 
 
-def _bracketed(tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str) -> torch.Tensor | None:
-    """Sampling selection (see the module doc); None when some bracket missed its rank."""
+def _draw_sample(
+    tasks: TaskStream, values: Values, granularity: str, sample_values: Values
+) -> tuple[torch.Tensor, int]:
+    """``values`` of a sample of every task, ``[T, m]``, and the length of its contiguous windows.
+
+    A resident stream is sampled at independent scattered positions (window length 1): four
+    times the entries of the windowed sample for less time, and no correlation to allow for, so
+    brackets are about ten times narrower. A memory-mapped stream is read in windows instead,
+    since scattered reads would fault in every page of the file.
+    """
     total = tasks.num_params
+    if tasks.sampler is not None:
+        count = min(SCATTERED_SAMPLE_ENTRIES, max(1, total // 16))
+        blocks = sample_blocks(tasks.layout, count)
+        pieces = [sample_values(tasks.read_sample(sampled), sampled) for sampled in blocks]
+        return torch.cat(pieces, dim=1), 1
     windows, window = _sample_windows(tasks, granularity)
     pieces = []
     for block in windows:
@@ -211,7 +229,15 @@ def _bracketed(tasks: TaskStream, values: Values, ranks: torch.Tensor, granulari
             tasks.release(max(0, block.start - (1 << 14)), min(total, block.stop + (1 << 14)))
     if tasks.release is not None:
         tasks.release(0, total)
-    sample = torch.cat(pieces, dim=1)
+    return torch.cat(pieces, dim=1), window
+
+
+def _bracketed(
+    tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str, sample_values: Values
+) -> torch.Tensor | None:
+    """Sampling selection (see the module doc); None when some bracket missed its rank."""
+    total = tasks.num_params
+    sample, window = _draw_sample(tasks, values, granularity, sample_values)
     dtype = sample.dtype
     size = sample.shape[1]
 
@@ -220,12 +246,15 @@ def _bracketed(tasks: TaskStream, values: Values, ranks: torch.Tensor, granulari
 
     def design_effect(row: int, estimate: torch.Tensor) -> float:
         """Variance inflation of the sample count from correlation inside windows (>= 1)."""
+        if window == 1:
+            return 1.0
         hits = at_least(sample[row], estimate)
         usable = hits.numel() - hits.numel() % window
         per_window = hits[:usable].view(-1, window).mean(dim=1)
         spread = float(hits.var())
         return max(1.0, window * float(per_window.var()) / spread) if spread > 0 else 1.0
 
+    slack = 0.001 if window > 1 else 0.0002
     lows = torch.empty(ranks.shape, dtype=dtype)
     highs = torch.empty(ranks.shape, dtype=dtype)
     widest = 0.0
@@ -234,10 +263,10 @@ def _bracketed(tasks: TaskStream, values: Values, ranks: torch.Tensor, granulari
         for column, rank in enumerate(ranks[row].tolist()):
             quantile = rank / total
             expected = quantile * size
-            inflation = design_effect(row, sample_largest(row, min(max(int(expected), 1), size)))
+            inflation = 1.0 if window == 1 else design_effect(row, sample_largest(row, min(max(int(expected), 1), size)))
             # 6 standard deviations of the sample count, inflated by the measured within-window
             # correlation, plus a little slack
-            margin = 6 * (size * inflation * quantile * (1 - quantile)) ** 0.5 + 0.001 * size + 8
+            margin = 6 * (size * inflation * quantile * (1 - quantile)) ** 0.5 + slack * size + 8
             upper = int(expected - margin)
             lower = int(expected + margin)
             widest = max(widest, (min(lower, size) - max(upper, 0)) / size)

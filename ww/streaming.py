@@ -64,6 +64,55 @@ class Block:
         return torch.arange(self.offset, self.offset + self.size, device=device)
 
 
+@dataclass(frozen=True, eq=False)
+class SampledBlock:
+    """Entries of one tensor at scattered in-tensor positions: part of a random sample of a stream.
+
+    Selection brackets its order statistics with a sample (`ww.selection`); scattered positions
+    make the sample's entries independent, where contiguous windows share a row's scale. It quacks
+    like a `Block` where transforms look (``name``, ``shape``, ``size``, ``positions``), so a
+    transform that derives randomness from positions (DARE) gives each sampled entry exactly the
+    value a full pass gives it.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    tensor_start: int
+    indices: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return self.indices.numel()
+
+    def positions(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """In-tensor indices of the sampled entries (int64)."""
+        return self.indices.to(device) if device is not None else self.indices
+
+    def flat_positions(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Indices of the sampled entries in the flat vector."""
+        return self.positions(device) + self.tensor_start
+
+
+def sample_blocks(layout: Layout, count: int, seed: int = 0) -> list[SampledBlock]:
+    """About ``count`` positions drawn uniformly (with replacement) over the flat vector, by tensor.
+
+    Each tensor gets its proportional share (stratified, rounded) so no ordering or grouping pass is
+    needed; the draw depends only on the layout, ``count`` and ``seed``.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(math.prod(shape) for _, shape in layout)
+    blocks = []
+    start = 0
+    for name, shape in layout:
+        numel = math.prod(shape)
+        share = round(count * numel / total) if total else 0
+        if share:
+            indices = torch.randint(0, numel, (share,), generator=generator)
+            blocks.append(SampledBlock(name, tuple(shape), start, indices))
+        start += numel
+    return blocks
+
+
 def iter_blocks(layout: Layout, granularity: str, max_entries: int) -> list[Block]:
     """Cut ``layout`` into blocks of at most ``max_entries`` entries per task where allowed.
 
@@ -105,6 +154,7 @@ class _SharedState:
 
 
 Loader = Callable[[Block], torch.Tensor]
+Sampler = Callable[[SampledBlock], torch.Tensor]
 Transform = Callable[[torch.Tensor, Block], torch.Tensor]
 Finish = Callable[[Block, torch.Tensor], torch.Tensor]
 
@@ -118,6 +168,8 @@ class TaskStream:
     ``finish(block, m)`` post-processes what the final `map` writes (weaving fuses its pooling
     there); ``release(start, stop)`` tells a memory-mapped bank that a column range is done.
     ``in_memory`` says the rows are resident, so a merger may afford a ``[T, P]`` cache.
+    ``sampler(sampled)`` returns the raw ``[T, m]`` entries at scattered positions; only streams
+    whose rows are cheap to read at random (resident) have one, memory-mapped banks do not.
     """
 
     loader: Loader
@@ -132,6 +184,7 @@ class TaskStream:
     finish: Finish | None = None
     check_finite: bool = True
     in_memory: bool = False
+    sampler: Sampler | None = None
     state: _SharedState = field(default_factory=_SharedState)
 
     @property
@@ -168,6 +221,17 @@ class TaskStream:
         """The block in the compute dtype, untransformed and unchecked (for weaving's pooling)."""
         chunk = self.loader(block)
         return chunk if chunk.dtype == self.dtype else chunk.to(self.dtype)
+
+    def read_sample(self, sampled: SampledBlock) -> torch.Tensor:
+        """The ``[T, m]`` sampled entries in the compute dtype, transformed like `read` would."""
+        if self.sampler is None:
+            raise ValueError("this stream cannot be read at scattered positions (it has no sampler)")
+        chunk = self.sampler(sampled)
+        if chunk.dtype != self.dtype:
+            chunk = chunk.to(self.dtype)
+        if self.transform is not None:
+            chunk = self.transform(chunk, sampled)
+        return chunk
 
     def read_all(self) -> torch.Tensor:
         """All rows as one ``[T, P]`` tensor in the compute dtype (a view when possible)."""
@@ -233,8 +297,10 @@ def _check_finite(chunk: torch.Tensor, block: Block, labels: Sequence[str]) -> N
     )
 
 
-TRIM_EVERY = 16
+TRIM_EVERY = 256
 """Blocks between two requests to the allocator to return freed memory (see `_return_free_memory`)."""
+MMAP_THRESHOLD = 32 << 20
+TRIM_THRESHOLD = 256 << 20
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 _POOLS_LOCK = threading.Lock()
@@ -247,6 +313,32 @@ def _single_threaded() -> None:
     torch.set_num_threads(1)
 
 
+def _tune_allocator() -> None:
+    """Keep block temporaries in glibc's heaps instead of fresh mappings (once per process).
+
+    By default glibc serves allocations above a (dynamic) threshold with their own ``mmap`` and
+    gives heap memory back as soon as 2× that threshold is free at the top: a block's
+    multi-megabyte temporaries are then faulted in page by page on every block, which made
+    element-wise operations 2-4x slower than on warm memory. Fixed thresholds (32 MiB, 256 MiB)
+    stop that; `_return_free_memory` still trims every `TRIM_EVERY` blocks and after each pass, so
+    resident memory stays bounded. Process-wide; ``WW_TUNE_MALLOC=0`` leaves glibc's defaults.
+    """
+    if _TUNED or os.environ.get("WW_TUNE_MALLOC", "1") == "0":
+        return
+    _TUNED.append(True)
+    try:
+        import ctypes
+
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(-3, MMAP_THRESHOLD)  # M_MMAP_THRESHOLD
+    mallopt(-1, TRIM_THRESHOLD)  # M_TRIM_THRESHOLD
+
+
+_TUNED: list = []
+
+
 def _pool(workers: int) -> ThreadPoolExecutor:
     """A persistent pool of single-threaded workers (one per size).
 
@@ -254,6 +346,7 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     left in many arenas would make resident memory grow with the number of passes.
     """
     with _POOLS_LOCK:
+        _tune_allocator()
         pool = _POOLS.get(workers)
         if pool is None:
             pool = ThreadPoolExecutor(max_workers=workers, initializer=_single_threaded, thread_name_prefix="ww")
@@ -377,6 +470,9 @@ def bank_stream(
     def load(block: Block) -> torch.Tensor:
         return data[:, block.start:block.stop]
 
+    def sample(sampled: SampledBlock) -> torch.Tensor:
+        return data.index_select(1, sampled.flat_positions(data.device))
+
     return TaskStream(
         loader=load,
         num_tasks=data.shape[0],
@@ -387,4 +483,5 @@ def bank_stream(
         workers=workers,
         release=release,
         in_memory=release is None,
+        sampler=sample if release is None else None,
     )

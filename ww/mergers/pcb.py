@@ -103,6 +103,7 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
     def scores_of(tau: torch.Tensor, block: Block) -> torch.Tensor:
         return balance_scores(tau, low, high, inverse_span)
 
+    computed = scores_of  # β depends on its column only: what a scattered sample needs
     itemsize = torch.empty((), dtype=tasks.dtype).element_size()
     if tasks.in_memory and num_tasks * num_params * itemsize <= CACHE_BYTES:
         cache = torch.empty(num_tasks, num_params, dtype=tasks.dtype)
@@ -114,5 +115,5 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
         scores_of = lambda tau, block: cache[:, block.start:block.stop]  # noqa: E731
 
     ranks = torch.tensor([[keep_count(ratio, num_params)]] * num_tasks)
-    threshold = kth_largest(tasks, scores_of, ranks).to(tasks.dtype)
+    threshold = kth_largest(tasks, scores_of, ranks, sample_values=computed).to(tasks.dtype)
     return tasks.map(lambda tau, block: pcb_block(tau, scores_of(tau, block), low, high, inverse_span, threshold))
