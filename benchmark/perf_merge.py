@@ -68,7 +68,7 @@ TINY_LAYOUT = (
 COLUMNS = (
     "kind", "merger", "pooling", "k", "collaborative", "seconds", "cpu_seconds", "load_1min", "gb_per_s", "peak_rss_gb",
     "baseline_rss_gb", "peak_models", "ratio_vs_stream", "ratio_vs_merger", "target", "meets_target",
-    "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "host", "started_at", "error",
+    "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "repeat", "host", "started_at", "error",
 )
 
 
@@ -92,7 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="merge from a memory-mapped bank file on disk instead of memory")
     parser.add_argument("--bank-dir", default=None, help="where the bank file is written (default: next to --out)")
     parser.add_argument("--keep-bank", action="store_true", help="keep the bank file afterwards")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per measurement; the fastest is reported")
+    parser.add_argument("--repeat", type=int, default=None,
+                        help="fresh runs per measurement, the fastest reported (default 3 in memory, 1 "
+                        "out of core): a first run on a VM mostly times the host backing fresh pages")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic task vectors")
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process instead of a fresh subprocess per measurement "
@@ -114,6 +116,8 @@ def main(argv: list[str]) -> int:
     for name in [*mergers, *weave, *args.poolings]:
         if name not in ww.MERGERS and name not in ww.POOLINGS:
             raise ValueError(f"unknown merger or pooling {name!r}; known: {sorted(ww.MERGERS)} and {sorted(ww.POOLINGS)}")
+    if args.repeat is None:
+        args.repeat = 1 if args.out_of_core else 3
     if args.tasks < 1 or args.k < 1 or args.repeat < 1:
         raise ValueError("--tasks, --k and --repeat must be positive")
 
@@ -144,7 +148,7 @@ def main(argv: list[str]) -> int:
         console.print(f"bank written to {bank_path} in {time.perf_counter() - start:.1f} s")
         base = {
             "model": args.model, "tasks": args.tasks, "params": params, "bank_gb": bank_bytes / 1e9,
-            "out_of_core": bool(args.out_of_core), "threads": torch.get_num_threads(),
+            "out_of_core": bool(args.out_of_core), "threads": torch.get_num_threads(), "repeat": args.repeat,
             "host": socket.gethostname(), "started_at": started.isoformat(),
         }
         grid = [round(0.1 * (index + 1), 10) for index in range(args.k)]

@@ -273,7 +273,7 @@ def _bracketed(
             highs[row, column] = sample_largest(row, upper) if upper >= 1 else infinity
             lows[row, column] = sample_largest(row, lower) if lower <= size else -infinity
 
-    sparse = widest < 0.005  # below ~0.5 % of entries in a bracket, grouped scanning pays off
+    sparse = widest < 0.008  # below ~0.8 % of entries in a bracket, grouped scanning pays off
 
     over_counts = torch.zeros(ranks.shape, dtype=torch.int64)
     low_counts = torch.zeros(ranks.shape, dtype=torch.int64)

@@ -68,7 +68,8 @@ def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
     For the nearly orthonormal inputs of those mergers the factor is computed as
     A (AᵀA)^-1/2 from a small eigendecomposition, equal to P Qᵀ whenever A has full rank and several
     times cheaper than a second SVD; a rank-deficient or ill-conditioned input, where the inverse
-    square root is unstable, falls back to the SVD.
+    square root is unstable, falls back to the SVD (`thin_svd`, so fp64 when fp32 fails: Iso-CTS
+    on ViT-L-14 with 20 tasks concatenates nearly dependent directions, where fp32 LAPACK failed).
     """
     tall = matrix.shape[-2] >= matrix.shape[-1]
     a = matrix if tall else matrix.mT
@@ -81,7 +82,7 @@ def polar_factor(matrix: torch.Tensor) -> torch.Tensor:
         inverse_root = (eigenvectors * eigenvalues.rsqrt().unsqueeze(-2)) @ eigenvectors.mT
         factor = a @ inverse_root
     else:
-        p, _, qh = torch.linalg.svd(a, full_matrices=False)
+        p, _, qh = thin_svd(a)
         factor = p @ qh
     return factor if tall else factor.mT
 
