@@ -286,3 +286,28 @@ def test_worker_threads_do_not_change_results_or_torch_settings(name):
     threaded = record.run(bank.stream(workers=2, block_entries=1 << 15))
     assert torch.equal(sequential, threaded)
     assert torch.get_num_threads() == threads
+
+
+def test_pcb_caches_scores_when_merging_but_not_when_weaving(monkeypatch):
+    """The β cache is PCB's one extra [T, P] copy; weaving promises T + 3 models, so it recomputes."""
+    generator = torch.Generator().manual_seed(5)
+    taus = [{"w": torch.randn(30, 20, generator=generator), "b": torch.randn(20, generator=generator)} for _ in range(3)]
+    bank = ww.TaskVectorBank.from_state_dicts(taus)  # built first: the bank itself is a [T, P] tensor
+    empty = torch.empty
+    shapes = []
+
+    def spy(*size, **kwargs):
+        shapes.append(tuple(size[0]) if len(size) == 1 and not isinstance(size[0], int) else size)
+        return empty(*size, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", spy)
+    merged = ww.merge("pcb", bank)
+    assert (3, 620) in shapes
+    shapes.clear()
+    woven = ww.weave(bank, "pcb", lambdas=[0.5, 1.0], pooling="avg")
+    assert (3, 620) not in shapes
+    monkeypatch.setattr(torch, "empty", empty)
+    # the same M either way: avg over A* = {τ1..τ3, 0.5·M, 1.0·M}
+    expected = {key: (sum(tau[key] for tau in taus) + 1.5 * merged[key]) / 5 for key in merged}
+    for key in merged:
+        torch.testing.assert_close(woven[key], expected[key], rtol=1e-5, atol=1e-6)

@@ -21,7 +21,8 @@ code min-max rescales them per task); the clamped τ̃t are the ones averaged (a
 
 Cost: inter-balancing needs T(T+1)/2 tanh per entry, so β is computed once and cached (one extra
 ``[T, P]`` copy, the one the issue allows) when the bank is in memory and fits
-`CACHE_BYTES`; memory-mapped banks recompute it in each of the three passes that need it.
+`CACHE_BYTES`; memory-mapped banks, and weaving (whose bound is T + 3 models), recompute it in
+each pass that needs it.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
 
     computed = scores_of  # β depends on its column only: what a scattered sample needs
     itemsize = torch.empty((), dtype=tasks.dtype).element_size()
-    if tasks.in_memory and num_tasks * num_params * itemsize <= CACHE_BYTES:
+    # weaving (a finish hook) promises T + 3 models at most: no [T, P] cache there
+    if tasks.in_memory and tasks.finish is None and num_tasks * num_params * itemsize <= CACHE_BYTES:
         cache = torch.empty(num_tasks, num_params, dtype=tasks.dtype)
 
         def fill(tau: torch.Tensor, block: Block) -> None:
