@@ -108,3 +108,14 @@ def test_ranks_are_validated():
         selection.kth_largest(stream, lambda tau, block: tau, torch.tensor([[0], [1]]))
     with pytest.raises(ValueError, match=r"ranks must be \[T=2, R\]"):
         selection.kth_largest(stream, lambda tau, block: tau, torch.tensor([1, 1]))
+
+
+def test_many_tiny_tensors_fall_back_to_windows_when_no_tensor_gets_a_sample():
+    """Every tensor's proportional share of the scattered sample rounds to 0 here."""
+    values = torch.randn(2, 70_000, generator=torch.Generator().manual_seed(4))
+    layout = [(f"t{index}", (7,)) for index in range(10_000)]
+    assert sample_blocks(layout, 70_000 // 16) == []
+    stream = ww.TaskVectorBank.from_flat(values, layout).stream()
+    ranks = torch.tensor([[14_000], [14_000]])
+    found = selection.kth_largest(stream, lambda tau, block: tau.abs(), ranks, nonnegative=True)
+    assert torch.equal(found, _expected(values.abs(), ranks))

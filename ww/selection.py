@@ -219,8 +219,9 @@ def _draw_sample(
     if tasks.sampler is not None:
         count = min(SCATTERED_SAMPLE_ENTRIES, max(1, total // 16))
         blocks = sample_blocks(tasks.layout, count)
-        pieces = [sample_values(tasks.read_sample(sampled), sampled) for sampled in blocks]
-        return torch.cat(pieces, dim=1), 1
+        if blocks:  # none when every tensor's share rounds to 0 (thousands of tiny tensors)
+            pieces = [sample_values(tasks.read_sample(sampled), sampled) for sampled in blocks]
+            return torch.cat(pieces, dim=1), 1
     windows, window = _sample_windows(tasks, granularity)
     pieces = []
     for block in windows:
