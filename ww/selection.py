@@ -99,7 +99,6 @@ def kth_largest(
     total = tasks.num_params
     if bool((ranks < 1).any()) or bool((ranks > total).any()):
         raise ValueError(f"ranks must lie in [1, {total}], got {ranks.tolist()}")
-    num_tasks = tasks.num_tasks
     if total <= DIRECT_LIMIT:
         return _direct(tasks, values, ranks, granularity)
     found = _bracketed(tasks, values, ranks, granularity, sample_values or values)
@@ -212,7 +211,7 @@ def _draw_sample(
 
     A resident stream is sampled at independent scattered positions (window length 1): four
     times the entries of the windowed sample for less time, and no correlation to allow for, so
-    brackets are about ten times narrower. A memory-mapped stream is read in windows instead,
+    brackets are about five times narrower (0.5 % instead of 2.7 % of a ViT-B-32 bank for TIES). A memory-mapped stream is read in windows instead,
     since scattered reads would fault in every page of the file.
     """
     total = tasks.num_params

@@ -33,7 +33,7 @@ from fractions import Fraction
 
 import torch
 
-from ..blockops import at_least, tanh_of_nonnegative
+from ..blockops import at_least
 from ..hyperparams import Interval
 from ..registry import merger
 from ..selection import kth_largest
