@@ -20,6 +20,7 @@ arithmetic does, and logical right shifts are emulated by masking the arithmetic
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import torch
 
@@ -44,6 +45,20 @@ def hash32(words: torch.Tensor) -> torch.Tensor:
         z.bitwise_xor_(scratch)
         if round_index < len(_MULTIPLIERS):
             z.mul_(_MULTIPLIERS[round_index])
+    return z
+
+
+def hash32_wide(words: torch.Tensor) -> torch.Tensor:
+    """`hash32` on 32-bit words held in int64 (values in [0, 2^32)), returned the same way.
+
+    The form for compiled kernels (`ww.kernels`): masks after each multiplication instead of
+    relying on int32 wrap-around, so the C++ inductor writes has no signed overflow to trip on.
+    """
+    z = words & _MASK32
+    for round_index, shift in enumerate(_SHIFTS):
+        z = z ^ (z >> shift)
+        if round_index < len(_MULTIPLIERS):
+            z = (z * (_MULTIPLIERS[round_index] & _MASK32)) & _MASK32
     return z
 
 
@@ -93,9 +108,15 @@ def uniform_lanes16(
     the result is a contiguous int16 tensor; with ``out`` (any dtype, ``[count, n]``) the draws are
     converted into it row by row, so callers get a contiguous float mask without another pass.
     """
+    keys = [stream_key(seed, label, name, str(group)) for group in range((count + 1) // 2)]
+    return lanes16(keys, positions, count, out)
+
+
+def lanes16(keys: Sequence[int], positions: torch.Tensor, count: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """`uniform_lanes16` with the stream keys of the task pairs given (``keys[j // 2]`` for draw j)."""
     result = out if out is not None else torch.empty((count, positions.numel()), dtype=torch.int16, device=positions.device)
     for group in range((count + 1) // 2):
-        halves = random_words(stream_key(seed, label, name, str(group)), positions).view(torch.int16).view(-1, 2)
+        halves = random_words(keys[group], positions).view(torch.int16).view(-1, 2)
         for half in range(min(2, count - 2 * group)):
             result[2 * group + half].copy_(halves[:, half])
     return result

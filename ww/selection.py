@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from .blockops import above, at_least, sparse_nonzero
+from .kernels import Kernel
 from .streaming import Block, TaskStream, sample_blocks
 
 DIGIT_BITS = 16
@@ -45,6 +46,68 @@ COLLECT_LIMIT = 1 << 23
 """Largest bucket (entries per task and rank) collected for the final ``kthvalue``; larger ones are refined."""
 
 Values = Callable[[torch.Tensor, Block], torch.Tensor]
+
+
+def magnitudes(tau: torch.Tensor, block: Block) -> torch.Tensor:
+    """|τ|: the values TIES and PCB select among (recognised by the fused bracket pass, which takes
+    the magnitude inside its loop instead of writing it out first)."""
+    return tau.abs()
+
+
+BRACKET_GROUPS = 16
+"""Columns folded into one cell of the fused bracket pass's summary (see `_bracket_summary`)."""
+
+
+def _bracket_summary(body: torch.Tensor, high: torch.Tensor, low: torch.Tensor, absolute: bool):
+    """For a ``[T, BRACKET_GROUPS, w]`` view of a block: per row #entries > high, #entries >= low,
+    and per ``[T, w]`` cell whether one of its entries lies inside [low, high] (as 0/1 floats).
+
+    Cell j of row t holds columns j, j + w, j + 2w, ...: ``nonzero`` then scans a summary 16 times
+    smaller than the block, and only flagged cells are looked at again (`_collect_flagged`). Every
+    reduction runs over the group axis, so inductor fuses them into one vectorised loop that writes
+    no mask (0.23 ns per entry on one core). The caller cuts the view: an index ``c // w`` inside
+    the compiled loop costs an integer division per load (0.6 ns per entry).
+    """
+    values = body.abs() if absolute else body
+    high, low = high.unsqueeze(2), low.unsqueeze(2)
+    over = torch.where(values > high, 1.0, 0.0).sum(dim=1).sum(dim=1)
+    from_low = torch.where(values >= low, 1.0, 0.0).sum(dim=1).sum(dim=1)
+    # a float max vectorises where a boolean any() does not; float counts are exact (a block row
+    # has far fewer than 2^24 entries). Converting them here would split the loop (2.5x slower).
+    inside = torch.where((values >= low) & (values <= high), 1.0, 0.0).amax(dim=1)
+    return over, from_low, inside
+
+
+bracket_summary = Kernel(_bracket_summary, name="bracket_summary")
+
+
+def _grouped(vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``[T, BRACKET_GROUPS, w]`` view of a block's first ``BRACKET_GROUPS·w`` columns, and the rest."""
+    rows, columns = vals.shape
+    width = columns // BRACKET_GROUPS
+    return vals[:, :width * BRACKET_GROUPS].reshape(rows, BRACKET_GROUPS, width), vals[:, width * BRACKET_GROUPS:]
+
+
+def _collect_flagged(vals: torch.Tensor, summary: torch.Tensor, high: torch.Tensor, low: torch.Tensor, absolute: bool):
+    """(rows, values) of the entries inside [low, high], given `_bracket_summary`'s flagged cells."""
+    body, tail = _grouped(vals)
+    found_rows, found_values = [], []
+    if body.shape[2]:
+        hits = summary.nonzero()  # [h, 2]: (row, cell)
+        candidates = body[hits[:, 0], :, hits[:, 1]]  # [h, groups]
+        if absolute:
+            candidates = candidates.abs()
+        row_low, row_high = low[hits[:, 0]], high[hits[:, 0]]
+        inner = ((candidates >= row_low) & (candidates <= row_high)).nonzero()
+        found_rows.append(hits[inner[:, 0], 0])
+        found_values.append(candidates[inner[:, 0], inner[:, 1]])
+    if tail.shape[1]:
+        if absolute:
+            tail = tail.abs()
+        inner = ((tail >= low) & (tail <= high)).nonzero()
+        found_rows.append(inner[:, 0])
+        found_values.append(tail[inner[:, 0], inner[:, 1]])
+    return torch.cat(found_rows), torch.cat(found_values)
 
 
 def order_keys(values: torch.Tensor, nonnegative: bool) -> torch.Tensor:
@@ -285,6 +348,24 @@ def _bracketed(
             low_counts[:, column] += from_low
             collected[column].append((rows.to(torch.int32), inside.clone()))
 
+    absolute = values is magnitudes
+    summarise = bracket_summary.for_params(total)
+
+    def count_and_collect_fused(tau: torch.Tensor, block: Block):
+        vals = tau if absolute else values(tau, block)
+        results = []
+        for column in range(ranks.shape[1]):
+            high, low = highs[:, column:column + 1], lows[:, column:column + 1]
+            body, tail = _grouped(vals)
+            over, from_low, summary = summarise(body, high, low, absolute)
+            over, from_low, summary = over.long(), from_low.long(), summary > 0
+            if tail.shape[1]:
+                tail = tail.abs() if absolute else tail
+                over, from_low = over + (tail > high).sum(dim=1), from_low + (tail >= low).sum(dim=1)
+            rows, inside = _collect_flagged(vals, summary, high, low, absolute)
+            results.append((over, from_low, rows, inside))
+        return results
+
     def count_and_collect(tau: torch.Tensor, block: Block):
         vals = values(tau, block)
         results = []
@@ -300,7 +381,8 @@ def _bracketed(
             results.append((over.sum(dim=1).long(), from_low.sum(dim=1).long(), rows, vals[rows, columns]))
         return results
 
-    tasks.scan(count_and_collect, granularity, reduce=keep)
+    fused = summarise is not bracket_summary.eager
+    tasks.scan(count_and_collect_fused if fused else count_and_collect, granularity, reduce=keep)
     out = torch.empty(ranks.shape, dtype=dtype)
     for column in range(ranks.shape[1]):
         rows = torch.cat([rows for rows, _ in collected[column]])
@@ -366,4 +448,4 @@ def _key_to_value(key: int, dtype: torch.dtype, nonnegative: bool) -> float:
 def kth_largest_magnitudes(tasks: TaskStream, counts: list[int]) -> torch.Tensor:
     """Per task t the ``counts[t]``-th largest |τt| over the whole flattened vector, as ``[T, 1]``."""
     ranks = torch.tensor(counts, dtype=torch.int64).view(-1, 1)
-    return kth_largest(tasks, lambda tau, block: tau.abs(), ranks, nonnegative=True)
+    return kth_largest(tasks, magnitudes, ranks, nonnegative=True)

@@ -16,14 +16,43 @@ from __future__ import annotations
 
 import torch
 
-from ..counter_rng import uniform_lanes16
+from ..counter_rng import hash32_wide, lanes16, stream_key
 from ..hyperparams import Interval
+from ..kernels import Kernel
 from ..registry import merger
 from ..streaming import Block, TaskStream
 from .task_arithmetic import task_arithmetic
 from .ties import ties
 
 DARE_LABEL = "dare"
+
+
+def _drop_eager(tau: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, cutoff: int, scale: float) -> torch.Tensor:
+    """τ with entries dropped and survivors × scale; ``keys`` ``[2, G]``: low/high 32 bits of each pair's key."""
+    keep = torch.empty(tau.shape, dtype=tau.dtype, device=tau.device)
+    lanes16([low | high << 32 for low, high in zip(*keys.tolist())], positions, tau.shape[0], out=keep)
+    # keep = 1 where draw >= cutoff: (draw - cutoff + 1) clamped to [0, 1], exact on integers
+    return keep.sub_(cutoff - 1).clamp_(0, 1).mul_(tau).mul_(scale)
+
+
+def _drop_fused(tau: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, cutoff: int, scale: float) -> torch.Tensor:
+    """`drop_block` for the compiler: the same draws computed by `hash32_wide` in one fused loop."""
+    rows = torch.arange(tau.shape[0], device=tau.device)
+    low, high = keys[0][rows // 2].unsqueeze(1), keys[1][rows // 2].unsqueeze(1)
+    words = hash32_wide(positions.unsqueeze(0) ^ low) ^ high
+    halves = (words >> (16 * (rows % 2)).unsqueeze(1)) & 0xFFFF
+    # the half read as int16 is >= cutoff exactly when its offset-binary form is >= cutoff + 32768
+    keep = (halves ^ 0x8000) >= cutoff + 32768
+    return torch.where(keep, tau * scale, 0.0)
+
+
+drop_block = Kernel(_drop_eager, _drop_fused, name="dare_drop")
+
+
+def pair_keys(seed: int, name: str, num_tasks: int) -> torch.Tensor:
+    """``[2, G]`` int64: low and high 32 bits of the stream key of task pairs 0..G-1 of tensor ``name``."""
+    keys = [stream_key(seed, DARE_LABEL, name, str(group)) for group in range((num_tasks + 1) // 2)]
+    return torch.tensor([[key & 0xFFFFFFFF for key in keys], [key >> 32 for key in keys]], dtype=torch.int64)
 
 
 def dropped(tasks: TaskStream, p: float, seed: int) -> TaskStream:
@@ -33,14 +62,15 @@ def dropped(tasks: TaskStream, p: float, seed: int) -> TaskStream:
     # drop when the draw, read as signed int16 (uniform over -32768..32767), is below q - 32768
     cutoff = round(p * 65536) - 32768
     scale = 1.0 / (1.0 - p)
+    drop = drop_block.for_params(tasks.num_params)
+    keys: dict[str, torch.Tensor] = {}
 
-    def drop(tau: torch.Tensor, block: Block) -> torch.Tensor:
-        keep = torch.empty(tau.shape, dtype=tau.dtype, device=tau.device)
-        uniform_lanes16(seed, DARE_LABEL, block.name, block.positions(tau.device), tau.shape[0], out=keep)
-        # keep = 1 where draw >= cutoff: (draw - cutoff + 1) clamped to [0, 1], exact on integers
-        return keep.sub_(cutoff - 1).clamp_(0, 1).mul_(tau).mul_(scale)
+    def transform(tau: torch.Tensor, block: Block) -> torch.Tensor:
+        if block.name not in keys:  # a benign race: both threads compute the same keys
+            keys[block.name] = pair_keys(seed, block.name, tau.shape[0])
+        return drop(tau, block.positions(tau.device), keys[block.name].to(tau.device), cutoff, scale)
 
-    return tasks.derive(transform=drop)
+    return tasks.derive(transform=transform)
 
 
 _P_RANGE = {"p": Interval(0.0, 1.0, low_closed=True, high_closed=False)}

@@ -36,7 +36,7 @@ import torch
 from ..blockops import at_least
 from ..hyperparams import Interval
 from ..registry import merger
-from ..selection import kth_largest
+from ..selection import kth_largest, magnitudes
 from ..streaming import Block, TaskStream
 from .ties import keep_count
 
@@ -105,7 +105,7 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
         return tasks.map(lambda tau, block: tau.sum(dim=0))
     low_rank, high_rank = quantile_ranks(num_params)
     ranks = torch.tensor([[high_rank, low_rank]] * num_tasks)
-    quantiles = kth_largest(tasks, lambda tau, block: tau.abs(), ranks, nonnegative=True).to(tasks.dtype)
+    quantiles = kth_largest(tasks, magnitudes, ranks, nonnegative=True).to(tasks.dtype)
     high, low = quantiles[:, :1], quantiles[:, 1:]
     span = high - low
     inverse_span = torch.where(span > 0, 1 / span.clamp(min=torch.finfo(tasks.dtype).tiny), torch.zeros_like(span))

@@ -15,6 +15,7 @@ import torch
 
 from ..blockops import at_least
 from ..hyperparams import Interval
+from ..kernels import kernel
 from ..registry import merger
 from ..selection import kth_largest_magnitudes
 from ..streaming import TaskStream
@@ -41,6 +42,19 @@ def top_k_thresholds(tasks: TaskStream, k: float) -> torch.Tensor:
     return kth_largest_magnitudes(tasks, [count] * tasks.num_tasks).to(tasks.dtype)
 
 
+def _ties_fused(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+    """`ties_block` for the compiler: boolean masks and ``where``, which inductor fuses into one loop."""
+    trimmed = torch.where(tau.abs() >= thresholds, tau, 0.0)
+    total = trimmed.sum(dim=0)
+    votes = trimmed.sign().sum(dim=0)
+    gamma = torch.where(total != 0, total.sign(), votes.sign())
+    agreeing = trimmed * gamma > 0
+    magnitude = torch.where(agreeing, trimmed.abs(), 0.0).sum(dim=0)
+    count = agreeing.sum(dim=0).clamp(min=1)
+    return magnitude / count * gamma
+
+
+@kernel(_ties_fused)
 def ties_block(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """TIES on a ``[T, n]`` block given each task's trimming threshold (``[T, 1]``).
 
@@ -75,4 +89,5 @@ def ties(tasks: TaskStream, *, k: float = 0.2) -> torch.Tensor:
     with the smallest of them (see `top_k_thresholds`); then `ties_block` elects and averages.
     """
     thresholds = top_k_thresholds(tasks, k)
-    return tasks.map(lambda tau, block: ties_block(tau, thresholds))
+    block_ties = ties_block.for_params(tasks.num_params)
+    return tasks.map(lambda tau, block: block_ties(tau, thresholds))

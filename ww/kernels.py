@@ -1,0 +1,143 @@
+"""Fused block kernels: one ``torch.compile``-d loop instead of a dozen eager passes per block.
+
+A merger's inner loop written in eager torch makes one pass over its ``[T, n]`` block per
+operation: TIES's trim-elect-mean is about 14 of them, a DARE drop mask about 20 (integer hashing).
+Inductor compiles the same function into a single vectorised C++ loop whose temporaries live in
+registers; on this project's 2-core reference machine that is 2-4x fewer nanoseconds per entry
+(`run_bench.py perf merge` reports both). Every kernel here has an eager twin that computes the same
+numbers; tests check the two agree, so which one runs never changes a result beyond rounding
+(and in practice, bit for bit).
+
+When the compiled kernels run (``WW_KERNELS``, or `use`):
+
+- ``auto`` (default): for streams of at least `AUTO_MIN_PARAMS` parameters (real encoders: a
+  ViT-B-32 image encoder has 88 M) when a C++ compiler is on the PATH. Smaller banks stay eager,
+  since a first compile costs seconds (3-15 s per kernel; much less once inductor's on-disk cache,
+  shared by processes and Ray workers on a machine, holds it).
+- ``compiled``: always (tests, warm-ups). ``eager``: never.
+
+A compile that fails (no compiler, an inductor bug) is reported once with a warning and the eager
+twin takes over for the rest of the process, so a missing toolchain costs speed, never a result.
+Kernels run inside ww's single-threaded block workers; dynamo guards on the thread count, so they
+are compiled for one thread there (a first call elsewhere compiles a second variant).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import threading
+import warnings
+from collections.abc import Callable, Iterator
+
+import torch
+
+MODES = ("auto", "compiled", "eager")
+AUTO_MIN_PARAMS = 1 << 24
+"""Smallest stream (parameters per task) that ``auto`` compiles for: 16.8 M, a fifth of ViT-B-32."""
+
+_override: list[str] = []
+_lock = threading.Lock()
+
+
+def mode() -> str:
+    """The kernel mode in force: the innermost `use`, else ``WW_KERNELS``, else ``auto``."""
+    value = _override[-1] if _override else os.environ.get("WW_KERNELS", "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"WW_KERNELS must be one of {MODES}, got {value!r}; unset it for 'auto'")
+    return value
+
+
+@contextlib.contextmanager
+def use(value: str) -> Iterator[None]:
+    """Force a kernel mode (``auto``/``compiled``/``eager``) inside the ``with`` block (not thread-local)."""
+    if value not in MODES:
+        raise ValueError(f"kernel mode must be one of {MODES}, got {value!r}")
+    _override.append(value)
+    try:
+        yield
+    finally:
+        _override.pop()
+
+
+@functools.lru_cache(maxsize=1)
+def compiler_available() -> bool:
+    """A C++ compiler inductor can use is on the PATH (``CXX`` if set, else c++/g++/clang++)."""
+    candidates = [os.environ["CXX"]] if os.environ.get("CXX") else ["c++", "g++", "clang++"]
+    return any(shutil.which(candidate) for candidate in candidates)
+
+
+def compiled_for(num_params: int) -> bool:
+    """Whether kernels run compiled for a stream of ``num_params`` parameters per task."""
+    current = mode()
+    if current == "auto":
+        return num_params >= AUTO_MIN_PARAMS and compiler_available()
+    return current == "compiled"
+
+
+class Kernel:
+    """A block function with an eager form and a lazily compiled one (see the module doc).
+
+    ``eager`` is the reference; ``fused`` (default: ``eager`` itself) is the form written for the
+    compiler: the same numbers, expressed so that inductor fuses it into one loop (``torch.where``
+    masks, no in-place tricks that only pay off in eager mode).
+    """
+
+    def __init__(self, eager: Callable, fused: Callable | None = None, name: str | None = None) -> None:
+        self.eager = eager
+        self.fused = fused or eager
+        self.name = name or getattr(eager, "__name__", "kernel")
+        self._compiled: Callable | None = None
+        self.failure: BaseException | None = None
+        functools.update_wrapper(self, eager)
+
+    def __call__(self, *args, **kwargs):
+        return self.eager(*args, **kwargs)
+
+    def for_params(self, num_params: int) -> Callable:
+        """The form to run on a stream of ``num_params`` parameters: compiled or eager."""
+        if self.failure is None and compiled_for(num_params):
+            return self.compiled
+        return self.eager
+
+    def compiled(self, *args, **kwargs):
+        """The compiled form; on a failed compile, a warning and the eager form from then on."""
+        if self.failure is not None:
+            return self.eager(*args, **kwargs)
+        if self._compiled is None:
+            with _lock:
+                if self._compiled is None:
+                    self._compiled = torch.compile(self.fused, dynamic=True, fullgraph=True)
+        try:
+            result = self._compiled(*args, **kwargs)
+        except Exception as error:
+            # the eager form answers; if it fails too, the input was bad, not the compile: its
+            # error propagates and compiling stays on
+            result = self.eager(*args, **kwargs)
+            self._give_up(error)
+        return result
+
+    def _give_up(self, error: BaseException) -> None:
+        with _lock:
+            if self.failure is not None:
+                return
+            self.failure = error
+        first_line = (str(error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(
+            f"ww: compiling kernel {self.name!r} failed ({type(error).__name__}: {first_line}); using eager "
+            "torch for it (slower, same results). Install a C++ compiler (e.g. g++), or set "
+            "WW_KERNELS=eager to skip compiling.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+def kernel(fused: Callable | None = None, *, name: str | None = None) -> Callable[[Callable], Kernel]:
+    """Decorator: the decorated function is the eager reference, ``fused`` its compiler-friendly twin."""
+
+    def wrap(eager: Callable) -> Kernel:
+        return Kernel(eager, fused, name)
+
+    return wrap
