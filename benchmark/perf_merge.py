@@ -67,6 +67,7 @@ TINY_LAYOUT = (
 )
 COLUMNS = (
     "kind", "merger", "pooling", "k", "collaborative", "seconds", "cpu_seconds", "load_1min", "gb_per_s", "peak_rss_gb",
+    "kernels", "warmup_seconds",
     "baseline_rss_gb", "peak_models", "ratio_vs_stream", "ratio_vs_merger", "target", "meets_target",
     "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "repeat", "host", "started_at", "error",
 )
@@ -96,6 +97,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="fresh runs per measurement, the fastest reported (default 3 in memory, 1 "
                         "out of core): a first run on a VM mostly times the host backing fresh pages")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic task vectors")
+    parser.add_argument("--kernels", choices=("auto", "compiled", "eager"), default=None,
+                        help="ww's block kernels: torch.compile-d or eager (default: WW_KERNELS, else auto, which "
+                        "compiles for encoder-sized banks); compiling happens in an untimed warm-up, reported apart")
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process instead of a fresh subprocess per measurement "
                         "(faster; peaks then include allocator state left by earlier measurements)")
@@ -118,6 +122,8 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"unknown merger or pooling {name!r}; known: {sorted(ww.MERGERS)} and {sorted(ww.POOLINGS)}")
     if args.repeat is None:
         args.repeat = 1 if args.out_of_core else 3
+    if args.kernels:
+        os.environ["WW_KERNELS"] = args.kernels  # read by the measuring subprocesses
     if args.tasks < 1 or args.k < 1 or args.repeat < 1:
         raise ValueError("--tasks, --k and --repeat must be positive")
 
@@ -255,6 +261,10 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
         del bank
         gc.collect()
         bank = ww.TaskVectorBank.from_flat(data, layout, names)
+    from ww import kernels
+
+    compiled = job["kind"] != "stream" and kernels.compiled_for(bank.data.shape[1])
+    warmup = _warm_up(job, bank) if compiled else 0.0
     try:
         _reset_peak()
         baseline = _status("VmRSS")
@@ -263,17 +273,51 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
         start = time.perf_counter()
         if job["kind"] == "stream":
             streaming_pass(bank, job["merger"])
-        elif job["kind"] == "merge":
-            ww.merge(job["merger"], bank)
         else:
-            ww.weave(bank, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"], collaborative=True, seed=0)
+            _run_job(job, bank)
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu
         peak = _status("VmHWM")
     except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load": load, "peak": peak, "baseline": baseline,
-            "runtime": runtime}
+            "runtime": runtime, "kernels": None if job["kind"] == "stream" else ("compiled" if compiled else "eager"),
+            "warmup": warmup}
+
+
+def _run_job(job: dict, bank) -> None:
+    import ww
+
+    if job["kind"] == "merge":
+        ww.merge(job["merger"], bank)
+    else:
+        ww.weave(bank, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"], collaborative=True, seed=0)
+
+
+WARMUP_PARAMS = 1 << 21
+"""Parameters per task of the warm-up bank: the leading tensors of the real layout."""
+
+
+def _warm_up(job: dict, bank) -> float:
+    """Compile the job's kernels on a small bank cut from the real one (untimed); its seconds.
+
+    The leading tensors of the layout give the kernels the block shapes of the real run (tensors
+    larger and smaller than a block), so the timed run starts with its compiled variants cached.
+    """
+    import ww
+    from ww import kernels
+
+    start = time.perf_counter()
+    layout, total = [], 0
+    for name, shape in bank.layout:
+        layout.append((name, shape))
+        total += math.prod(shape)
+        if total >= WARMUP_PARAMS:
+            break
+    small = ww.TaskVectorBank.from_flat(bank.data[:, :total].clone(), layout, bank.task_names)
+    with kernels.use("compiled"):
+        _run_job(job, small)
+    return time.perf_counter() - start
 
 
 STREAM_VARIANTS = ("torch.sum", "ww blocks")
@@ -353,6 +397,8 @@ def _row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k: int) -> 
             peak_rss_gb=result["peak"] / 1e9,
             baseline_rss_gb=result["baseline"] / 1e9,
             peak_models=(result["peak"] - result["runtime"]) / model_bytes,
+            kernels=result.get("kernels"),
+            warmup_seconds=result.get("warmup"),
         )
     return row
 
@@ -390,14 +436,14 @@ def render(rows: list[dict], console, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for header in ("kind", "merger", "pooling", "seconds", "CPU s", "load", "GB/s", "peak GB", "peak (models)",
-                   "x stream", "x merger", "target", "ok"):
-        table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "target") else "right")
+    for header in ("kind", "merger", "pooling", "kernels", "seconds", "warm-up s", "CPU s", "load", "GB/s", "peak GB",
+                   "peak (models)", "x stream", "x merger", "target", "ok"):
+        table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "kernels", "target") else "right")
     for row in rows:
         ok = "" if row["meets_target"] is None else ("[green]yes[/]" if row["meets_target"] else "[red]no[/]")
         table.add_row(
-            row["kind"], row["merger"] or "", row["pooling"] or "",
-            _fmt(row["seconds"], ".3f"), _fmt(row["cpu_seconds"], ".1f"), _fmt(row["load_1min"], ".1f"),
+            row["kind"], row["merger"] or "", row["pooling"] or "", row["kernels"] or "",
+            _fmt(row["seconds"], ".3f"), _fmt(row["warmup_seconds"] or None, ".1f"), _fmt(row["cpu_seconds"], ".1f"), _fmt(row["load_1min"], ".1f"),
             _fmt(row["gb_per_s"], ".2f"), _fmt(row["peak_rss_gb"], ".2f"),
             _fmt(row["peak_models"], ".1f"), _fmt(row["ratio_vs_stream"], ".2f"), _fmt(row["ratio_vs_merger"], ".2f"),
             row["target"] or (row["error"] or ""), ok,

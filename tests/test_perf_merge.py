@@ -47,3 +47,20 @@ def test_out_of_core_measurement_in_a_fresh_subprocess(tmp_path):
 def test_perf_merge_rejects_unknown_names(tmp_path):
     with pytest.raises(ValueError, match="unknown merger"):
         perf_merge.main(["--model", "tiny", "--mergers", "tie", "--out", str(tmp_path / "x.parquet")])
+
+
+@pytest.mark.skipif(not __import__("ww").kernels.compiler_available(), reason="no C++ compiler for inductor")
+def test_perf_merge_reports_compiled_kernels_and_their_warm_up_apart(tmp_path, monkeypatch):
+    monkeypatch.setenv("WW_KERNELS", "auto")  # restored afterwards; --kernels overrides it
+    out = tmp_path / "perf.parquet"
+    code = perf_merge.main(["--model", "tiny", "--tasks", "3", "--mergers", "magmax", "--weave", "--kernels", "compiled",
+                            "--out", str(out), "--in-process", "--repeat", "1"])
+    assert code == 0
+    rows = pq.read_table(out).to_pylist()
+    merge = next(row for row in rows if row["kind"] == "merge")
+    assert merge["kernels"] == "compiled" and merge["warmup_seconds"] > 0 and merge["error"] is None
+    assert all(row["kernels"] is None for row in rows if row["kind"] == "stream")
+    code = perf_merge.main(["--model", "tiny", "--tasks", "3", "--mergers", "magmax", "--weave", "--kernels", "auto",
+                            "--out", str(out), "--in-process", "--repeat", "1"])
+    merge = next(row for row in pq.read_table(out).to_pylist() if row["kind"] == "merge")
+    assert merge["kernels"] == "eager" and merge["warmup_seconds"] == 0  # auto: a tiny bank stays eager

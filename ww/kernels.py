@@ -77,6 +77,18 @@ def compiled_for(num_params: int) -> bool:
     return current == "compiled"
 
 
+RECOMPILE_LIMIT = 64
+"""Compiled variants allowed per kernel (dynamo's default is 8). Blocks are views whose sizes,
+offsets and strides fall into a few specialisations each (size 1, above or below inductor's
+vectorisation threshold, offset 0, contiguous or not), and their combinations exceed 8."""
+
+
+def _allow_recompiles() -> None:
+    config = torch._dynamo.config
+    if config.recompile_limit < RECOMPILE_LIMIT:
+        config.recompile_limit = RECOMPILE_LIMIT  # process-wide: dynamo has no per-function limit
+
+
 class Kernel:
     """A block function with an eager form and a lazily compiled one (see the module doc).
 
@@ -109,7 +121,11 @@ class Kernel:
         if self._compiled is None:
             with _lock:
                 if self._compiled is None:
+                    _allow_recompiles()
                     self._compiled = torch.compile(self.fused, dynamic=True, fullgraph=True)
+        # detached aliases (no copy): dynamo guards on the base of a view, and blocks are views of
+        # banks of every shape, which made each call a recompile
+        args = tuple(arg.detach() if isinstance(arg, torch.Tensor) else arg for arg in args)
         try:
             result = self._compiled(*args, **kwargs)
         except Exception as error:

@@ -34,7 +34,7 @@ import torch
 
 from .blockops import above, at_least, sparse_nonzero
 from .kernels import Kernel
-from .streaming import Block, TaskStream, sample_blocks
+from .streaming import Block, TaskStream, in_workers, sample_blocks
 
 DIGIT_BITS = 16
 _BINS = 1 << DIGIT_BITS
@@ -320,9 +320,10 @@ def _bracketed(
     slack = 0.001 if window > 1 else 0.0002
     lows = torch.empty(ranks.shape, dtype=dtype)
     highs = torch.empty(ranks.shape, dtype=dtype)
-    widest = 0.0
     infinity = torch.tensor(float("inf"), dtype=dtype)
-    for row in range(ranks.shape[0]):
+    def bracket_row(row: int) -> float:
+        """Fill row ``row`` of highs/lows (a task per worker: ``kthvalue`` is single-threaded)."""
+        widest = 0.0
         for column, rank in enumerate(ranks[row].tolist()):
             quantile = rank / total
             expected = quantile * size
@@ -335,6 +336,9 @@ def _bracketed(
             widest = max(widest, (min(lower, size) - max(upper, 0)) / size)
             highs[row, column] = sample_largest(row, upper) if upper >= 1 else infinity
             lows[row, column] = sample_largest(row, lower) if lower <= size else -infinity
+        return widest
+
+    widest = max(in_workers([lambda row=row: bracket_row(row) for row in range(ranks.shape[0])], tasks.workers))
 
     sparse = widest < 0.008  # below ~0.8 % of entries in a bracket, grouped scanning pays off
 
@@ -355,7 +359,8 @@ def _bracketed(
         vals = tau if absolute else values(tau, block)
         results = []
         for column in range(ranks.shape[1]):
-            high, low = highs[:, column:column + 1], lows[:, column:column + 1]
+            # contiguous [T, 1] thresholds: one compiled variant whatever the number of ranks
+            high, low = highs[:, column:column + 1].contiguous(), lows[:, column:column + 1].contiguous()
             body, tail = _grouped(vals)
             over, from_low, summary = summarise(body, high, low, absolute)
             over, from_low, summary = over.long(), from_low.long(), summary > 0
@@ -393,8 +398,13 @@ def _bracketed(
             above_count, low_count = int(over_counts[row, column]), int(low_counts[row, column])
             if not above_count < rank <= low_count:
                 return None
+
+        def select(row: int, column: int = column, rows=rows, inside=inside) -> None:
             bucket = inside[rows == row]
-            out[row, column] = torch.kthvalue(bucket, bucket.numel() - (rank - above_count) + 1).values
+            rank = int(ranks[row, column]) - int(over_counts[row, column])
+            out[row, column] = torch.kthvalue(bucket, bucket.numel() - rank + 1).values
+
+        in_workers([lambda row=row: select(row) for row in range(ranks.shape[0])], tasks.workers)
     return out
 
 

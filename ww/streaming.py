@@ -403,6 +403,20 @@ def _run(
         _return_free_memory()
 
 
+def in_workers(functions: Sequence[Callable[[], object]], workers: int | None = None) -> list:
+    """Call every function on ww's single-threaded worker pool; results in order.
+
+    For a few independent single-threaded pieces of work outside a block pass (e.g. one
+    ``kthvalue`` per task), which would otherwise run one after another on one core.
+    """
+    pool = _pool(workers if workers is not None else default_workers())
+    previous = torch.get_num_threads()
+    try:
+        return [future.result() for future in [pool.submit(function) for function in functions]]
+    finally:
+        torch.set_num_threads(previous)  # see `_run`: a worker's initializer lowers the global count
+
+
 def _finish_one(pending: deque, release) -> object:
     block, future = pending.popleft()
     try:

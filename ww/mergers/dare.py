@@ -27,16 +27,25 @@ from .ties import ties
 DARE_LABEL = "dare"
 
 
-def _drop_eager(tau: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, cutoff: int, scale: float) -> torch.Tensor:
-    """τ with entries dropped and survivors × scale; ``keys`` ``[2, G]``: low/high 32 bits of each pair's key."""
+def _drop_eager(tau, positions, offset, keys, cutoff: int, scale: float) -> torch.Tensor:
+    """τ with entries dropped and survivors × scale.
+
+    The entries sit at in-tensor ``positions`` (int64), or at ``offset``, ``offset`` + 1, ... when
+    ``positions`` is None (a contiguous block: the compiled form then makes them in registers);
+    ``keys`` ``[2, G]`` holds the low and high 32 bits of each task pair's stream key.
+    """
+    if positions is None:
+        positions = torch.arange(tau.shape[1], device=tau.device) + offset
     keep = torch.empty(tau.shape, dtype=tau.dtype, device=tau.device)
     lanes16([low | high << 32 for low, high in zip(*keys.tolist())], positions, tau.shape[0], out=keep)
     # keep = 1 where draw >= cutoff: (draw - cutoff + 1) clamped to [0, 1], exact on integers
     return keep.sub_(cutoff - 1).clamp_(0, 1).mul_(tau).mul_(scale)
 
 
-def _drop_fused(tau: torch.Tensor, positions: torch.Tensor, keys: torch.Tensor, cutoff: int, scale: float) -> torch.Tensor:
+def _drop_fused(tau, positions, offset, keys, cutoff: int, scale: float) -> torch.Tensor:
     """`drop_block` for the compiler: the same draws computed by `hash32_wide` in one fused loop."""
+    if positions is None:
+        positions = torch.arange(tau.shape[1], device=tau.device) + offset
     rows = torch.arange(tau.shape[0], device=tau.device)
     low, high = keys[0][rows // 2].unsqueeze(1), keys[1][rows // 2].unsqueeze(1)
     words = hash32_wide(positions.unsqueeze(0) ^ low) ^ high
@@ -55,22 +64,39 @@ def pair_keys(seed: int, name: str, num_tasks: int) -> torch.Tensor:
     return torch.tensor([[key & 0xFFFFFFFF for key in keys], [key >> 32 for key in keys]], dtype=torch.int64)
 
 
+def _drop_sum(tau, positions, offset, keys, cutoff: int, scale: float) -> torch.Tensor:
+    """Σt of the dropped block (DARE then task arithmetic) without writing the dropped block out."""
+    return _drop_fused(tau, positions, offset, keys, cutoff, scale).sum(dim=0)
+
+
+drop_sum_block = Kernel(lambda *args: _drop_eager(*args).sum(dim=0), _drop_sum, name="dare_drop_sum")
+
+
+def _with_drop(kernel: Kernel, tasks: TaskStream, p: float, seed: int):
+    """``function(tau, block)`` applying ``kernel`` (a drop, or drop-and-sum) with DARE's draws."""
+    # drop when the draw, read as signed int16 (uniform over -32768..32767), is below q - 32768
+    cutoff = round(p * 65536) - 32768
+    scale = 1.0 / (1.0 - p)
+    run = kernel.for_params(tasks.num_params)
+    keys: dict[str, torch.Tensor] = {}
+
+    def apply(tau: torch.Tensor, block: Block) -> torch.Tensor:
+        if block.name not in keys:  # a benign race: both threads compute the same keys
+            keys[block.name] = pair_keys(seed, block.name, tau.shape[0])
+        key = keys[block.name].to(tau.device)
+        if isinstance(block, Block):  # contiguous: positions offset, offset + 1, ...
+            offset = torch.tensor(block.offset, dtype=torch.int64, device=tau.device)
+            return run(tau, None, offset, key, cutoff, scale)
+        return run(tau, block.positions(tau.device), None, key, cutoff, scale)
+
+    return apply
+
+
 def dropped(tasks: TaskStream, p: float, seed: int) -> TaskStream:
     """The stream of DARE-processed task vectors: entries dropped with probability p, rest × 1/(1−p)."""
     if p == 0:
         return tasks
-    # drop when the draw, read as signed int16 (uniform over -32768..32767), is below q - 32768
-    cutoff = round(p * 65536) - 32768
-    scale = 1.0 / (1.0 - p)
-    drop = drop_block.for_params(tasks.num_params)
-    keys: dict[str, torch.Tensor] = {}
-
-    def transform(tau: torch.Tensor, block: Block) -> torch.Tensor:
-        if block.name not in keys:  # a benign race: both threads compute the same keys
-            keys[block.name] = pair_keys(seed, block.name, tau.shape[0])
-        return drop(tau, block.positions(tau.device), keys[block.name].to(tau.device), cutoff, scale)
-
-    return tasks.derive(transform=transform)
+    return tasks.derive(transform=_with_drop(drop_block, tasks, p, seed))
 
 
 _P_RANGE = {"p": Interval(0.0, 1.0, low_closed=True, high_closed=False)}
@@ -83,8 +109,13 @@ _P_RANGE = {"p": Interval(0.0, 1.0, low_closed=True, high_closed=False)}
     ranges=_P_RANGE,
 )
 def dare_ta(tasks: TaskStream, *, p: float = 0.5, seed: int = 0) -> torch.Tensor:
-    """Task arithmetic over the DARE-dropped task vectors (p in [0, 1); p = 0 is plain TA)."""
-    return task_arithmetic(dropped(tasks, p, seed))
+    """Task arithmetic over the DARE-dropped task vectors (p in [0, 1); p = 0 is plain TA).
+
+    The drop and the sum are one kernel here, so the dropped block is never written out.
+    """
+    if p == 0:
+        return task_arithmetic(tasks)
+    return tasks.map(_with_drop(drop_sum_block, tasks, p, seed))
 
 
 @merger(

@@ -20,4 +20,5 @@ def magmax(tasks: TaskStream) -> torch.Tensor:
     The later task wins ties so that the rule is the same one weaving's magmax pooling applies to
     its ordered candidates (METHODS §1 and §2 fix it).
     """
-    return tasks.map(lambda tau, block: largest_magnitude(tau))
+    pick = largest_magnitude.for_params(tasks.num_params)
+    return tasks.map(lambda tau, block: pick(tau))

@@ -1,0 +1,191 @@
+"""ww.kernels: the torch.compile-d block kernels compute what their eager twins compute.
+
+Compiles for real (inductor, the C++ compiler on the PATH): a test session pays a few seconds per
+kernel once, and inductor's on-disk cache makes later sessions cheaper.
+"""
+
+import dataclasses
+import warnings
+
+import pytest
+import torch
+
+import ww
+from ww import kernels, selection
+from ww.blockops import largest_magnitude
+from ww.mergers import dare
+from ww.mergers.ties import ties_block
+
+needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason="no C++ compiler for inductor")
+
+
+def _compiled(kernel):
+    """The kernel's compiled form, run single-threaded like ww's block workers run it."""
+
+    def run(*args):
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return kernel.compiled(*args)
+        finally:
+            torch.set_num_threads(previous)
+
+    return run
+
+
+def _strided(rows, columns, generator, scale=1e-3):
+    """A ``[rows, columns]`` view into a wider tensor, as blocks of a bank are."""
+    wide = torch.randn(rows, columns + 37, generator=generator) * scale
+    return wide[:, 11:11 + columns]
+
+
+@needs_compiler
+@pytest.mark.parametrize("shape", [(2, 1), (3, 17), (8, 4099), (20, 1000)])
+def test_compiled_ties_block_matches_eager(shape):
+    tau = _strided(*shape, torch.Generator().manual_seed(shape[1]))
+    thresholds = tau.abs().quantile(0.7, dim=1, keepdim=True)
+    thresholds[0] = 0  # a task keeping everything
+    expected = ties_block(tau, thresholds)
+    got = _compiled(ties_block)(tau, thresholds)
+    torch.testing.assert_close(got, expected, rtol=1e-6, atol=0)  # the sum order of T = 20 may differ
+
+
+@needs_compiler
+@pytest.mark.parametrize("contiguous_positions", [True, False])
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.9])
+def test_compiled_dare_drop_draws_exactly_the_eager_mask(contiguous_positions, p):
+    generator = torch.Generator().manual_seed(1)
+    tau = _strided(7, 5003, generator)
+    cutoff, scale = round(p * 65536) - 32768, 1 / (1 - p)
+    keys = dare.pair_keys(3, "visual.proj", 7)
+    if contiguous_positions:
+        args = (tau, None, torch.tensor(123_456), keys, cutoff, scale)
+    else:
+        args = (tau, torch.randint(0, 1 << 30, (5003,), generator=generator), None, keys, cutoff, scale)
+    expected = dare.drop_block(*args)
+    assert torch.equal(_compiled(dare.drop_block)(*args), expected)
+    kept = (expected != 0).float().mean().item()
+    assert abs(kept - (1 - p)) < 0.02
+    torch.testing.assert_close(_compiled(dare.drop_sum_block)(*args), expected.sum(dim=0), rtol=1e-6, atol=1e-12)
+
+
+@needs_compiler
+def test_compiled_largest_magnitude_keeps_magmax_tie_rule():
+    values = torch.tensor([[1.0, -2.0, 3.0, 0.0], [-1.0, 2.0, -3.0, 0.0], [0.5, 1.0, 2.0, -0.0]])
+    got = _compiled(largest_magnitude)(values)
+    assert torch.equal(got, torch.tensor([-1.0, 2.0, -3.0, 0.0]))  # ties go to the later task
+    tau = _strided(9, 3001, torch.Generator().manual_seed(2))
+    assert torch.equal(_compiled(largest_magnitude)(tau), largest_magnitude(tau))
+
+
+@needs_compiler
+@pytest.mark.parametrize("absolute", [True, False])
+def test_compiled_bracket_summary_counts_exactly(absolute):
+    tau = _strided(5, 16 * 777, torch.Generator().manual_seed(3))
+    values = tau.abs() if absolute else tau
+    low = values.quantile(0.6, dim=1, keepdim=True)
+    high = values.quantile(0.62, dim=1, keepdim=True)
+    body, _ = selection._grouped(tau)
+    over, from_low, inside = _compiled(selection.bracket_summary)(body, high, low, absolute)
+    assert torch.equal(over.long(), (values > high).sum(dim=1))
+    assert torch.equal(from_low.long(), (values >= low).sum(dim=1))
+    cells = ((values >= low) & (values <= high)).view(5, 16, 777).any(dim=1)
+    assert torch.equal(inside > 0, cells)
+
+
+def _bank(num_tasks=5, generator_seed=0):
+    generator = torch.Generator().manual_seed(generator_seed)
+    layout = [("blocks.0.weight", (120, 700)), ("blocks.0.bias", (120,)), ("proj", (333, 97))]
+    rows = []
+    for _ in range(num_tasks):
+        parts = [torch.randn(shape, generator=generator).mul_(1e-3).reshape(-1) for _, shape in layout]
+        rows.append(torch.cat(parts))
+    return ww.TaskVectorBank.from_flat(torch.stack(rows), layout)
+
+
+@needs_compiler
+@pytest.mark.parametrize("merger", ["ties", "dare_ta", "dare_ties", "magmax", "pcb"])
+def test_merges_with_compiled_kernels_match_eager(merger):
+    bank = _bank()  # 116 k parameters per task: the sampled-bracket selection runs, not the direct one
+    with kernels.use("eager"):
+        expected = ww.merge(merger, bank)
+    with kernels.use("compiled"):
+        got = ww.merge(merger, bank)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-9)
+
+
+@needs_compiler
+def test_compiled_selection_is_exact_in_memory_and_out_of_core(tmp_path):
+    bank = _bank(num_tasks=4, generator_seed=5)
+    data = bank.data
+    ranks = [data.shape[1] // 5] * 4
+    expected = data.abs().sort(dim=1, descending=True).values[:, ranks[0] - 1].unsqueeze(1)
+    resident = bank.stream()
+    memory_mapped = dataclasses.replace(resident, sampler=None)  # the windowed sample, as from disk
+    with kernels.use("compiled"):
+        for stream in (resident, memory_mapped):
+            assert torch.equal(selection.kth_largest_magnitudes(stream, ranks), expected)
+        ww.save_bank(tmp_path / "bank.safetensors", bank)
+        on_disk = ww.merge("ties", ww.open_bank(tmp_path / "bank.safetensors"))
+        in_memory = ww.merge("ties", bank)
+    for name in in_memory:
+        assert torch.equal(on_disk[name], in_memory[name])
+
+
+def test_mode_comes_from_the_environment_and_use(monkeypatch):
+    monkeypatch.delenv("WW_KERNELS", raising=False)
+    assert kernels.mode() == "auto"
+    monkeypatch.setenv("WW_KERNELS", "Eager")
+    assert kernels.mode() == "eager"
+    assert not kernels.compiled_for(10**9)
+    with kernels.use("compiled"):
+        assert kernels.compiled_for(10)
+        with kernels.use("eager"):
+            assert not kernels.compiled_for(10**9)
+        assert kernels.mode() == "compiled"
+    monkeypatch.setenv("WW_KERNELS", "fast")
+    with pytest.raises(ValueError, match="WW_KERNELS must be one of"):
+        kernels.mode()
+    with pytest.raises(ValueError, match="kernel mode must be one of"):
+        with kernels.use("turbo"):
+            pass
+
+
+def test_auto_compiles_only_large_streams_and_only_with_a_compiler(monkeypatch):
+    monkeypatch.delenv("WW_KERNELS", raising=False)
+    monkeypatch.setattr(kernels, "compiler_available", lambda: True)
+    assert not kernels.compiled_for(kernels.AUTO_MIN_PARAMS - 1)
+    assert kernels.compiled_for(kernels.AUTO_MIN_PARAMS)
+    monkeypatch.setattr(kernels, "compiler_available", lambda: False)
+    assert not kernels.compiled_for(10**9)
+    assert ties_block.for_params(10**9) is ties_block.eager
+
+
+def test_a_failed_compile_warns_once_and_falls_back_to_eager(monkeypatch):
+    def broken_compile(function, **options):
+        def run(*args, **kwargs):
+            raise RuntimeError("InductorError: no working C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    kernel = kernels.Kernel(lambda x: x * 2, name="double")
+    with kernels.use("compiled"):
+        run = kernel.for_params(10)
+        with pytest.warns(RuntimeWarning, match="compiling kernel 'double' failed.*WW_KERNELS=eager"):
+            assert torch.equal(run(torch.ones(3)), torch.full((3,), 2.0))
+        assert kernel.failure is not None
+        assert kernel.for_params(10) is kernel.eager  # no second attempt, no second warning
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert torch.equal(kernel.compiled(torch.ones(2)), torch.full((2,), 2.0))
+
+
+def test_bad_input_to_a_compiled_kernel_raises_the_eager_error_and_keeps_compiling(monkeypatch):
+    monkeypatch.setattr(torch, "compile", lambda function, **options: function)  # "compiled" = eager here
+    kernel = kernels.Kernel(lambda a, b: a + b, name="add")
+    with pytest.raises(RuntimeError, match="size of tensor"):
+        kernel.compiled(torch.ones(2), torch.ones(3))
+    assert kernel.failure is None
+    assert torch.equal(kernel.compiled(torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
