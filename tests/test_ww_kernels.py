@@ -189,3 +189,19 @@ def test_bad_input_to_a_compiled_kernel_raises_the_eager_error_and_keeps_compili
         kernel.compiled(torch.ones(2), torch.ones(3))
     assert kernel.failure is None
     assert torch.equal(kernel.compiled(torch.ones(2), torch.ones(2)), torch.full((2,), 2.0))
+
+
+@needs_compiler
+@pytest.mark.parametrize("collaborative", [True, False])
+@pytest.mark.parametrize("merger", ["task_arithmetic", "ties"])
+def test_weaving_with_compiled_randmix_pooling_draws_the_same_candidates(merger, collaborative):
+    bank = _bank(num_tasks=4, generator_seed=7)
+    lambdas = [round(0.1 * (index + 1), 10) for index in range(20)]
+    with kernels.use("eager"):
+        expected = ww.weave(bank, merger, lambdas=lambdas, pooling="randmix", collaborative=collaborative, seed=3)
+    with kernels.use("compiled"):
+        got = ww.weave(bank, merger, lambdas=lambdas, pooling="randmix", collaborative=collaborative, seed=3)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-9)
+    if merger == "task_arithmetic":  # the picks themselves are exact: TA's M is the same sum
+        assert all(torch.equal(got[name], expected[name]) for name in expected)

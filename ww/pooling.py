@@ -10,6 +10,7 @@ it over a stream of candidate blocks (`ww.candidates.candidate_stream`).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import torch
 
 from .blockops import at_least, choose, largest_magnitude
 from .candidates import Candidates
+from .counter_rng import hash32_wide, stream_key
+from .kernels import Kernel, compiled_for
 from .mergers.randmix import RANDMIX_LABEL, random_rows
 from .streaming import Block
 
@@ -34,6 +37,13 @@ class PoolingRecord:
     name: str
     kernel: PoolingKernel
     citation: str
+    compiled: PoolingKernel | None = None
+
+    def for_params(self, num_params: int) -> PoolingKernel:
+        """The block kernel to pool a stream of ``num_params`` parameters with (`ww.kernels`)."""
+        if self.compiled is not None and compiled_for(num_params):
+            return self.compiled
+        return self.kernel
 
     def __call__(self, candidates: Candidates, *, seed: int = 0, chunk_size: int | None = None) -> torch.Tensor:
         """Pool a whole `Candidates` set into a flat ``[P]`` vector, ``chunk_size`` entries per task at a time."""
@@ -103,6 +113,42 @@ def randmix(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[flo
     from_tasks = tasks.gather(0, pick.clamp(max=num_tasks - 1).unsqueeze(0)).squeeze(0)
     # exact: a picked task's value plus 0·M, or 0·(some task's value) plus λ·M
     return from_tasks.mul_(is_task.index_select(0, pick)).add_(values)
+
+
+def _randmix_picked(tasks, merged, lambdas, offset, key, count: int) -> torch.Tensor:
+    """`randmix` for one contiguous block, as one fused loop (``count`` <= 128 candidates).
+
+    The same draws as `uniform_indices` (the word's top 24 bits times ``count``, shifted), from
+    `hash32_wide` at positions ``offset``, ``offset`` + 1, ...; ``key`` holds the stream key's low
+    and high 32 bits, ``lambdas`` the grid as a tensor.
+    """
+    positions = torch.arange(merged.shape[0], device=merged.device) + offset
+    words = hash32_wide(positions ^ key[0]) ^ key[1]
+    pick = (((words >> 8) & 0xFFFFFF) * count) >> 24
+    if tasks is None:
+        return merged * lambdas[pick]
+    num_tasks = tasks.shape[0]
+    from_task = tasks.gather(0, pick.clamp(max=num_tasks - 1).unsqueeze(0)).squeeze(0)
+    return torch.where(pick < num_tasks, from_task, merged * lambdas[(pick - num_tasks).clamp(min=0)])
+
+
+randmix_picked = Kernel(_randmix_picked, name="randmix_pooling")
+
+
+def randmix_compiled(tasks, merged, lambdas: tuple[float, ...], block: Block, *, seed: int = 0) -> torch.Tensor:
+    """`randmix` through the compiled `randmix_picked` (same values; see `ww.kernels`)."""
+    count = (0 if tasks is None else tasks.shape[0]) + len(lambdas)
+    if count > 128 or not isinstance(block, Block):
+        return randmix.kernel(tasks, merged, lambdas, block, seed=seed)
+    key = stream_key(seed, RANDMIX_LABEL, block.name)
+    device = merged.device
+    keys = torch.tensor([key & 0xFFFFFFFF, key >> 32], dtype=torch.int64, device=device)
+    grid = torch.tensor(lambdas, dtype=merged.dtype, device=device)
+    offset = torch.tensor(block.offset, dtype=torch.int64, device=device)
+    return randmix_picked.compiled(tasks, merged, grid, offset, keys, count)
+
+
+_POOLINGS["randmix"] = dataclasses.replace(randmix, compiled=randmix_compiled)
 
 
 @pooling(name="magmax")

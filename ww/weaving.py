@@ -68,9 +68,11 @@ def _fused(record, merger_params, tasks: TaskStream, pool: PoolingRecord, grid, 
     task vectors it came from is still in cache, so weaving costs the merge plus O(T) work per
     entry, never K scaled copies and never a second read of the bank."""
 
+    kernel = pool.for_params(tasks.num_params)
+
     def finish(block: Block, merged: torch.Tensor) -> torch.Tensor:
         rows = tasks.read_raw(block) if collaborative else None
-        return pool.kernel(rows, merged, grid, block, seed=seed)
+        return kernel(rows, merged, grid, block, seed=seed)
 
     fused = tasks.derive(finish=finish)
     before = fused.state.final_maps
