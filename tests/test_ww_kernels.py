@@ -84,13 +84,20 @@ def test_compiled_bracket_summary_counts_exactly(absolute):
     tau = _strided(5, 16 * 777, torch.Generator().manual_seed(3))
     values = tau.abs() if absolute else tau
     low = values.quantile(0.6, dim=1, keepdim=True)
-    high = values.quantile(0.62, dim=1, keepdim=True)
+    high = values.quantile(0.64, dim=1, keepdim=True)  # wide: some cells hold more than two
     body, _ = selection._grouped(tau)
-    over, from_low, inside = _compiled(selection.bracket_summary)(body, high, low, absolute)
+    over, from_low, count, largest, smallest = _compiled(selection.bracket_summary)(body, high, low, absolute)
     assert torch.equal(over.long(), (values > high).sum(dim=1))
     assert torch.equal(from_low.long(), (values >= low).sum(dim=1))
-    cells = ((values >= low) & (values <= high)).view(5, 16, 777).any(dim=1)
-    assert torch.equal(inside > 0, cells)
+    inside = (values >= low) & (values <= high)
+    grouped, grouped_inside = values.view(5, 16, 777), inside.view(5, 16, 777)
+    assert torch.equal(count.long(), grouped_inside.sum(dim=1))
+    assert torch.equal(largest, torch.where(grouped_inside, grouped, -torch.inf).amax(dim=1))
+    assert torch.equal(smallest, torch.where(grouped_inside, grouped, torch.inf).amin(dim=1))
+    rows, found = selection._collect_flagged(tau, count, largest, smallest, high, low, absolute)
+    for row in range(5):  # the same multiset as a plain mask, crowded cells (> 2 entries) included
+        assert torch.equal(found[rows == row].sort().values, values[row][inside[row]].sort().values)
+    assert int(count.max()) > 2
 
 
 def _bank(num_tasks=5, generator_seed=0):
