@@ -72,15 +72,15 @@ def _bracket_summary(body: torch.Tensor, high: torch.Tensor, low: torch.Tensor, 
     """
     values = body.abs() if absolute else body
     high, low = high.unsqueeze(2), low.unsqueeze(2)
-    over = torch.where(values > high, 1.0, 0.0).sum(dim=1).sum(dim=1)
-    from_low = torch.where(values >= low, 1.0, 0.0).sum(dim=1).sum(dim=1)
+    over = torch.where(values > high, 1.0, 0.0).sum(dim=1)
     inside = (values >= low) & (values <= high)
     # float counts are exact (a block row has far fewer than 2^24 entries); converting them here
     # would split the loop (2.5x slower)
     count = torch.where(inside, 1.0, 0.0).sum(dim=1)
     largest = torch.where(inside, values, -math.inf).amax(dim=1)
     smallest = torch.where(inside, values, math.inf).amin(dim=1)
-    return over, from_low, count, largest, smallest
+    over = over.sum(dim=1)
+    return over, over + count.sum(dim=1), count, largest, smallest  # #(>= low) = #(> high) + #inside
 
 
 bracket_summary = Kernel(_bracket_summary, name="bracket_summary")
