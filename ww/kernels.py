@@ -4,16 +4,16 @@ A merger's inner loop written in eager torch makes one pass over its ``[T, n]`` 
 operation: TIES's trim-elect-mean is about 14 of them, a DARE drop mask about 20 (integer hashing).
 Inductor compiles the same function into a single vectorised C++ loop whose temporaries live in
 registers; on this project's 2-core reference machine that is 2-4x fewer nanoseconds per entry
-(`run_bench.py perf merge` reports both). Every kernel here has an eager twin that computes the same
-numbers; tests check the two agree, so which one runs never changes a result beyond rounding
-(and in practice, bit for bit).
+(`run_bench.py perf merge --kernels compiled|eager` measures both). Every kernel has an eager twin
+that computes the same numbers; tests check the two agree, so which one runs changes a result by
+rounding at most (1-2 ulp where sums are reordered; masks, picks and selection counts are exact).
 
 When the compiled kernels run (``WW_KERNELS``, or `use`):
 
 - ``auto`` (default): for streams of at least `AUTO_MIN_PARAMS` parameters (real encoders: a
   ViT-B-32 image encoder has 88 M) when a C++ compiler is on the PATH. Smaller banks stay eager,
-  since a first compile costs seconds (3-15 s per kernel; much less once inductor's on-disk cache,
-  shared by processes and Ray workers on a machine, holds it).
+  since a first compile costs seconds (10-30 s per kernel cold, 2-3 s once inductor's on-disk
+  cache, shared by processes and Ray workers on a machine, holds it).
 - ``compiled``: always (tests, warm-ups). ``eager``: never.
 
 A compile that fails (no compiler, an inductor bug) is reported once with a warning and the eager

@@ -14,6 +14,12 @@ bracket, and ``kthvalue`` among those gives the exact answer. The pass costs a h
 operations per entry plus the collection. When a bracket misses (the counts say so, exactly),
 the radix selection below answers instead, so the result is always exact.
 
+With compiled kernels (`ww.kernels`) the counting pass is one fused loop per block
+(`_bracket_summary`): it counts, and per cell of 16 interleaved columns records how many entries
+fall in the bracket and the largest and smallest of them, which is every bracketed value for all
+but the rare cells holding three or more (those are gathered again). The eager pass instead
+builds the bracket mask and scans it (`sparse_nonzero`). Both collect the same values.
+
 Radix selection needs no sample. A float's bit pattern, read as an integer and with negative numbers'
 magnitude bits flipped, orders exactly like the float. Pass 1 streams the blocks and counts the top
 16 bits of every key per task (a 65 536-bin histogram); the cumulative count from the top names the

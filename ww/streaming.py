@@ -409,6 +409,8 @@ def in_workers(functions: Sequence[Callable[[], object]], workers: int | None = 
     For a few independent single-threaded pieces of work outside a block pass (e.g. one
     ``kthvalue`` per task), which would otherwise run one after another on one core.
     """
+    if threading.current_thread().name.startswith("ww"):  # already a worker: waiting on the pool could deadlock
+        return [function() for function in functions]
     pool = _pool(workers if workers is not None else default_workers())
     previous = torch.get_num_threads()
     try:
