@@ -78,6 +78,25 @@ def test_consensus_keeps_tau_mtl_where_at_least_k_tall_masks_agree():
     assert _flat(ww.merge("consensus", taus, k=3)) == [3.0, 0.0, 0.0, 0.0]
 
 
+def test_consensus_keeps_entries_used_by_exactly_k_tasks_in_fp32():
+    # fp32 (the banks' usual dtype): the last entry has exactly k = 2 users and must be kept
+    taus = [{"v": torch.tensor(row, dtype=torch.float32)} for row in
+            ([1.0, 2.0, 0.1, 1.0], [1.0, -0.5, 0.1, 1.0], [1.0, 0.2, 5.0, -0.1])]
+    merged = ww.merge("consensus", taus)["v"]
+    assert merged.dtype == torch.float32
+    assert merged.tolist() == pytest.approx([3.0, 0.0, 0.0, 1.9])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_at_least_a_scalar_threshold_is_exact_in_the_values_precision(dtype):
+    from ww.blockops import at_least
+
+    values = torch.tensor([1.0, 2.0, 3.0, 2.0], dtype=dtype)
+    assert at_least(values, 2).tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert at_least(values, 2.0).tolist() == [0.0, 1.0, 1.0, 1.0]
+    assert at_least(values, 3).tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
 def test_pcb_hand_case_clamps_balances_and_keeps_the_top_score():
     # P = 4: quantile positions ⌊0.04⌋ = 0 and ⌊3.96⌋ - 1 = 2 -> clamp |τ| to [min, 2nd largest]
     # τ1 -> clamped [2,-2,1,0.5], m1 = [1,1,1/3,0]; τ2 = [1,3,-1,2] -> clamped [1,2,-1,2], m2 = [0,1,0,1]

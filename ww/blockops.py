@@ -35,7 +35,10 @@ def at_least(values: torch.Tensor, threshold: torch.Tensor | float) -> torch.Ten
             return above(threshold, values).neg_().add_(1)
         below = torch.nextafter(threshold, torch.full_like(threshold, -math.inf))
     else:
-        below = math.nextafter(float(threshold), -math.inf)
+        # the float below in the values' own precision: a double's neighbour rounds back to the
+        # threshold in fp32 (2.0 - 2^-52 is 2.0f), which made `at_least(x, 2)` false for x = 2
+        scalar = torch.tensor(float(threshold), dtype=values.dtype, device=values.device)
+        below = torch.nextafter(scalar, torch.tensor(-math.inf, dtype=values.dtype, device=values.device))
     return above(values, below)
 
 

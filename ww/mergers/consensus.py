@@ -12,6 +12,7 @@ import torch
 
 from ..blockops import at_least
 from ..hyperparams import Interval
+from ..kernels import kernel
 from ..registry import merger, require_tasks
 from ..streaming import TaskStream
 
@@ -27,6 +28,19 @@ def tall_masks(tau: torch.Tensor, tall_lambda: float, multi_task: torch.Tensor |
     return at_least(tau.abs(), others)
 
 
+def _consensus_fused(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tensor:
+    """`consensus_block` for the compiler: the same comparisons, the task loop unrolled."""
+    rows = [tau[t] for t in range(tau.shape[0])]
+    multi_task = rows[0]
+    for row in rows[1:]:
+        multi_task = multi_task + row
+    users = torch.zeros_like(multi_task)
+    for row in rows:
+        users = users + torch.where(row.abs() >= (multi_task - row).abs() * tall_lambda, 1.0, 0.0)
+    return torch.where(users >= k, multi_task, 0.0)
+
+
+@kernel(_consensus_fused)
 def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tensor:
     """1[#{t : |τt| ≥ λ·|τMTL − τt|} ≥ k] ⊙ τMTL on a ``[T, n]`` block."""
     multi_task = tau.sum(dim=0)
@@ -43,4 +57,5 @@ def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tens
 def consensus(tasks: TaskStream, *, tall_lambda: float = 0.4, k: int = 2) -> torch.Tensor:
     """Consensus TA: τMTL kept where at least k tasks' TALL masks (λ = 0.4) agree, 0 elsewhere."""
     require_tasks(tasks, k, "consensus", f"an entry must be used by k = {k} tasks to be kept")
-    return tasks.map(lambda tau, block: consensus_block(tau, tall_lambda, k))
+    block_consensus = consensus_block.for_params(tasks.num_params)
+    return tasks.map(lambda tau, block: block_consensus(tau, tall_lambda, k))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..blockops import pick_rows
-from ..counter_rng import stream_key, uniform_indices
+from ..counter_rng import hash32_wide, stream_key, uniform_indices
+from ..kernels import Kernel, compiled_for
 from ..registry import merger
 from ..streaming import Block, TaskStream
 
@@ -22,6 +23,27 @@ def random_rows(seed: int, label: str, block: Block, count: int, device: torch.d
     return uniform_indices(key, block.positions(device), count)
 
 
+def _picked_rows(tau: torch.Tensor, offset: torch.Tensor, key: torch.Tensor, count: int) -> torch.Tensor:
+    """`random_rows` + `pick_rows` for a contiguous block in one fused loop (``count`` <= 128):
+    the same draws as `uniform_indices`, from `hash32_wide` at positions ``offset``, ``offset`` + 1, ..."""
+    positions = torch.arange(tau.shape[1], device=tau.device) + offset
+    words = hash32_wide(positions ^ key[0]) ^ key[1]
+    pick = (((words >> 8) & 0xFFFFFF) * count) >> 24
+    return tau.gather(0, pick.unsqueeze(0)).squeeze(0)
+
+
+picked_rows = Kernel(_picked_rows, name="randmix_merger")
+
+
+def _randmix_compiled(tau: torch.Tensor, block: Block, seed: int) -> torch.Tensor:
+    if tau.shape[0] > 128:
+        return pick_rows(tau, random_rows(seed, MERGER_LABEL, block, tau.shape[0], tau.device))
+    key = stream_key(seed, MERGER_LABEL, block.name)
+    keys = torch.tensor([key & 0xFFFFFFFF, key >> 32], dtype=torch.int64, device=tau.device)
+    offset = torch.tensor(block.offset, dtype=torch.int64, device=tau.device)
+    return picked_rows.compiled(tau, offset, keys, tau.shape[0])
+
+
 @merger(
     name="randmix",
     citation="Marczak et al., MagMax: Leveraging Model Merging for Seamless Continual Learning, "
@@ -31,4 +53,6 @@ def randmix(tasks: TaskStream, *, seed: int = 0) -> torch.Tensor:
     """Per element one task's entry, the task drawn uniformly with the counter-based stream of
     `ww.counter_rng` keyed by (seed, "randmix-merger", tensor name); its paper uses λ = 1.0."""
     count = tasks.num_tasks
+    if compiled_for(tasks.num_params):
+        return tasks.map(lambda tau, block: _randmix_compiled(tau, block, seed))
     return tasks.map(lambda tau, block: pick_rows(tau, random_rows(seed, MERGER_LABEL, block, count, tau.device)))
