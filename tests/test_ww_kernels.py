@@ -86,7 +86,8 @@ def test_compiled_bracket_summary_counts_exactly(absolute):
     low = values.quantile(0.6, dim=1, keepdim=True)
     high = values.quantile(0.64, dim=1, keepdim=True)  # wide: some cells hold more than two
     body, _ = selection._grouped(tau)
-    over, from_low, count, largest, smallest = _compiled(selection.bracket_summary)(body, high, low, absolute)
+    over, from_low, count, largest, smallest, total = _compiled(selection.bracket_summary)(body, high, low, absolute)
+    torch.testing.assert_close(total, values[:, :16 * 777].sum(), rtol=1e-5, atol=0)
     assert torch.equal(over.long(), (values > high).sum(dim=1))
     assert torch.equal(from_low.long(), (values >= low).sum(dim=1))
     inside = (values >= low) & (values <= high)
@@ -138,6 +139,19 @@ def test_compiled_selection_is_exact_in_memory_and_out_of_core(tmp_path):
         in_memory = ww.merge("ties", bank)
     for name in in_memory:
         assert torch.equal(on_disk[name], in_memory[name])
+
+
+@needs_compiler
+@pytest.mark.parametrize("merger", ["ties", "pcb", "dare_ties"])
+def test_compiled_merges_reject_non_finite_task_vectors_like_eager(merger):
+    bank = _bank(num_tasks=3, generator_seed=9)
+    bank.data[1, 70_001] = float("nan")  # inside blocks.0.weight, far from a block's start
+    messages = []
+    for mode in ("eager", "compiled"):
+        with kernels.use(mode), pytest.raises(ValueError, match="non-finite") as raised:
+            ww.merge(merger, bank)
+        messages.append(str(raised.value))
+    assert messages[0] == messages[1] and "'blocks.0.weight'" in messages[0] and "70001" in messages[0]
 
 
 def test_mode_comes_from_the_environment_and_use(monkeypatch):

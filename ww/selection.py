@@ -86,7 +86,8 @@ def _bracket_summary(body: torch.Tensor, high: torch.Tensor, low: torch.Tensor, 
     largest = torch.where(inside, values, -math.inf).amax(dim=1)
     smallest = torch.where(inside, values, math.inf).amin(dim=1)
     over = over.sum(dim=1)
-    return over, over + count.sum(dim=1), count, largest, smallest  # #(>= low) = #(> high) + #inside
+    total = values.sum()  # non-finite iff the block holds NaN/Inf (or overflows): validation for free
+    return over, over + count.sum(dim=1), count, largest, smallest, total  # #(>= low) = #(> high) + #inside
 
 
 bracket_summary = Kernel(_bracket_summary, name="bracket_summary")
@@ -360,8 +361,14 @@ def _bracketed(
             upper = int(expected - margin)
             lower = int(expected + margin)
             widest = max(widest, (min(lower, size) - max(upper, 0)) / size)
-            highs[row, column] = sample_largest(row, upper) if upper >= 1 else infinity
             lows[row, column] = sample_largest(row, lower) if lower <= size else -infinity
+            if upper < 1:
+                highs[row, column] = infinity
+            elif lower <= size:  # the upper-th largest is among the values >= the lower-th largest
+                head = sample[row][sample[row] >= lows[row, column]]
+                highs[row, column] = torch.kthvalue(head, head.numel() - upper + 1).values
+            else:
+                highs[row, column] = sample_largest(row, upper)
         return widest
 
     widest = max(in_workers([lambda row=row: bracket_row(row) for row in range(ranks.shape[0])], tasks.workers))
@@ -381,6 +388,9 @@ def _bracketed(
     absolute = values is magnitudes
     summarise = bracket_summary.for_params(total)
 
+    # the raw |τ| blocks are what the kernel sums: it validates them too, no separate pass
+    validates = absolute and tasks.transform is None and tasks.check_finite and not tasks.state.validated
+
     def count_and_collect_fused(tau: torch.Tensor, block: Block):
         vals = tau if absolute else values(tau, block)
         results = []
@@ -388,11 +398,14 @@ def _bracketed(
             # contiguous [T, 1] thresholds: one compiled variant whatever the number of ranks
             high, low = highs[:, column:column + 1].contiguous(), lows[:, column:column + 1].contiguous()
             body, tail = _grouped(vals)
-            over, from_low, count, largest, smallest = summarise(body, high, low, absolute)
+            over, from_low, count, largest, smallest, total = summarise(body, high, low, absolute)
             over, from_low = over.long(), from_low.long()
             if tail.shape[1]:
                 tail = tail.abs() if absolute else tail
                 over, from_low = over + (tail > high).sum(dim=1), from_low + (tail >= low).sum(dim=1)
+                total = total + tail.sum()
+            if validates and column == 0:
+                tasks.check_block(tau, block, float(total))
             rows, inside = _collect_flagged(vals, count, largest, smallest, high, low, absolute)
             results.append((over, from_low, rows, inside))
         return results
@@ -413,7 +426,10 @@ def _bracketed(
         return results
 
     fused = summarise is not bracket_summary.eager
-    tasks.scan(count_and_collect_fused if fused else count_and_collect, granularity, reduce=keep)
+    if fused:
+        tasks.scan(count_and_collect_fused, granularity, reduce=keep, validates=validates)
+    else:
+        tasks.scan(count_and_collect, granularity, reduce=keep)
     out = torch.empty(ranks.shape, dtype=dtype)
     for column in range(ranks.shape[1]):
         rows = torch.cat([rows for rows, _ in collected[column]])

@@ -217,6 +217,12 @@ class TaskStream:
             chunk = self.transform(chunk, block)
         return chunk
 
+    def check_block(self, chunk: torch.Tensor, block: Block, total: float) -> None:
+        """Raise `NonFiniteError` if ``chunk`` holds NaN/Inf, given a sum over it (or over |chunk|)
+        that the caller computed: only a non-finite sum makes the entries be looked at."""
+        if self.check_finite and not self.state.validated and not math.isfinite(total):
+            _check_finite(chunk, block, self.labels)
+
     def read_raw(self, block: Block) -> torch.Tensor:
         """The block in the compute dtype, untransformed and unchecked (for weaving's pooling)."""
         chunk = self.loader(block)
@@ -244,14 +250,20 @@ class TaskStream:
         granularity: str = "elements",
         block_entries: int | None = None,
         reduce: Callable[[object], None] | None = None,
+        validates: bool = False,
     ) -> list:
         """``function(tau, block)`` for every block, results in block order (a preliminary pass).
 
         ``block_entries`` overrides the block size, for passes whose per-block overhead is large;
         ``reduce(result)``, if given, consumes each result in the calling thread instead (see `_run`).
+        ``validates=True`` (streams without a transform only) promises that ``function`` calls
+        `check_block` with a sum it computed anyway, which saves the separate validation pass.
         """
+        if validates and self.transform is not None:
+            raise ValueError("validates=True needs a stream without a transform (it validates raw blocks)")
+        read = self.read_raw if validates else self.read
         blocks = self.blocks(granularity, block_entries)
-        results = _run(self, blocks, lambda block: function(self.read(block), block), reduce)
+        results = _run(self, blocks, lambda block: function(read(block), block), reduce)
         self.state.validated = True
         return results
 
