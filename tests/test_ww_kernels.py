@@ -40,7 +40,7 @@ def _strided(rows, columns, generator, scale=1e-3):
 
 
 @needs_compiler
-@pytest.mark.parametrize("shape", [(2, 1), (3, 17), (8, 4099), (20, 1000)])
+@pytest.mark.parametrize("shape", [(2, 1), (4, 17), (4, 4099), (20, 1000)])  # few T: one compile each
 def test_compiled_ties_block_matches_eager(shape):
     tau = _strided(*shape, torch.Generator().manual_seed(shape[1]))
     thresholds = tau.abs().quantile(0.7, dim=1, keepdim=True)
@@ -101,7 +101,7 @@ def test_compiled_bracket_summary_counts_exactly(absolute):
     assert int(count.max()) > 2
 
 
-def _bank(num_tasks=5, generator_seed=0):
+def _bank(num_tasks=4, generator_seed=0):
     generator = torch.Generator().manual_seed(generator_seed)
     layout = [("blocks.0.weight", (120, 700)), ("blocks.0.bias", (120,)), ("proj", (333, 97))]
     rows = []
@@ -144,7 +144,7 @@ def test_compiled_selection_is_exact_in_memory_and_out_of_core(tmp_path):
 @needs_compiler
 @pytest.mark.parametrize("merger", ["ties", "pcb", "dare_ties"])
 def test_compiled_merges_reject_non_finite_task_vectors_like_eager(merger):
-    bank = _bank(num_tasks=3, generator_seed=9)
+    bank = _bank(num_tasks=4, generator_seed=9)
     bank.data[1, 70_001] = float("nan")  # inside blocks.0.weight, far from a block's start
     messages = []
     for mode in ("eager", "compiled"):
