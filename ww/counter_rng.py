@@ -62,6 +62,20 @@ def hash32_wide(words: torch.Tensor) -> torch.Tensor:
     return z
 
 
+def key_words(key: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The 64-bit stream ``key`` as an int64 tensor ``[low 32 bits, high 32 bits]`` (for kernels)."""
+    return torch.tensor([key & _MASK32, key >> 32], dtype=torch.int64, device=device)
+
+
+def uniform_indices_wide(positions: torch.Tensor, key: torch.Tensor, n: int) -> torch.Tensor:
+    """`uniform_indices` for n <= 128 in int64 arithmetic (compiled kernels): the same draws.
+
+    ``key`` is `key_words` of the stream key; ``positions`` int64, each in [0, 2^31).
+    """
+    words = hash32_wide(positions ^ key[0]) ^ key[1]
+    return (((words >> 8) & 0xFFFFFF) * n) >> 24
+
+
 def stream_key(seed: int, *labels: str) -> int:
     """A 64-bit stream key for ``seed`` and ``labels`` (e.g. the purpose and the tensor name).
 

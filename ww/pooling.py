@@ -20,7 +20,7 @@ import torch
 
 from .blockops import at_least, choose, largest_magnitude
 from .candidates import Candidates
-from .counter_rng import hash32_wide, stream_key
+from .counter_rng import key_words, stream_key, uniform_indices_wide
 from .kernels import Kernel, compiled_for
 from .mergers.randmix import RANDMIX_LABEL, random_rows
 from .streaming import Block
@@ -118,13 +118,10 @@ def randmix(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[flo
 def _randmix_picked(tasks, merged, lambdas, offset, key, count: int) -> torch.Tensor:
     """`randmix` for one contiguous block, as one fused loop (``count`` <= 128 candidates).
 
-    The same draws as `uniform_indices` (the word's top 24 bits times ``count``, shifted), from
-    `hash32_wide` at positions ``offset``, ``offset`` + 1, ...; ``key`` holds the stream key's low
-    and high 32 bits, ``lambdas`` the grid as a tensor.
+    The same draws as `uniform_indices`, at positions ``offset``, ``offset`` + 1, ...; ``key`` is
+    the stream key as `key_words`, ``lambdas`` the grid as a tensor.
     """
-    positions = torch.arange(merged.shape[0], device=merged.device) + offset
-    words = hash32_wide(positions ^ key[0]) ^ key[1]
-    pick = (((words >> 8) & 0xFFFFFF) * count) >> 24
+    pick = uniform_indices_wide(torch.arange(merged.shape[0], device=merged.device) + offset, key, count)
     if tasks is None:
         return merged * lambdas[pick]
     num_tasks = tasks.shape[0]
@@ -140,9 +137,8 @@ def randmix_compiled(tasks, merged, lambdas: tuple[float, ...], block: Block, *,
     count = (0 if tasks is None else tasks.shape[0]) + len(lambdas)
     if count > 128 or not isinstance(block, Block):
         return randmix.kernel(tasks, merged, lambdas, block, seed=seed)
-    key = stream_key(seed, RANDMIX_LABEL, block.name)
     device = merged.device
-    keys = torch.tensor([key & 0xFFFFFFFF, key >> 32], dtype=torch.int64, device=device)
+    keys = key_words(stream_key(seed, RANDMIX_LABEL, block.name), device)
     grid = torch.tensor(lambdas, dtype=merged.dtype, device=device)
     offset = torch.tensor(block.offset, dtype=torch.int64, device=device)
     return randmix_picked.compiled(tasks, merged, grid, offset, keys, count)

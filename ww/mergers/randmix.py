@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..blockops import pick_rows
-from ..counter_rng import hash32_wide, stream_key, uniform_indices
+from ..counter_rng import key_words, stream_key, uniform_indices, uniform_indices_wide
 from ..kernels import Kernel, compiled_for
 from ..registry import merger
 from ..streaming import Block, TaskStream
@@ -25,10 +25,8 @@ def random_rows(seed: int, label: str, block: Block, count: int, device: torch.d
 
 def _picked_rows(tau: torch.Tensor, offset: torch.Tensor, key: torch.Tensor, count: int) -> torch.Tensor:
     """`random_rows` + `pick_rows` for a contiguous block in one fused loop (``count`` <= 128):
-    the same draws as `uniform_indices`, from `hash32_wide` at positions ``offset``, ``offset`` + 1, ..."""
-    positions = torch.arange(tau.shape[1], device=tau.device) + offset
-    words = hash32_wide(positions ^ key[0]) ^ key[1]
-    pick = (((words >> 8) & 0xFFFFFF) * count) >> 24
+    the same draws as `uniform_indices`, at positions ``offset``, ``offset`` + 1, ..."""
+    pick = uniform_indices_wide(torch.arange(tau.shape[1], device=tau.device) + offset, key, count)
     return tau.gather(0, pick.unsqueeze(0)).squeeze(0)
 
 
@@ -38,8 +36,7 @@ picked_rows = Kernel(_picked_rows, name="randmix_merger")
 def _randmix_compiled(tau: torch.Tensor, block: Block, seed: int) -> torch.Tensor:
     if tau.shape[0] > 128:
         return pick_rows(tau, random_rows(seed, MERGER_LABEL, block, tau.shape[0], tau.device))
-    key = stream_key(seed, MERGER_LABEL, block.name)
-    keys = torch.tensor([key & 0xFFFFFFFF, key >> 32], dtype=torch.int64, device=tau.device)
+    keys = key_words(stream_key(seed, MERGER_LABEL, block.name), tau.device)
     offset = torch.tensor(block.offset, dtype=torch.int64, device=tau.device)
     return picked_rows.compiled(tau, offset, keys, tau.shape[0])
 
