@@ -322,12 +322,16 @@ def _draw_sample(
     return torch.cat(pieces, dim=1), window
 
 
-def _bracketed(
-    tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str, sample_values: Values
-) -> torch.Tensor | None:
-    """Sampling selection (see the module doc); None when some bracket missed its rank."""
+def sample_brackets(
+    tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str = "elements",
+    sample_values: Values | None = None, sigmas: float = 6.0,
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Per task and rank a bracket ``[lows, highs]`` (``[T, R]`` each) that holds the rank-th largest
+    with high probability (Floyd–Rivest, see the module doc), and the largest fraction of the
+    sample inside one bracket. The margin is ``sigmas`` standard deviations of the sample's rank
+    (6: a miss about once in 10^9). Nothing is guaranteed: callers count exactly and fall back."""
     total = tasks.num_params
-    sample, window = _draw_sample(tasks, values, granularity, sample_values)
+    sample, window = _draw_sample(tasks, values, granularity, sample_values or values)
     dtype = sample.dtype
     size = sample.shape[1]
 
@@ -355,9 +359,9 @@ def _bracketed(
             quantile = rank / total
             expected = quantile * size
             inflation = 1.0 if window == 1 else design_effect(row, sample_largest(row, min(max(int(expected), 1), size)))
-            # 6 standard deviations of the sample count, inflated by the measured within-window
-            # correlation, plus a little slack
-            margin = 6 * (size * inflation * quantile * (1 - quantile)) ** 0.5 + slack * size + 8
+            # ``sigmas`` standard deviations of the sample count, inflated by the measured
+            # within-window correlation, plus a little slack
+            margin = sigmas * (size * inflation * quantile * (1 - quantile)) ** 0.5 + slack * size + 8
             upper = int(expected - margin)
             lower = int(expected + margin)
             widest = max(widest, (min(lower, size) - max(upper, 0)) / size)
@@ -372,6 +376,16 @@ def _bracketed(
         return widest
 
     widest = max(in_workers([lambda row=row: bracket_row(row) for row in range(ranks.shape[0])], tasks.workers))
+    return lows, highs, widest
+
+
+def _bracketed(
+    tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str, sample_values: Values
+) -> torch.Tensor | None:
+    """Sampling selection (see the module doc); None when some bracket missed its rank."""
+    total = tasks.num_params
+    lows, highs, widest = sample_brackets(tasks, values, ranks, granularity, sample_values)
+    dtype = lows.dtype
 
     sparse = widest < 0.008  # below ~0.8 % of entries in a bracket, grouped scanning pays off
 

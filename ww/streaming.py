@@ -113,6 +113,19 @@ def sample_blocks(layout: Layout, count: int, seed: int = 0) -> list[SampledBloc
     return blocks
 
 
+def scattered_blocks(layout: Layout, positions: torch.Tensor) -> list[SampledBlock]:
+    """Sorted flat ``positions`` split by tensor into `SampledBlock`s (tensors without any are skipped)."""
+    blocks = []
+    start = 0
+    for name, shape in layout:
+        numel = math.prod(shape)
+        lo, hi = (int(i) for i in torch.searchsorted(positions, torch.tensor([start, start + numel])))
+        if hi > lo:
+            blocks.append(SampledBlock(name, tuple(shape), start, positions[lo:hi] - start))
+        start += numel
+    return blocks
+
+
 def iter_blocks(layout: Layout, granularity: str, max_entries: int) -> list[Block]:
     """Cut ``layout`` into blocks of at most ``max_entries`` entries per task where allowed.
 
@@ -223,9 +236,9 @@ class TaskStream:
         if self.check_finite and not self.state.validated and not math.isfinite(total):
             _check_finite(chunk, block, self.labels)
 
-    def read_raw(self, block: Block) -> torch.Tensor:
+    def read_raw(self, block: Block | SampledBlock) -> torch.Tensor:
         """The block in the compute dtype, untransformed and unchecked (for weaving's pooling)."""
-        chunk = self.loader(block)
+        chunk = self.sampler(block) if isinstance(block, SampledBlock) else self.loader(block)
         return chunk if chunk.dtype == self.dtype else chunk.to(self.dtype)
 
     def read_sample(self, sampled: SampledBlock) -> torch.Tensor:
@@ -272,16 +285,21 @@ class TaskStream:
         function: Callable[[torch.Tensor, Block], torch.Tensor],
         granularity: str = "elements",
         out_dtype: torch.dtype | None = None,
+        validates: bool = False,
     ) -> torch.Tensor:
         """The flat ``[P]`` vector whose block ``b`` is ``function(tau_b, b)`` (after ``finish``).
 
         A merger calls this once, for the pass that produces M; with a ``finish`` hook the returned
         vector is the hook's output (weaving's pooled vector), which `weave` checks via the state.
+        ``validates`` as in `scan`.
         """
+        if validates and self.transform is not None:
+            raise ValueError("validates=True needs a stream without a transform (it validates raw blocks)")
         out = torch.empty(self.num_params, dtype=out_dtype or self.dtype)
+        read = self.read_raw if validates else self.read
 
         def work(block: Block) -> None:
-            merged = function(self.read(block), block).reshape(-1)
+            merged = function(read(block), block).reshape(-1)
             if self.finish is not None:
                 merged = self.finish(block, merged)
             out[block.start:block.stop] = merged
