@@ -1,4 +1,4 @@
-"""One-pass TIES on resident banks (`ww.speculation`): bit-identical to the two-pass path.
+"""One-pass TIES/DARE-TIES/PCB on resident banks (`ww.speculation`): bit-identical to the two-pass path.
 
 The two-pass path (exact thresholds by selection, then the merge) is what memory-mapped banks run;
 these tests compare against it with the same compiled kernels, so any difference is a bug of the
@@ -53,7 +53,7 @@ def _assert_same(got: dict, expected: dict) -> None:
         assert torch.equal(got[name], expected[name]), name
 
 
-@pytest.mark.parametrize("merger", ["ties", "dare_ties"])
+@pytest.mark.parametrize("merger", ["ties", "dare_ties", "pcb"])
 def test_one_pass_equals_two_pass_and_corrects_the_uncertain_columns(merger, two_pass, redone):
     bank = _bank(num_tasks=4, generator_seed=3)
     with kernels.use("compiled"):
@@ -79,18 +79,18 @@ def test_one_pass_keeps_every_entry_tied_with_the_threshold(two_pass):
         torch.testing.assert_close(got[name], eager[name], rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize("pooling", ["avg", "randmix", "magmax"])
-def test_weaving_pools_the_corrected_columns_too(pooling, two_pass, redone):
+@pytest.mark.parametrize(("merger", "pooling"), [("ties", "avg"), ("ties", "randmix"), ("ties", "magmax"), ("pcb", "randmix")])
+def test_weaving_pools_the_corrected_columns_too(merger, pooling, two_pass, redone):
     bank = _bank(num_tasks=3, generator_seed=6)
     with kernels.use("compiled"):
-        got = ww.weave(bank, "ties", pooling=pooling, seed=5)
-        expected = two_pass(lambda: ww.weave(bank, "ties", pooling=pooling, seed=5))
+        got = ww.weave(bank, merger, pooling=pooling, seed=5)
+        expected = two_pass(lambda: ww.weave(bank, merger, pooling=pooling, seed=5))
     _assert_same(got, expected)
     assert redone and redone[0][1] > 0
 
 
-@pytest.mark.parametrize("side", ["high", "low"])
-def test_a_missed_bracket_falls_back_to_exact_selection(side, monkeypatch, two_pass, redone):
+@pytest.mark.parametrize(("merger", "side"), [("ties", "high"), ("ties", "low"), ("pcb", "high")])
+def test_a_missed_bracket_falls_back_to_exact_selection(merger, side, monkeypatch, two_pass, redone):
     bank = _bank(num_tasks=4, generator_seed=7)
     original = speculation.sample_brackets
 
@@ -107,10 +107,10 @@ def test_a_missed_bracket_falls_back_to_exact_selection(side, monkeypatch, two_p
     monkeypatch.setattr(speculation, "sample_brackets", missing)
     monkeypatch.setattr(speculation, "kth_largest", lambda *a, **k: selected.append(1) or exact_selection(*a, **k))
     with kernels.use("compiled"):
-        got = ww.merge("ties", bank)
+        got = ww.merge(merger, bank)
     monkeypatch.setattr(speculation, "sample_brackets", original)
     with kernels.use("compiled"):
-        expected = two_pass(lambda: ww.merge("ties", bank))
+        expected = two_pass(lambda: ww.merge(merger, bank))
     _assert_same(got, expected)
     assert selected == [1]
     assert redone[0][1] > 0  # task 2's decisions moved by a whole bracket: many columns changed

@@ -27,7 +27,7 @@ from collections.abc import Callable
 
 import torch
 
-from .selection import DIRECT_LIMIT, kth_largest, magnitudes, sample_brackets
+from .selection import DIRECT_LIMIT, Values, kth_largest, magnitudes, sample_brackets
 from .streaming import Block, SampledBlock, TaskStream, in_workers, scattered_blocks
 
 SIGMAS = 4.0
@@ -45,17 +45,24 @@ def applies(tasks: TaskStream) -> bool:
 
 
 def top_k_map(
-    tasks: TaskStream, counts: list[int], speculate: SpeculativeKernel, exact: ExactKernel
+    tasks: TaskStream, counts: list[int], speculate: SpeculativeKernel, exact: ExactKernel, *,
+    values: Values = magnitudes, column_values: Values | None = None, nonnegative: bool = True,
 ) -> torch.Tensor:
-    """The merger's output (`TaskStream.map`'s) where task t keeps |τt| >= its ``counts[t]``-th largest |τt|.
+    """The merger's output (`TaskStream.map`'s) where task t keeps the entries whose value is at least
+    its ``counts[t]``-th largest value; values are |τt| by default.
 
     ``exact(tau, thresholds)`` merges a ``[T, n]`` block given ``[T, 1]`` thresholds;
     ``speculate(tau, highs, lows)`` returns that merge at ``highs`` plus, per column, 1.0 where some
-    task's |τt| lies in [lowt, hight) and 0.0 elsewhere, per task #(|τt| >= hight) as floats, and a
-    value that is finite iff the block is. Needs `applies(tasks)`.
+    task's value lies in [lowt, hight) and 0.0 elsewhere, per task #(value >= hight) as floats, and
+    a value that is finite iff the block is. ``values(tau, block)`` maps a block to its ``[T, n]``
+    values (like `ww.selection.kth_largest`'s); it must depend on each column alone, and
+    ``column_values`` computes them for scattered columns (default: ``values``; called with the
+    block None for the gathered uncertain columns); ``nonnegative``
+    promises values >= 0. Needs `applies(tasks)`.
     """
+    column_values = column_values or values
     ranks = torch.tensor(counts, dtype=torch.int64).view(-1, 1)
-    lows, highs, _ = sample_brackets(tasks, magnitudes, ranks, sigmas=SIGMAS)
+    lows, highs, _ = sample_brackets(tasks, values, ranks, sigmas=SIGMAS, sample_values=column_values)
     lows, highs = lows.contiguous(), highs.contiguous()
     flagged: list[tuple[int, torch.Tensor]] = []
     at_high = torch.zeros(tasks.num_tasks, dtype=torch.float64)
@@ -77,12 +84,13 @@ def top_k_map(
     gathered = _Columns(tasks, torch.cat([columns + start for start, columns in flagged]))
     del flagged
     over, wanted = at_high.long(), ranks.squeeze(1)
-    inside = _inside(tasks, gathered, lows, highs)
-    if bool(((over < wanted) & (wanted <= over + torch.tensor([values.numel() for values in inside]))).all()):
+    inside = _inside(tasks, gathered, column_values, lows, highs)
+    if bool(((over < wanted) & (wanted <= over + torch.tensor([found.numel() for found in inside]))).all()):
         thresholds = _select(tasks, inside, wanted - over, highs)
     else:  # a bracket missed its rank: exact selection, then the columns whose decisions differ
-        thresholds = kth_largest(tasks.without_finish(), magnitudes, ranks, nonnegative=True).to(highs.dtype)
-        gathered = _Columns(tasks, _changed_columns(tasks, thresholds, highs))
+        thresholds = kth_largest(tasks.without_finish(), values, ranks, nonnegative=nonnegative,
+                                 sample_values=column_values).to(highs.dtype)
+        gathered = _Columns(tasks, _changed_columns(tasks, values, thresholds, highs))
     _redo(tasks, out, gathered, exact, thresholds)
     return out
 
@@ -108,13 +116,17 @@ class _Columns:
         in_workers([lambda index=index: read(index) for index in range(len(self.blocks))], tasks.workers)
 
 
-def _inside(tasks: TaskStream, columns: _Columns, lows: torch.Tensor, highs: torch.Tensor) -> list[torch.Tensor]:
-    """Per task the |τt| in [lowt, hight) among the gathered columns: every one of them, since a
+
+def _inside(tasks: TaskStream, columns: _Columns, column_values: Values, lows: torch.Tensor, highs: torch.Tensor
+            ) -> list[torch.Tensor]:
+    """Per task the values in [lowt, hight) among the gathered columns: every one of them, since a
     column holding one is flagged."""
+    # one call over all columns (values depend on columns alone): per-tensor calls would hit
+    # shapes that make a compiled kernel specialise and recompile mid-run
+    values = column_values(columns.values, None)
 
     def collect(row: int) -> torch.Tensor:
-        values = columns.values[row].abs()
-        return values[(values >= lows[row]) & (values < highs[row])]
+        return values[row][(values[row] >= lows[row]) & (values[row] < highs[row])]
 
     return in_workers([lambda row=row: collect(row) for row in range(highs.shape[0])], tasks.workers)
 
@@ -131,13 +143,13 @@ def _select(tasks: TaskStream, inside: list[torch.Tensor], ranks: torch.Tensor, 
     return thresholds
 
 
-def _changed_columns(tasks: TaskStream, thresholds: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
-    """Flat positions of the columns where keeping |τt| >= θt and |τt| >= hight differ for some task."""
+def _changed_columns(tasks: TaskStream, values: Values, thresholds: torch.Tensor, highs: torch.Tensor) -> torch.Tensor:
+    """Flat positions of the columns where keeping values >= θt and values >= hight differ for some task."""
     lower, upper = torch.minimum(thresholds, highs), torch.maximum(thresholds, highs)
 
     def find(tau: torch.Tensor, block: Block) -> torch.Tensor:
-        size = tau.abs()
-        return ((size >= lower) & (size < upper)).any(dim=0).nonzero().squeeze(1) + block.start
+        found = values(tau, block)
+        return ((found >= lower) & (found < upper)).any(dim=0).nonzero().squeeze(1) + block.start
 
     found = tasks.without_finish().scan(find)
     return torch.cat(found) if found else torch.empty(0, dtype=torch.int64)

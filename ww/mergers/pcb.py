@@ -33,6 +33,7 @@ from fractions import Fraction
 
 import torch
 
+from .. import speculation
 from ..blockops import at_least
 from ..hyperparams import Interval
 from ..kernels import Kernel, kernel
@@ -136,6 +137,28 @@ def pcb_block(tau, scores, low, high, inverse_span, score_threshold) -> torch.Te
     return numerator.div_(weights.sum(dim=0).clamp_(min=1e-12))
 
 
+def _pcb_speculative_fused(tau, low, high, inverse_span, highs, lows):
+    """`pcb_speculative` for the compiler: scores, merge, flags and counts in one loop."""
+    scores = _balance_scores_fused(tau, low, high, inverse_span)
+    merged = _pcb_block_fused(tau, scores, low, high, inverse_span, highs)
+    reached_high = [torch.where(scores[t] >= highs[t], 1.0, 0.0) for t in range(tau.shape[0])]
+    flags = None
+    for t in range(tau.shape[0]):
+        uncertain = torch.where(scores[t] >= lows[t], 1.0, 0.0) - reached_high[t]
+        flags = uncertain if flags is None else torch.maximum(flags, uncertain)
+    return merged, flags, torch.stack([flag.sum() for flag in reached_high]), tau.new_zeros(())
+
+
+@kernel(_pcb_speculative_fused)
+def pcb_speculative(tau, low, high, inverse_span, highs, lows):
+    """PCB at score thresholds ``highs`` plus what `ww.speculation.top_k_map` needs to correct it
+    (the blocks were validated by the quantile pass, so the finiteness value is a plain 0)."""
+    scores = balance_scores(tau, low, high, inverse_span)
+    uncertain = ((scores >= lows) & (scores < highs)).any(dim=0).to(tau.dtype)
+    at_high = (scores >= highs).sum(dim=1).to(tau.dtype)
+    return pcb_block(tau, scores, low, high, inverse_span, highs), uncertain, at_high, tau.new_zeros(())
+
+
 @merger(
     name="pcb",
     citation="Du et al., Parameter Competition Balancing for Model Merging, NeurIPS 2024, arXiv 2410.02396",
@@ -173,6 +196,16 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
         tasks.scan(fill)
         scores_of = lambda tau, block: cache[:, block.start:block.stop]  # noqa: E731
 
+    if block_pcb is not pcb_block.eager and speculation.applies(tasks):  # one pass for scores and merge
+        def speculate(tau: torch.Tensor, highs: torch.Tensor, lows: torch.Tensor):
+            return pcb_speculative.compiled(tau, low, high, inverse_span, highs, lows)
+
+        def exact(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+            return block_pcb(tau, score(tau, low, high, inverse_span), low, high, inverse_span, thresholds)
+
+        counts = [keep_count(ratio, num_params)] * num_tasks
+        return speculation.top_k_map(tasks, counts, speculate, exact, values=scores_of, column_values=computed,
+                                     nonnegative=False)
     ranks = torch.tensor([[keep_count(ratio, num_params)]] * num_tasks)
     threshold = kth_largest(tasks, scores_of, ranks, sample_values=computed).to(tasks.dtype)
     return tasks.map(lambda tau, block: block_pcb(tau, scores_of(tau, block), low, high, inverse_span, threshold))
