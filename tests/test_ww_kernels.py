@@ -112,7 +112,7 @@ def _bank(num_tasks=4, generator_seed=0):
 
 
 @needs_compiler
-@pytest.mark.parametrize("merger", ["ties", "dare_ta", "dare_ties", "magmax", "pcb", "consensus", "randmix"])
+@pytest.mark.parametrize("merger", ["ties", "dare_ta", "dare_ties", "magmax", "pcb", "consensus", "randmix", "breadcrumbs"])
 def test_merges_with_compiled_kernels_match_eager(merger):
     bank = _bank()  # 116 k parameters per task: the sampled-bracket selection runs, not the direct one
     with kernels.use("eager"):
