@@ -142,6 +142,23 @@ def test_compiled_selection_is_exact_in_memory_and_out_of_core(tmp_path):
 
 
 @needs_compiler
+def test_compiled_selection_of_two_ranks_reads_each_block_once_and_is_exact(monkeypatch):
+    bank = _bank(num_tasks=3, generator_seed=11)
+    data = bank.data
+    total = data.shape[1]
+    ranks = torch.tensor([[total // 100, total - total // 100]] * 3)  # PCB's two quantiles
+    ordered = data.abs().sort(dim=1, descending=True).values
+    expected = torch.stack([ordered[:, rank - 1] for rank in ranks[0].tolist()], dim=1)
+    calls = []
+    original = selection.bracket_summary_pair.compiled
+    monkeypatch.setattr(selection.bracket_summary_pair, "compiled", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with kernels.use("compiled"):
+        got = selection.kth_largest(bank.stream(), selection.magnitudes, ranks, nonnegative=True)
+    assert torch.equal(got, expected)
+    assert calls  # the paired kernel ran (one call per block instead of two)
+
+
+@needs_compiler
 @pytest.mark.parametrize("merger", ["ties", "pcb", "dare_ties"])
 def test_compiled_merges_reject_non_finite_task_vectors_like_eager(merger):
     bank = _bank(num_tasks=4, generator_seed=9)

@@ -93,6 +93,14 @@ def _bracket_summary(body: torch.Tensor, high: torch.Tensor, low: torch.Tensor, 
 bracket_summary = Kernel(_bracket_summary, name="bracket_summary")
 
 
+def _bracket_summary_pair(body, high, low, other_high, other_low, absolute: bool):
+    """`_bracket_summary` for two brackets in one loop (PCB's two quantiles): one read of the block."""
+    return (*_bracket_summary(body, high, low, absolute), *_bracket_summary(body, other_high, other_low, absolute)[:5])
+
+
+bracket_summary_pair = Kernel(_bracket_summary_pair, name="bracket_summary_pair")
+
+
 def _grouped(vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[T, BRACKET_GROUPS, w]`` view of a block's first ``BRACKET_GROUPS·w`` columns, and the rest."""
     rows, columns = vals.shape
@@ -405,14 +413,25 @@ def _bracketed(
     # the raw |τ| blocks are what the kernel sums: it validates them too, no separate pass
     validates = absolute and tasks.transform is None and tasks.check_finite and not tasks.state.validated
 
+    # contiguous [T, 1] thresholds: one compiled variant whatever the number of ranks
+    bounds = [(highs[:, column:column + 1].contiguous(), lows[:, column:column + 1].contiguous())
+              for column in range(ranks.shape[1])]
+    pair = bracket_summary_pair.for_params(total) if ranks.shape[1] == 2 else None
+
     def count_and_collect_fused(tau: torch.Tensor, block: Block):
         vals = tau if absolute else values(tau, block)
+        body, tail = _grouped(vals)
+        summaries = None
+        if pair is not None:  # both brackets in one read of the block
+            both = pair(body, *bounds[0], *bounds[1], absolute)
+            summaries = [both[:6], (*both[6:], both[5])]
         results = []
         for column in range(ranks.shape[1]):
-            # contiguous [T, 1] thresholds: one compiled variant whatever the number of ranks
-            high, low = highs[:, column:column + 1].contiguous(), lows[:, column:column + 1].contiguous()
-            body, tail = _grouped(vals)
-            over, from_low, count, largest, smallest, total = summarise(body, high, low, absolute)
+            high, low = bounds[column]
+            if summaries is not None:
+                over, from_low, count, largest, smallest, total = summaries[column]
+            else:
+                over, from_low, count, largest, smallest, total = summarise(body, high, low, absolute)
             over, from_low = over.long(), from_low.long()
             if tail.shape[1]:
                 tail = tail.abs() if absolute else tail
