@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import gc
 import json
 import math
@@ -264,7 +265,7 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
     from ww import kernels
 
     compiled = job["kind"] != "stream" and kernels.compiled_for(bank.data.shape[1])
-    warmup = _warm_up(job, bank) if compiled else 0.0
+    warmup = _warm_up(job, bank, Path(bank_path).parent if out_of_core else None) if compiled else 0.0
     try:
         _reset_peak()
         baseline = _status("VmRSS")
@@ -298,11 +299,14 @@ WARMUP_PARAMS = 1 << 21
 """Parameters per task of the warm-up bank: the leading tensors of the real layout."""
 
 
-def _warm_up(job: dict, bank) -> float:
+def _warm_up(job: dict, bank, out_of_core_dir: Path | None = None) -> float:
     """Compile the job's kernels on a small bank cut from the real one (untimed); its seconds.
 
     The leading tensors of the layout give the kernels the block shapes of the real run (tensors
     larger and smaller than a block), so the timed run starts with its compiled variants cached.
+    With ``out_of_core_dir`` the cut is memory-mapped from a file there, like the real bank: a
+    resident bank takes other code paths (one-pass TIES/PCB, `ww.speculation`) and would leave
+    the out-of-core path's kernels to compile inside the timed run.
     """
     import ww
     from ww import kernels
@@ -315,8 +319,14 @@ def _warm_up(job: dict, bank) -> float:
         if total >= WARMUP_PARAMS:
             break
     small = ww.TaskVectorBank.from_flat(bank.data[:, :total].clone(), layout, bank.task_names)
-    with kernels.use("compiled"):
-        _run_job(job, small)
+    with contextlib.ExitStack() as stack:
+        if out_of_core_dir is not None:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out_of_core_dir, prefix="ww-warm-up-")))
+            ww.save_bank(folder / "bank.safetensors", small)
+            small = ww.open_bank(folder / "bank.safetensors")
+        with kernels.use("compiled"):
+            _run_job(job, small)
+        del small
     return time.perf_counter() - start
 
 

@@ -64,3 +64,18 @@ def test_perf_merge_reports_compiled_kernels_and_their_warm_up_apart(tmp_path, m
                             "--out", str(out), "--in-process", "--repeat", "1"])
     merge = next(row for row in pq.read_table(out).to_pylist() if row["kind"] == "merge")
     assert merge["kernels"] == "eager" and merge["warmup_seconds"] == 0  # auto: a tiny bank stays eager
+
+
+def test_an_out_of_core_warm_up_merges_a_memory_mapped_cut_and_removes_it(tmp_path, monkeypatch):
+    import ww
+
+    path = tmp_path / "bank.safetensors"
+    perf_merge.write_synthetic_bank(path, perf_merge.model_layout("tiny"), tasks=2, seed=0)
+    bank = ww.open_bank(path)
+    seen = []
+    monkeypatch.setattr(perf_merge, "_run_job", lambda job, small: seen.append(small.stream().sampler is None))
+    perf_merge._warm_up({"kind": "merge", "merger": "ties"}, bank, tmp_path)
+    perf_merge._warm_up({"kind": "merge", "merger": "ties"}, bank)
+    # out of core: the cut is read from a file like the real bank (no sampler: the two-pass path)
+    assert seen == [True, False]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.safetensors"]
