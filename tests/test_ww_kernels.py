@@ -5,13 +5,14 @@ kernel once, and inductor's on-disk cache makes later sessions cheaper.
 """
 
 import dataclasses
+import importlib
 import warnings
 
 import pytest
 import torch
 
 import ww
-from ww import kernels, selection
+from ww import blockops, kernels, selection
 from ww.blockops import largest_magnitude
 from ww.mergers import dare
 from ww.mergers.ties import ties_block
@@ -241,5 +242,71 @@ def test_weaving_with_compiled_randmix_pooling_draws_the_same_candidates(merger,
         got = ww.weave(bank, merger, lambdas=lambdas, pooling="randmix", collaborative=collaborative, seed=3)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-5, atol=1e-9)
-    if merger == "task_arithmetic":  # the picks themselves are exact: TA's M is the same sum
+    if merger == "task_arithmetic":  # the picks themselves are exact: with 4 tasks M is the same sum
         assert all(torch.equal(got[name], expected[name]) for name in expected)
+
+
+@needs_compiler
+@pytest.mark.parametrize("collaborative", [True, False])
+@pytest.mark.parametrize("merger", ["task_arithmetic", "weight_averaging", "consensus"])
+def test_weaving_a_block_kernel_merger_with_randmix_merges_and_pools_in_one_compiled_loop(merger, collaborative):
+    # 5 tasks and rows of 700: blocks whose eager sum ATen reorders (a cascade), which the fused
+    # loop does not; its M is the sequential sum (or that over T), the same for any block cut
+    bank = _bank(num_tasks=5, generator_seed=11)
+    lambdas = [0.05 * (index + 1) for index in range(20)]
+    block_kernels = {"task_arithmetic": "sum_of_tasks", "weight_averaging": "mean_of_tasks", "consensus": "consensus_block"}
+    module = importlib.import_module(f"ww.mergers.{merger}")
+    ww.pooling._MERGE_AND_PICK.clear()
+    with kernels.use("compiled"):
+        got = ww.weave(bank, merger, lambdas=lambdas, pooling="randmix", collaborative=collaborative, seed=4)
+        merged_alone = ww.MERGERS[merger](bank)
+    fused = ww.pooling._MERGE_AND_PICK[getattr(module, block_kernels[merger])]
+    assert fused._compiled is not None and fused.failure is None
+    if merger == "consensus":  # its compiled merge is the same loop
+        merged = merged_alone
+    else:
+        merged = bank.data[0].clone()
+        for row in bank.data[1:]:
+            merged += row
+        merged = merged if merger == "task_arithmetic" else merged / 5
+        torch.testing.assert_close(merged, merged_alone, rtol=1e-6, atol=0)
+    candidates = ww.candidates.Candidates(bank.data if collaborative else None, merged, lambdas, bank.layout)
+    with kernels.use("eager"):
+        expected = bank.unflatten(ww.POOLINGS["randmix"](candidates, seed=4))
+    for name in expected:
+        assert torch.equal(got[name], expected[name]), name
+
+
+@needs_compiler
+@pytest.mark.parametrize("merger", ["task_arithmetic", "consensus"])
+def test_fused_randmix_weaving_validates_like_the_merge(merger):
+    bank = _bank(num_tasks=3, generator_seed=9)
+    bank.data[2, 70_001] = float("inf")
+    with kernels.use("compiled"), pytest.raises(ValueError, match="non-finite.*70001"):
+        ww.weave(bank, merger, pooling="randmix")
+    with kernels.use("compiled"), pytest.raises(ValueError, match="needs at least 4 task vectors"):
+        ww.weave(_bank(num_tasks=3), "consensus", pooling="randmix", merger_params={"k": 4})
+
+
+@needs_compiler
+def test_fused_randmix_weaving_beyond_128_candidates_falls_back_to_the_same_draws():
+    bank = _bank(num_tasks=3, generator_seed=2)
+    lambdas = [0.01 * (index + 1) for index in range(130)]  # 133 candidates: beyond the kernel's draws
+    with kernels.use("eager"):
+        expected = ww.weave(bank, "task_arithmetic", lambdas=lambdas, pooling="randmix", seed=5)
+    with kernels.use("compiled"):
+        got = ww.weave(bank, "task_arithmetic", lambdas=lambdas, pooling="randmix", seed=5)
+    assert all(torch.equal(got[name], expected[name]) for name in expected)
+
+
+@needs_compiler
+def test_select_by_index_picks_every_option_compiled_and_eager():
+    for count in (1, 2, 3, 5, 8, 13, 28):
+        index = torch.arange(count).repeat(3)
+        options = [torch.full(index.shape, float(10 * option + 1)) for option in range(count)]
+        expected = index * 10.0 + 1
+        select = kernels.Kernel(blockops.select_by_index, name=f"select_{count}")
+        assert torch.equal(select(options, index), expected)
+        assert torch.equal(select.compiled(options, index), expected)
+    with pytest.raises(ValueError, match="at least one option"):
+        blockops.select_by_index([], torch.zeros(2, dtype=torch.int64))

@@ -12,6 +12,7 @@ non-zero difference to zero, denormals being kept), products by 0 or 1 are exact
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -62,6 +63,27 @@ def last_argmax(values: torch.Tensor) -> torch.Tensor:
 def pick_rows(values: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``values[rows[i], i]`` for every column i (``values`` ``[N, n]``, ``rows`` int64 ``[n]``)."""
     return values.gather(0, rows.unsqueeze(0)).squeeze(0)
+
+
+def select_by_index(options: Sequence[torch.Tensor], index: torch.Tensor) -> torch.Tensor:
+    """``options[index[i]]`` at every position i (options broadcast against ``index``), for compiled kernels.
+
+    A binary tree of ``torch.where`` on the bits of ``index``: N - 1 selects and log2 N bit tests per
+    entry, all vectorised, where inductor turns a gather or a table lookup into a scalar loop (and a
+    chain of N comparisons costs twice the tree). Indices outside [0, N) select some option: callers
+    mask them. With one option, that option as it is.
+    """
+    if not options:
+        raise ValueError("select_by_index needs at least one option")
+    return _tree(list(options), index, 0, len(options))
+
+
+def _tree(options: list[torch.Tensor], index: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    if high - low == 1:
+        return options[low]
+    half = 1 << ((high - low - 1).bit_length() - 1)  # the largest power of two below the count
+    bit = ((index >> (half.bit_length() - 1)) & 1) == 1
+    return torch.where(bit, _tree(options, index, low + half, high), _tree(options, index, low, low + half))
 
 
 def _largest_magnitude_fused(values: torch.Tensor) -> torch.Tensor:

@@ -95,13 +95,16 @@ class Kernel:
 
     ``eager`` is the reference; ``fused`` (default: ``eager`` itself) is the form written for the
     compiler: the same numbers, expressed so that inductor fuses it into one loop (``torch.where``
-    masks, no in-place tricks that only pay off in eager mode).
+    masks, no in-place tricks that only pay off in eager mode). ``alone=False`` marks a kernel
+    whose eager form is faster on its own (a plain ATen reduction): it then runs eager, and its
+    fused form is only traced into loops that do more (`TaskStream.map_kernel` under a weave).
     """
 
-    def __init__(self, eager: Callable, fused: Callable | None = None, name: str | None = None) -> None:
+    def __init__(self, eager: Callable, fused: Callable | None = None, name: str | None = None, alone: bool = True) -> None:
         self.eager = eager
         self.fused = fused or eager
         self.name = name or getattr(eager, "__name__", "kernel")
+        self.alone = alone
         self._compiled: Callable | None = None
         self.failure: BaseException | None = None
         functools.update_wrapper(self, eager)
@@ -111,7 +114,7 @@ class Kernel:
 
     def for_params(self, num_params: int) -> Callable:
         """The form to run on a stream of ``num_params`` parameters: compiled or eager."""
-        if self.failure is None and compiled_for(num_params):
+        if self.alone and self.failure is None and compiled_for(num_params):
             return self.compiled
         return self.eager
 
@@ -152,10 +155,10 @@ class Kernel:
         )
 
 
-def kernel(fused: Callable | None = None, *, name: str | None = None) -> Callable[[Callable], Kernel]:
+def kernel(fused: Callable | None = None, *, name: str | None = None, alone: bool = True) -> Callable[[Callable], Kernel]:
     """Decorator: the decorated function is the eager reference, ``fused`` its compiler-friendly twin."""
 
     def wrap(eager: Callable) -> Kernel:
-        return Kernel(eager, fused, name)
+        return Kernel(eager, fused, name, alone)
 
     return wrap

@@ -18,7 +18,7 @@ from types import MappingProxyType
 
 import torch
 
-from .blockops import at_least, choose, largest_magnitude
+from .blockops import at_least, choose, largest_magnitude, select_by_index
 from .candidates import Candidates
 from .counter_rng import key_words, stream_key, uniform_indices_wide
 from .kernels import Kernel, compiled_for
@@ -38,6 +38,11 @@ class PoolingRecord:
     kernel: PoolingKernel
     citation: str
     compiled: PoolingKernel | None = None
+    fused: Callable[..., Callable[[torch.Tensor, Block], torch.Tensor]] | None = None
+    """``fused(kernel, params, lambdas, collaborative, seed, num_params)``: for a merger whose M is
+    a block kernel (`TaskStream.map_kernel`), a block function ``g(tau, block) -> [n]`` that merges
+    and pools in one compiled loop, so the pass reads each block of task vectors once; None if the
+    pooling has no such form. `ww.weave` uses it when kernels run compiled."""
 
     def for_params(self, num_params: int) -> PoolingKernel:
         """The block kernel to pool a stream of ``num_params`` parameters with (`ww.kernels`)."""
@@ -119,17 +124,29 @@ def _randmix_picked(tasks, merged, lambdas, offset, key, count: int) -> torch.Te
     """`randmix` for one contiguous block, as one fused loop (``count`` <= 128 candidates).
 
     The same draws as `uniform_indices`, at positions ``offset``, ``offset`` + 1, ...; ``key`` is
-    the stream key as `key_words`, ``lambdas`` the grid as a tensor.
+    the stream key as `key_words`, ``lambdas`` the grid as a tensor. Picks are selected by
+    `select_by_index` (the gather it replaces ran as a scalar loop).
     """
-    pick = uniform_indices_wide(torch.arange(merged.shape[0], device=merged.device) + offset, key, count)
+    positions = torch.arange(merged.shape[0], device=merged.device) + offset
+    # int32 picks: the selects' bit tests then run on twice as many lanes (-15 % for the kernel)
+    pick = uniform_indices_wide(positions, key, count).to(torch.int32)
+    num_tasks = 0 if tasks is None else tasks.shape[0]
+    scale = select_by_index([lambdas[i] for i in range(lambdas.shape[0])], pick - num_tasks)
     if tasks is None:
-        return merged * lambdas[pick]
-    num_tasks = tasks.shape[0]
-    from_task = tasks.gather(0, pick.clamp(max=num_tasks - 1).unsqueeze(0)).squeeze(0)
-    return torch.where(pick < num_tasks, from_task, merged * lambdas[(pick - num_tasks).clamp(min=0)])
+        return merged * scale
+    from_task = select_by_index([tasks[t] for t in range(num_tasks)], pick)
+    return torch.where(pick < num_tasks, from_task, merged * scale)
 
 
 randmix_picked = Kernel(_randmix_picked, name="randmix_pooling")
+
+
+def _compiled_arguments(lambdas: tuple[float, ...], block: Block, seed: int, like: torch.Tensor):
+    """The grid, the block's offset and the stream key as tensors, for `randmix_picked`."""
+    keys = key_words(stream_key(seed, RANDMIX_LABEL, block.name), like.device)
+    grid = torch.tensor(lambdas, dtype=like.dtype, device=like.device)
+    offset = torch.tensor(block.offset, dtype=torch.int64, device=like.device)
+    return grid, offset, keys
 
 
 def randmix_compiled(tasks, merged, lambdas: tuple[float, ...], block: Block, *, seed: int = 0) -> torch.Tensor:
@@ -137,14 +154,50 @@ def randmix_compiled(tasks, merged, lambdas: tuple[float, ...], block: Block, *,
     count = (0 if tasks is None else tasks.shape[0]) + len(lambdas)
     if count > 128 or not isinstance(block, Block):
         return randmix.kernel(tasks, merged, lambdas, block, seed=seed)
-    device = merged.device
-    keys = key_words(stream_key(seed, RANDMIX_LABEL, block.name), device)
-    grid = torch.tensor(lambdas, dtype=merged.dtype, device=device)
-    offset = torch.tensor(block.offset, dtype=torch.int64, device=device)
-    return randmix_picked.compiled(tasks, merged, grid, offset, keys, count)
+    return randmix_picked.compiled(tasks, merged, *_compiled_arguments(lambdas, block, seed, merged), count)
 
 
-_POOLINGS["randmix"] = dataclasses.replace(randmix, compiled=randmix_compiled)
+_MERGE_AND_PICK: dict[Kernel, Kernel] = {}
+
+
+def randmix_fused(
+    merge: Kernel, params: Mapping[str, object], lambdas: tuple[float, ...], collaborative: bool, seed: int, num_params: int
+) -> Callable[[torch.Tensor, Block], torch.Tensor]:
+    """`PoolingRecord.fused` for randmix: the merger's block kernel and the pick in one compiled loop.
+
+    Weaving averaging or task arithmetic is bound by memory: pooling in a second kernel read each
+    block again (no longer in L2) and cost 1.7x the merge on ViT-B-32 x 8; one loop costs 1.45x.
+    M is the merge kernel's compiled form (for a sum: sequential over tasks, which ATen's eager
+    reduction may reorder by an ulp on some block widths); the picks are `randmix_compiled`'s.
+    """
+    both = _MERGE_AND_PICK.get(merge)
+    if both is None:
+
+        def merge_and_pick(tau, grid, offset, key, count: int, collaborative: bool, **params) -> torch.Tensor:
+            return _randmix_picked(tau if collaborative else None, merge.fused(tau, **params), grid, offset, key, count)
+
+        both = _MERGE_AND_PICK.setdefault(merge, Kernel(merge_and_pick, name=f"randmix_pooling_{merge.name}"))
+    alone = merge.for_params(num_params)
+    keys: dict[str, torch.Tensor] = {}  # per tensor: a blake2b per block cost a quarter of the gain
+    grids: dict[tuple, torch.Tensor] = {}
+
+    def pool(tau: torch.Tensor, block: Block) -> torch.Tensor:
+        count = (tau.shape[0] if collaborative else 0) + len(lambdas)
+        if count > 128 or not isinstance(block, Block):
+            return randmix.kernel(tau if collaborative else None, alone(tau, **params), lambdas, block, seed=seed)
+        key = keys.get(block.name)
+        if key is None:  # a benign race: both workers compute the same key
+            key = keys[block.name] = key_words(stream_key(seed, RANDMIX_LABEL, block.name), tau.device)
+        grid = grids.get((tau.dtype, tau.device))
+        if grid is None:
+            grid = grids[tau.dtype, tau.device] = torch.tensor(lambdas, dtype=tau.dtype, device=tau.device)
+        offset = torch.tensor(block.offset, dtype=torch.int64, device=tau.device)
+        return both.compiled(tau, grid, offset, key, count, collaborative, **params)
+
+    return pool
+
+
+_POOLINGS["randmix"] = dataclasses.replace(randmix, compiled=randmix_compiled, fused=randmix_fused)
 
 
 @pooling(name="magmax")

@@ -20,14 +20,18 @@ import math
 import os
 import threading
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import torch
 
 from .layout import Layout
 from .precision import compute_dtype
+
+if TYPE_CHECKING:
+    from .kernels import Kernel
 
 DEFAULT_BLOCK_ENTRIES = 1 << 20
 """Entries of one ``[T, n]`` block across all tasks (4 MiB of fp32): small enough for the L3 cache
@@ -170,6 +174,7 @@ Loader = Callable[[Block], torch.Tensor]
 Sampler = Callable[[SampledBlock], torch.Tensor]
 Transform = Callable[[torch.Tensor, Block], torch.Tensor]
 Finish = Callable[[Block, torch.Tensor], torch.Tensor]
+Fuse = Callable[["Kernel", Mapping[str, object]], Callable[[torch.Tensor, Block], torch.Tensor] | None]
 
 
 @dataclass(frozen=True, eq=False)
@@ -179,7 +184,8 @@ class TaskStream:
     ``loader(block)`` returns the raw ``[T, n]`` block (possibly a view of read-only memory: never
     write into what `read` returns). ``transform`` rewrites blocks (DARE's drop-and-rescale);
     ``finish(block, m)`` post-processes what the final `map` writes (weaving fuses its pooling
-    there); ``release(start, stop)`` tells a memory-mapped bank that a column range is done.
+    there) and ``fuse(kernel, params)`` may offer a block function doing a `map_kernel`'s kernel and
+    the finish in one loop; ``release(start, stop)`` tells a memory-mapped bank that a column range is done.
     ``in_memory`` says the rows are resident, so a merger may afford a ``[T, P]`` cache.
     ``sampler(sampled)`` returns the raw ``[T, m]`` entries at scattered positions; only streams
     whose rows are cheap to read at random (resident) have one, memory-mapped banks do not.
@@ -195,6 +201,7 @@ class TaskStream:
     release: Callable[[int, int], None] | None = None
     transform: Transform | None = None
     finish: Finish | None = None
+    fuse: Fuse | None = None
     check_finite: bool = True
     in_memory: bool = False
     sampler: Sampler | None = None
@@ -204,16 +211,23 @@ class TaskStream:
     def num_params(self) -> int:
         return sum(math.prod(shape) for _, shape in self.layout)
 
-    def derive(self, *, transform: Transform | None = None, finish: Finish | None = None) -> TaskStream:
+    def derive(
+        self, *, transform: Transform | None = None, finish: Finish | None = None, fuse: Fuse | None = None
+    ) -> TaskStream:
         """The same tasks with ``transform`` applied after the current one (sharing validation)."""
         combined = self.transform
         if transform is not None:
             inner = self.transform
             combined = transform if inner is None else (lambda chunk, block: transform(inner(chunk, block), block))
-        return replace(self, transform=combined, finish=finish if finish is not None else self.finish)
+        return replace(
+            self,
+            transform=combined,
+            finish=finish if finish is not None else self.finish,
+            fuse=fuse if fuse is not None else self.fuse,
+        )
 
     def without_finish(self) -> TaskStream:
-        return replace(self, finish=None)
+        return replace(self, finish=None, fuse=None)
 
     def blocks(self, granularity: str = "elements", block_entries: int | None = None) -> list[Block]:
         per_task = max(1, (block_entries or self.block_entries) // max(1, self.num_tasks))
@@ -279,6 +293,24 @@ class TaskStream:
         results = _run(self, blocks, lambda block: function(read(block), block), reduce)
         self.state.validated = True
         return results
+
+    def map_kernel(self, kernel: Kernel, /, **params: object) -> torch.Tensor:
+        """`map` of the block kernel ``kernel(tau, **params)`` (compiled or eager: `Kernel.for_params`).
+
+        For mergers whose block of M is a function of the same block of task vectors alone
+        (averaging, task arithmetic, Consensus). Under a weave whose pooling has a fused form
+        (``fuse``), the kernel and the pooling run as one compiled loop, so the pass reads each
+        block once; the pooling's ``finish`` then does not run separately.
+        """
+        if self.fuse is not None and self.finish is not None:
+            both = self.fuse(kernel, params)
+            if both is not None:
+                merged = self.without_finish().map(both)
+                with self.state.lock:
+                    self.state.final_maps += 1  # the finish ran, inside ``both``
+                return merged
+        run = kernel.for_params(self.num_params)
+        return self.map(lambda tau, block: run(tau, **params))
 
     def map(
         self,

@@ -15,6 +15,7 @@ import torch
 
 from .bank import as_bank
 from .candidates import Candidates, candidate_stream
+from .kernels import compiled_for
 from .names import unknown_name_error
 from .pooling import POOLINGS, PoolingRecord
 from .registry import MERGERS, default_lambdas, get_merger
@@ -66,7 +67,9 @@ def weave(
 def _fused(record, merger_params, tasks: TaskStream, pool: PoolingRecord, grid, collaborative: bool, seed: int):
     """Merge and pool in the merger's final pass: each block of M is pooled while the block of
     task vectors it came from is still in cache, so weaving costs the merge plus O(T) work per
-    entry, never K scaled copies and never a second read of the bank."""
+    entry, never K scaled copies and never a second read of the bank. A merger that is one
+    block kernel (`TaskStream.map_kernel`) and a pooling with a fused form (randmix) share one
+    compiled loop."""
 
     kernel = pool.for_params(tasks.num_params)
 
@@ -74,7 +77,13 @@ def _fused(record, merger_params, tasks: TaskStream, pool: PoolingRecord, grid, 
         rows = tasks.read_raw(block) if collaborative else None
         return kernel(rows, merged, grid, block, seed=seed)
 
-    fused = tasks.derive(finish=finish)
+    fuse = None
+    if pool.fused is not None and compiled_for(tasks.num_params):
+
+        def fuse(merge, params):
+            return pool.fused(merge, params, grid, collaborative, seed, tasks.num_params)
+
+    fused = tasks.derive(finish=finish, fuse=fuse)
     before = fused.state.final_maps
     result = record.run(fused, merger_params)
     maps = fused.state.final_maps - before

@@ -57,5 +57,4 @@ def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tens
 def consensus(tasks: TaskStream, *, tall_lambda: float = 0.4, k: int = 2) -> torch.Tensor:
     """Consensus TA: τMTL kept where at least k tasks' TALL masks (λ = 0.4) agree, 0 elsewhere."""
     require_tasks(tasks, k, "consensus", f"an entry must be used by k = {k} tasks to be kept")
-    block_consensus = consensus_block.for_params(tasks.num_params)
-    return tasks.map(lambda tau, block: block_consensus(tau, tall_lambda, k))
+    return tasks.map_kernel(consensus_block, tall_lambda=tall_lambda, k=k)

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from ..kernels import kernel
 from ..registry import merger
 from ..streaming import TaskStream
+
+
+@kernel(alone=False)  # ATen's reduction beats a compiled loop that only sums
+def sum_of_tasks(tau: torch.Tensor) -> torch.Tensor:
+    """Σt of a block of task vectors: the merger's whole block computation."""
+    return tau.sum(dim=0)
 
 
 @merger(
@@ -14,4 +21,4 @@ from ..streaming import TaskStream
 )
 def task_arithmetic(tasks: TaskStream) -> torch.Tensor:
     """The sum of the task vectors; its λ (typically 0.3 for 8 tasks) is the scaling Weaving removes."""
-    return tasks.map(lambda tau, block: tau.sum(dim=0))
+    return tasks.map_kernel(sum_of_tasks)
