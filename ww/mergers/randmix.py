@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..blockops import pick_rows
+from ..blockops import pick_rows, select_by_index
 from ..counter_rng import key_words, stream_key, uniform_indices, uniform_indices_wide
 from ..kernels import Kernel, compiled_for
 from ..registry import merger
@@ -27,7 +27,7 @@ def _picked_rows(tau: torch.Tensor, offset: torch.Tensor, key: torch.Tensor, cou
     """`random_rows` + `pick_rows` for a contiguous block in one fused loop (``count`` <= 128):
     the same draws as `uniform_indices`, at positions ``offset``, ``offset`` + 1, ..."""
     pick = uniform_indices_wide(torch.arange(tau.shape[1], device=tau.device) + offset, key, count)
-    return tau.gather(0, pick.unsqueeze(0)).squeeze(0)
+    return select_by_index([tau[t] for t in range(tau.shape[0])], pick.to(torch.int32))  # see `select_by_index`
 
 
 picked_rows = Kernel(_picked_rows, name="randmix_merger")
