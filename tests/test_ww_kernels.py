@@ -14,7 +14,7 @@ import torch
 import ww
 from ww import blockops, kernels, selection
 from ww.blockops import largest_magnitude
-from ww.mergers import dare
+from ww.mergers import breadcrumbs, dare
 from ww.mergers.ties import ties_block
 
 needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason="no C++ compiler for inductor")
@@ -310,3 +310,29 @@ def test_select_by_index_picks_every_option_compiled_and_eager():
         assert torch.equal(select.compiled(options, index), expected)
     with pytest.raises(ValueError, match="at least one option"):
         blockops.select_by_index([], torch.zeros(2, dtype=torch.int64))
+
+
+@needs_compiler
+@pytest.mark.parametrize("length", [7, 768])  # one compile each (a 62-count loop)
+def test_compiled_per_row_selection_finds_exact_order_statistics_with_ties(length):
+    generator = torch.Generator().manual_seed(length)
+    # coarse magnitudes (many ties), zeros, and a spread of exponents
+    values = torch.randint(0, 6, (37, length), generator=generator).float() * 10.0 ** torch.randint(-6, 2, (37, 1), generator=generator)
+    keys = values.view(torch.int32)
+    descending = keys.sort(dim=-1, descending=True).values
+    for first, second in {(length, 1), (1, length), ((length + 1) // 2, max(1, length // 3))}:
+        found_first, found_second = breadcrumbs.largest_pair.compiled(keys, first, second)
+        assert torch.equal(found_first[:, 0], descending[:, first - 1])
+        assert torch.equal(found_second[:, 0], descending[:, second - 1])
+
+
+@needs_compiler
+@pytest.mark.parametrize("gamma", [0.01, 0.0])
+def test_compiled_breadcrumbs_equals_eager_bit_for_bit(gamma):
+    bank = _bank(num_tasks=5, generator_seed=3)
+    bank.data[:, ::3] = (bank.data[:, ::3] * 2e3).round() / 2e3  # ties in magnitude within rows
+    with kernels.use("eager"):
+        expected = ww.merge("breadcrumbs", bank, gamma=gamma)
+    with kernels.use("compiled"):
+        got = ww.merge("breadcrumbs", bank, gamma=gamma)
+    assert all(torch.equal(got[name], expected[name]) for name in expected)

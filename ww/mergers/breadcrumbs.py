@@ -22,7 +22,7 @@ import torch
 
 from ..blockops import at_least
 from ..hyperparams import Interval
-from ..kernels import kernel
+from ..kernels import Kernel, compiled_for, kernel
 from ..registry import merger
 from ..streaming import Block, TaskStream
 from .ties import keep_count
@@ -50,18 +50,41 @@ def breadcrumbs_block(tau: torch.Tensor, block: Block, beta: float, gamma: float
         return tau.new_zeros(tau.shape[1])
     rows = tau.reshape(tau.shape[0], -1, row_length)
     magnitude = rows.abs()
-    # The removed + kept largest of each row (one selection per row, unordered, no sort): the
-    # smallest of them is the lower bound, the kept-th smallest the (removed + 1)-th largest.
-    # Selected among the bit patterns: non-negative floats order like their bits read as integers,
-    # and torch.topk on int32 is a quarter faster than on fp32 (6.2 vs 8.3 ns per entry).
+    # Non-negative floats order like their bit patterns read as integers: rows are ranked by
+    # those keys (faster to select among, and exact to count against in a compiled loop).
     keys = magnitude.view(_INTEGER_OF[magnitude.dtype]) if magnitude.dtype in _INTEGER_OF else magnitude
-    top = keys.topk(removed + kept, dim=-1, sorted=False).values
-    lower = top.amin(dim=-1, keepdim=True).view(magnitude.dtype)
-    if removed:
-        upper = top.kthvalue(kept, dim=-1, keepdim=True).values.view(magnitude.dtype)
+    if keys.dtype == torch.int32 and compiled_for(num_params):
+        lower, upper = (key.view(magnitude.dtype) for key in largest_pair.compiled(keys, removed + kept, removed + 1))
     else:
-        upper = torch.full_like(lower, math.inf)
+        # the removed + kept largest of each row (one selection per row, unordered, no sort): the
+        # smallest of them is the lower bound, the kept-th smallest the (removed + 1)-th largest
+        top = keys.topk(removed + kept, dim=-1, sorted=False).values
+        lower = top.amin(dim=-1, keepdim=True).view(magnitude.dtype)
+        if removed:
+            upper = top.kthvalue(kept, dim=-1, keepdim=True).values.view(magnitude.dtype)
+        else:
+            upper = torch.full_like(lower, math.inf)
     return masked_sum.for_params(num_params)(rows, magnitude, lower, upper).reshape(-1)
+
+
+def _largest_pair(keys: torch.Tensor, first: int, second: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``first``-th and ``second``-th largest of every row of non-negative int32 ``keys``
+    (ranks from 1), as ``[..., 1]`` tensors: each built bit by bit from the top, a bit set when at
+    least that many keys reach the value so far with it set: 31 counts per rank over a row that
+    stays in cache, one compiled loop (3.1 ns per entry single-threaded against 6.4 for
+    `torch.topk` on the same keys; Breadcrumbs on ViT-B-32 x 8 3.1 -> 1.7 s). Exact, ties
+    included. The eager form runs the same counts, one torch op each (slow; a reference)."""
+    found = [torch.zeros_like(keys[..., :1]), torch.zeros_like(keys[..., :1])]
+    for bit in range(30, -1, -1):
+        for index, rank in enumerate((first, second)):
+            trial = found[index] + (1 << bit)  # the bits below are 0: + sets the bit, never overflows
+            # float counts: exact below 2^24, and inductor vectorises them (int64 sums ran 2.4x slower)
+            count = torch.where(keys >= trial, 1.0, 0.0).sum(dim=-1, keepdim=True)
+            found[index] = torch.where(count >= rank, trial, found[index])
+    return found[0], found[1]
+
+
+largest_pair = Kernel(_largest_pair, name="breadcrumbs_select")
 
 
 def _masked_sum_fused(rows: torch.Tensor, magnitude: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
