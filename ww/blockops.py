@@ -69,9 +69,9 @@ def select_by_index(options: Sequence[torch.Tensor], index: torch.Tensor) -> tor
     """``options[index[i]]`` at every position i (options broadcast against ``index``), for compiled kernels.
 
     A binary tree of ``torch.where`` on the bits of ``index``: N - 1 selects and log2 N bit tests per
-    entry, all vectorised, where inductor turns a gather or a table lookup into a scalar loop (and a
-    chain of N comparisons costs twice the tree). Indices outside [0, N) select some option: callers
-    mask them. With one option, that option as it is.
+    entry, all vectorised, where inductor turns a gather or a table lookup into a scalar loop (a
+    chain of N comparisons measured no faster than the gather). Indices outside [0, N) select some
+    option: callers mask them. With one option, that option as it is.
     """
     if not options:
         raise ValueError("select_by_index needs at least one option")

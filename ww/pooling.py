@@ -178,7 +178,7 @@ def randmix_fused(
 
         both = _MERGE_AND_PICK.setdefault(merge, Kernel(merge_and_pick, name=f"randmix_pooling_{merge.name}"))
     alone = merge.for_params(num_params)
-    keys: dict[str, torch.Tensor] = {}  # per tensor: a blake2b per block cost a quarter of the gain
+    keys: dict[str, torch.Tensor] = {}  # one stream key (a blake2b) per tensor, not per block
     grids: dict[tuple, torch.Tensor] = {}
 
     def pool(tau: torch.Tensor, block: Block) -> torch.Tensor:

@@ -184,8 +184,9 @@ class TaskStream:
     ``loader(block)`` returns the raw ``[T, n]`` block (possibly a view of read-only memory: never
     write into what `read` returns). ``transform`` rewrites blocks (DARE's drop-and-rescale);
     ``finish(block, m)`` post-processes what the final `map` writes (weaving fuses its pooling
-    there) and ``fuse(kernel, params)`` may offer a block function doing a `map_kernel`'s kernel and
-    the finish in one loop; ``release(start, stop)`` tells a memory-mapped bank that a column range is done.
+    there) and ``fuse(kernel, params)`` may offer a block function doing a `map_kernel`'s kernel
+    and the finish in one loop; ``release(start, stop)`` tells a memory-mapped bank that a column
+    range is done.
     ``in_memory`` says the rows are resident, so a merger may afford a ``[T, P]`` cache.
     ``sampler(sampled)`` returns the raw ``[T, m]`` entries at scattered positions; only streams
     whose rows are cheap to read at random (resident) have one, memory-mapped banks do not.
