@@ -314,16 +314,17 @@ def test_select_by_index_picks_every_option_compiled_and_eager():
 
 @needs_compiler
 @pytest.mark.parametrize("length", [7, 768])  # one compile each (a 62-count loop)
-def test_compiled_per_row_selection_finds_exact_order_statistics_with_ties(length):
+def test_per_row_selection_finds_exact_order_statistics_with_ties_compiled_and_eager(length):
     generator = torch.Generator().manual_seed(length)
     # coarse magnitudes (many ties), zeros, and a spread of exponents
     values = torch.randint(0, 6, (37, length), generator=generator).float() * 10.0 ** torch.randint(-6, 2, (37, 1), generator=generator)
     keys = values.view(torch.int32)
     descending = keys.sort(dim=-1, descending=True).values
     for first, second in {(length, 1), (1, length), ((length + 1) // 2, max(1, length // 3))}:
-        found_first, found_second = breadcrumbs.largest_pair.compiled(keys, first, second)
-        assert torch.equal(found_first[:, 0], descending[:, first - 1])
-        assert torch.equal(found_second[:, 0], descending[:, second - 1])
+        for select in (breadcrumbs.largest_pair.compiled, breadcrumbs.largest_pair.eager):
+            found_first, found_second = select(keys, first, second)
+            assert torch.equal(found_first[:, 0], descending[:, first - 1])
+            assert torch.equal(found_second[:, 0], descending[:, second - 1])
 
 
 @needs_compiler
