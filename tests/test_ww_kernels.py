@@ -88,7 +88,7 @@ def test_compiled_bracket_summary_counts_exactly(absolute):
     high = values.quantile(0.64, dim=1, keepdim=True)  # wide: some cells hold more than two
     body, _ = selection._grouped(tau)
     over, from_low, count, largest, smallest, total = _compiled(selection.bracket_summary)(body, high, low, absolute)
-    torch.testing.assert_close(total, values[:, :16 * 777].sum(), rtol=1e-5, atol=0)
+    assert torch.equal(total, values[:, :16 * 777].abs().max())  # finite iff the block is: validation
     assert torch.equal(over.long(), (values > high).sum(dim=1))
     assert torch.equal(from_low.long(), (values >= low).sum(dim=1))
     inside = (values >= low) & (values <= high)
