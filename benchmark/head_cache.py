@@ -27,7 +27,7 @@ from benchmark.storage import StorageRoot, atomic_write, safe_name
 def head_path(storage: StorageRoot, base_key: str, dataset: str, root: str | os.PathLike | None = None) -> Path:
     """Cache file of the head of task ``dataset`` (named by its dataset, keyed by its content)."""
     key = content_key("head", {"base": base_key, "classnames": data.classnames(dataset, root),
-                               "templates": data.templates(dataset)})
+                               "templates": data.templates(dataset), "revision": revision("heads")})
     return storage.cache / "heads" / base_key / f"{safe_name(data.parse_task(dataset).dataset)}-{key}.safetensors"
 
 
