@@ -267,3 +267,32 @@ def test_trial_rows_record_the_revisions_their_key_hashed():
     refs = reference_rows(woven, {"a": {"zeroshot_accuracy": 0.1}}, {"a": 0.8})
     ref = refs["expert"][0]
     assert ref["merger_revision"] is None and ref["finetune_revision"] == keys.REVISIONS["finetune"]
+
+
+# --- end to end: ``run`` re-runs what a bump made stale, nothing else --------------------------------
+
+
+@pytest.mark.ray
+def test_run_recomputes_exactly_the_trials_of_a_bumped_merger(finished_tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    from rich.console import Console
+
+    from benchmark.pipeline import run_spec
+
+    spec, done, _, _ = finished_tiny_run
+    copy = StorageRoot.at(tmp_path / "copy").ensure()  # the session's root stays as other tests expect it
+    for folder in ("cache", "experts", "results"):
+        shutil.copytree(done.root / folder, copy.root / folder, dirs_exist_ok=True)
+    old = {t.key: t for t in build_plan(spec).trials}
+    _replace_merger(monkeypatch, "ties", revision=registry._MERGERS["ties"].revision + 1)
+    summary = run_spec(spec, copy, console=Console(record=True, width=200))
+    assert summary.experts_trained == 0
+    assert summary.trials_run == sum(t.merger == "ties" for t in old.values())
+    table = results.read_results(copy)
+    ties = {r["merger_revision"] for r in table.to_pylist() if r["merger"] == "ties"}
+    assert ties == {1, 2}  # both revisions are in the dataset ...
+    kept, notes = newest_revisions(table)
+    left = {r["trial_key"] for r in kept.to_pylist()}
+    assert not left & {k for k, t in old.items() if t.merger == "ties"}  # ... only the newest is reported
+    assert {k for k, t in old.items() if t.merger != "ties"} <= left and "ties" in notes[0]
