@@ -82,5 +82,6 @@ def content_key(kind: str, payload: Any, length: int = 16) -> str:
     The payload must name the revisions of the code that produces the artifact (`REVISIONS`, the
     registry's): this function adds none itself.
     """
+    # the field's name predates KEY_LAYOUT; renaming it would invalidate every key of every root
     text = canonical_json({"kind": kind, "code_version": KEY_LAYOUT, "payload": payload})
     return hashlib.sha256(text.encode()).hexdigest()[:length]

@@ -77,7 +77,9 @@ POOLINGS: Mapping[str, PoolingRecord] = MappingProxyType(_POOLINGS)
 """Pooling name -> `PoolingRecord` ("avg", "randmix", "magmax"), read-only."""
 
 
-def pooling(*, name: str, citation: str = WEIGHT_WEAVING, revision: int = 1) -> Callable[[PoolingKernel], PoolingRecord]:
+def pooling(
+    *, name: str, citation: str = WEIGHT_WEAVING, revision: int = 1
+) -> Callable[[PoolingKernel], PoolingRecord]:
     """Register the block kernel ``f(tasks, merged, lambdas, block, *, seed)`` as pooling ``name``
     at ``revision`` (bumped whenever its output changes)."""
     check_revision(f"pooling {name!r}", revision)
