@@ -100,7 +100,7 @@ def cmd_run(args, console: Console) -> int:
 def cmd_report(args, console: Console) -> int:
     from pathlib import Path
 
-    from benchmark.report import error_count, ok_rows, parse_by, refuse_inside_results
+    from benchmark.report import error_count, newest_revisions, ok_rows, parse_by, refuse_inside_results
     from benchmark.report_formats import render_rich, render_text
     from benchmark.report_tables import build_tables
     from benchmark.results import read_results
@@ -116,11 +116,13 @@ def cmd_report(args, console: Console) -> int:
     figures = refuse_inside_results(storage, Path(args.figures)) if args.figures else None
     if out is not None and out.is_dir():
         raise ValueError(f"--out {out} is a directory; give a file name, e.g. {out / ('report.' + _SUFFIX[args.fmt])}")
-    table = read_results(storage)
+    table, revision_notes = newest_revisions(read_results(storage))
     if not ok_rows(table):
         raise ValueError(f"no finished trials under {storage.results} ({error_count(table)} error row(s)); "
                          f"run a spec first (python run_bench.py run SPEC --root {args.root})")
     tables, notes = build_tables(table, args.table, by, args.metric)
+    for built in tables:  # in every format: no table silently pools revisions, and each says what it left out
+        built.notes.extend(revision_notes)
     if out is not None:
         write_text_atomic(out, render_text(tables, args.fmt))
         console.print(f"wrote {args.table} ({args.fmt}) to {out}", highlight=False, markup=False)

@@ -5,9 +5,10 @@ Trials never decode images (DESIGN.md, data flow step 2): they memory-map ``imag
 (JPEG decode + bicubic resize per image); reading it back from the page cache costs milliseconds,
 and every trial of a grid, every expert's fine-tuning and every worker on the node shares it.
 
-Keys: a toy split is keyed by (task, split, ``DataSpec``) as before — its sizes and seed decide
-its content — plus the resolution when it differs from the toy's native 32 px. A real split is
-keyed by (task, split, resolution, preprocessing version, validation rule) and *not* by the
+Keys: a toy split is keyed by (task, split, ``DataSpec``) — its sizes and seed decide its
+content — plus the resolution when it differs from the toy's native 32 px and the toy suite's
+revision (``toy_data`` of `benchmark.keys.REVISIONS`). A real split is keyed by (task, split,
+resolution, preprocessing version, validation rule) and *not* by the
 ``DataSpec`` sizes, which real datasets ignore, nor by the data root's path, so moving the data
 does not invalidate the cache. Replacing the files of a dataset in place does not either: delete
 ``<root>/cache/tensors/<dataset>-*`` after changing a dataset on disk.
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmark import data
-from benchmark.keys import content_key
+from benchmark.keys import content_key, revision
 from benchmark.storage import StorageRoot, atomic_write, safe_name, write_text_atomic
 
 if TYPE_CHECKING:
@@ -40,18 +41,26 @@ def _resolution(dataset: str, resolution: int | None) -> int | None:
     return None if resolution in (None, TOY_IMAGE_SIZE) else resolution
 
 
+def tensor_revision(dataset: str) -> dict:
+    """What versions the code producing the tensors of task ``dataset``: the preprocessing and the
+    validation rule for a real dataset, the toy suite's revision for a toy task. Experts and trials
+    hash it too, as they train and test on these tensors."""
+    if data.is_real(data.parse_task(dataset).dataset):
+        from benchmark.datasets.images import PREPROCESS_VERSION
+
+        return {"preprocess": PREPROCESS_VERSION, "validation": [data.VALIDATION_FRACTION, data.VALIDATION_SALT]}
+    return {"toy_data": revision("toy_data")}
+
+
 def cache_folder(
     storage: StorageRoot, dataset: str, split: str, spec: "DataSpec", resolution: int | None = None
 ) -> Path:
     """Folder of one cache entry: ``<root>/cache/tensors/<task>-<split>[-<R>px]-<key>``."""
     size = _resolution(dataset, resolution)
     if data.is_real(data.parse_task(dataset).dataset):
-        from benchmark.datasets.images import PREPROCESS_VERSION
-
-        payload = {"dataset": dataset, "split": split, "resolution": size, "preprocess": PREPROCESS_VERSION,
-                   "validation": [data.VALIDATION_FRACTION, data.VALIDATION_SALT]}
+        payload = {"dataset": dataset, "split": split, "resolution": size, **tensor_revision(dataset)}
     else:
-        payload = {"dataset": dataset, "split": split, "data": spec}
+        payload = {"dataset": dataset, "split": split, "data": spec, "revision": tensor_revision(dataset)}
         if size is not None:
             payload["resolution"] = size
     key = content_key("eval-tensors", payload)

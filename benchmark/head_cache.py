@@ -2,7 +2,8 @@
 
 A head depends on the text tower (which is never fine-tuned), the class names and the templates,
 so it is shared by every expert, merge and trial of that θ0. The key is exactly that content
-(θ0's key + class names + templates): the DG tasks ``DomainNet/clipart`` ... ``DomainNet/sketch``
+(θ0's key + class names + templates + the head code's revision, ``heads`` of
+`benchmark.keys.REVISIONS`): the DG tasks ``DomainNet/clipart`` ... ``DomainNet/sketch``
 share one head file, a class-incremental split ``CIFAR100[3/20]`` has its own (its classes only)
 and the joint CIL task ``CIFAR100`` covers every class. Files are named after the dataset, so the
 cache folder reads as a list of datasets.
@@ -18,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from benchmark import data
 from benchmark.heads import zeroshot_head
-from benchmark.keys import content_key
+from benchmark.keys import content_key, revision
 from benchmark.models import BaseModel
 from benchmark.storage import StorageRoot, atomic_write, safe_name
 
@@ -26,7 +27,7 @@ from benchmark.storage import StorageRoot, atomic_write, safe_name
 def head_path(storage: StorageRoot, base_key: str, dataset: str, root: str | os.PathLike | None = None) -> Path:
     """Cache file of the head of task ``dataset`` (named by its dataset, keyed by its content)."""
     key = content_key("head", {"base": base_key, "classnames": data.classnames(dataset, root),
-                               "templates": data.templates(dataset)})
+                               "templates": data.templates(dataset), "revision": revision("heads")})
     return storage.cache / "heads" / base_key / f"{safe_name(data.parse_task(dataset).dataset)}-{key}.safetensors"
 
 

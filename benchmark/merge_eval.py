@@ -22,7 +22,7 @@ import ww
 from benchmark import eval_cache
 from benchmark.evaluation import evaluate
 from benchmark.head_cache import load_head
-from benchmark.keys import CODE_VERSION, canonical_json
+from benchmark.keys import KEY_LAYOUT, canonical_json
 from benchmark.models import BaseModel, load_base_model
 from benchmark.plan import SCHEMA_VERSION, Trial
 from benchmark.specs import DataSpec, ModelSpec, SetupSpec
@@ -104,7 +104,8 @@ def trial_device() -> torch.device:
 
 
 def merger_params(trial: Trial) -> dict:
-    """The spec's hyper-parameters; a random merger without an explicit seed gets the trial's seed."""
+    """The trial's hyper-parameters: resolved by the plan (`benchmark.plan.effective_params`); a
+    random merger without a seed (a trial planned before resolution) gets the trial's seed."""
     params = dict(trial.merger_params)
     if "seed" in ww.MERGERS[trial.merger].defaults:
         params.setdefault("seed", trial.seed)
@@ -139,7 +140,7 @@ def base_row(trial: Trial) -> dict:
         "trial_key": trial.key,
         "spec_hash": trial.spec_hash,
         "bank_key": trial.bank_key,
-        "code_version": CODE_VERSION,
+        "code_version": KEY_LAYOUT,
         "host": socket.gethostname(),
         "model": trial.model["name"],
         "pretrained": trial.pretrained_label,
@@ -156,6 +157,15 @@ def base_row(trial: Trial) -> dict:
         "lam": trial.lam,
         "seed": trial.seed,
         "uses_test_data": False,
+        **revision_columns(trial.revisions),
+    }
+
+
+def revision_columns(revisions: dict) -> dict:
+    """The provenance columns of a row from a trial's revisions (`benchmark.plan.Trial.revisions`)."""
+    return {
+        **{f"{name}_revision": revisions.get(name) for name in ("merger", "pooling", "eval", "heads", "finetune")},
+        "revisions": canonical_json(revisions) if revisions else None,
     }
 
 
@@ -254,6 +264,10 @@ def reference_rows(trial_like: Trial, references: dict[str, dict], experts: dict
     for kind, task, acc, ref in entries:
         row = base_row(trial_like)
         expert = ref.get("expert_accuracy", acc if kind == "expert" else None)
+        # a reference involves no merger or pooling; its experts and zero-shot numbers do carry the
+        # fine-tuning, heads and evaluation revisions
+        stages = {k: v for k, v in trial_like.revisions.items() if k not in ("merger", "pooling", "sources")}
+        row.update(revision_columns(stages))
         row.update(
             trial_key=f"{kind}-{trial_like.bank_key}",
             merger=kind,

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
-from benchmark.keys import content_key
+from benchmark.keys import content_key, revision
 from benchmark.storage import StorageRoot, atomic_write, safe_name, write_text_atomic
 
 if TYPE_CHECKING:
@@ -184,8 +184,12 @@ def check_weights_available(spec: "ModelSpec") -> None:
 
 
 def base_key(spec: "ModelSpec") -> str:
-    """Key of θ0: the model name, its pretrained tag (or file path) and (toy) the pre-training recipe."""
-    return content_key("base", {"name": spec.name, "pretrained": spec.pretrained, "pretrain": spec.pretrain})
+    """Key of θ0: the model name, its pretrained tag (or file path) and (toy) the pre-training recipe
+    and the revision of the code that runs it (``pretrain`` of `benchmark.keys.REVISIONS`)."""
+    payload = {"name": spec.name, "pretrained": spec.pretrained, "pretrain": spec.pretrain}
+    if spec.is_toy:
+        payload["pretrain_revision"] = revision("pretrain")
+    return content_key("base", payload)
 
 
 def base_label(spec: "ModelSpec") -> str:

@@ -3,21 +3,35 @@
 The plan is pure data (plain dicts travel to Ray workers), computed without touching Ray or
 loading a model, so ``--dry-run`` is instant and the plan can be checked against what the storage
 root already holds.
+
+Keys carry provenance (`benchmark.keys`): an expert's key hashes its θ0, task, data, recipe and
+the fine-tuning revision; a trial's key hashes its bank, the merger's *resolved* hyper-parameters
+(defaults filled in, so writing a default or omitting it is the same trial), the merger's and the
+pooling's registry revisions, a hash of the module source of any merger or pooling defined outside
+``ww`` (a spec plugin), and the revisions of evaluation, heads and test tensors. A changed method
+or stage therefore re-runs exactly the trials it reaches.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
+import inspect
 import itertools
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmark.keys import canonical_json, content_key
+import ww
+from benchmark import eval_cache
+from benchmark.keys import canonical_json, content_key, revision
 from benchmark.models import base_key, base_label
 from benchmark.specs import NO_POOLING, ORACLE, ModelSpec, SetupSpec, Spec
 from benchmark.storage import StorageRoot, safe_name
 
-#: Version of the results schema written by this code (a column of every row).
-SCHEMA_VERSION = 1
+#: Version of the results schema written by this code (a column of every row). 2: the
+#: ``*_revision`` columns and resolved ``merger_params``; rows of version 1 read with them null.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +92,9 @@ class Trial:
     lambda_policy: str
     lambdas: tuple[float, ...]
     lam: float | None
+    revisions: dict = field(default_factory=dict)
+    """The code revisions the key hashes (merger, pooling, eval, heads, finetune, pretrain,
+    toy_data; ``sources``: plugin module digests); recorded in the trial's rows."""
 
     def to_config(self) -> dict:
         return asdict(self)
@@ -99,7 +116,8 @@ class Plan:
 def expert_job(model: ModelSpec, setup: SetupSpec, task: str, seed: int, previous: ExpertJob | None = None) -> ExpertJob:
     bkey = base_key(model)
     payload = {"base": bkey, "task": task, "seed": seed, "data": setup.data, "finetune": setup.finetune.key_payload(),
-               "init_from": previous.key if previous else None}
+               "init_from": previous.key if previous else None, "finetune_revision": revision("finetune"),
+               "tensors": eval_cache.tensor_revision(task)}
     return ExpertJob(
         key=content_key("expert", payload),
         model=model.model_dump(mode="json"),
@@ -124,10 +142,77 @@ def expert_chain(model: ModelSpec, setup: SetupSpec, seed: int) -> list[ExpertJo
     return jobs
 
 
+def effective_params(merger: str, params: dict, seed: int) -> dict:
+    """The hyper-parameters a trial runs ``merger`` with: the spec's, the trial's seed for a random
+    merger given none, every other default filled in (`ww.registry.MergerRecord.resolve`)."""
+    record = ww.MERGERS[merger]
+    params = dict(params)
+    if "seed" in record.defaults:
+        params.setdefault("seed", seed)
+    return record.resolve(params)
+
+
+def source_digest(function, memo: dict[str, str | None] | None = None) -> str | None:
+    """SHA-256 (16 hex) of the source of the module defining ``function`` when that module is not
+    part of ``ww`` (a spec plugin, a researcher's own module); None for ``ww``'s own methods, which
+    carry registry revisions instead.
+
+    The file's bytes are read afresh (a ``memo`` shares them within one plan), so editing a plugin
+    changes the keys of the trials that use it on the next plan."""
+    module_name = getattr(function, "__module__", None) or ""
+    if module_name == "ww" or module_name.startswith("ww."):
+        return None
+    if memo is not None and module_name in memo:
+        return memo[module_name]
+    module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    try:
+        path = inspect.getsourcefile(module)
+        text = Path(path).read_bytes() if path else inspect.getsource(module).encode()
+    except (OSError, TypeError):
+        raise ValueError(f"cannot read the source of module {module_name!r} (defining "
+                         f"{getattr(function, '__qualname__', function)!r}) to key its trials; define plugin mergers "
+                         "in a module file (a spec's plugins:), not interactively") from None
+    digest = hashlib.sha256(text).hexdigest()[:16]
+    if memo is not None:
+        memo[module_name] = digest
+    return digest
+
+
+def method_provenance(pooling: str, merger: str, memo: dict[str, str | None]) -> dict:
+    """Revisions (and plugin source digests) of the merger and of the pooling of one trial."""
+    record = ww.MERGERS[merger]
+    out: dict = {"merger": record.revision, "pooling": None, "sources": {}}
+    source = source_digest(record.function, memo)
+    if source is not None:
+        out["sources"][f"merger:{merger}"] = source
+    if pooling in ww.POOLINGS:
+        pooled = ww.POOLINGS[pooling]
+        out["pooling"], function = pooled.revision, pooled.kernel
+    elif pooling in ww.MERGERS:
+        pooled = ww.MERGERS[pooling]
+        out["pooling"], function = pooled.revision, pooled.function
+    else:
+        function = None  # none / oracle: no pooling
+    source = source_digest(function, memo) if function is not None else None
+    if source is not None:
+        out["sources"][f"pooling:{pooling}"] = source
+    return out
+
+
+def stage_revisions(model: ModelSpec) -> dict:
+    """Revisions of the harness stages a trial's result depends on (`benchmark.keys.REVISIONS`)."""
+    out = {stage: revision(stage) for stage in ("eval", "heads", "finetune")}
+    if model.is_toy:
+        out.update(pretrain=revision("pretrain"), toy_data=revision("toy_data"))
+    return out
+
+
 def build_plan(spec: Spec) -> Plan:
     spec_hash = content_key("spec", spec.model_dump(mode="json"))
     plan = Plan(spec=spec, spec_hash=spec_hash)
     seen: dict[str, ExpertJob] = {}
+    sources: dict[str, str | None] = {}
+    planned: set[str] = set()
     for model, setup, seed in itertools.product(spec.models, spec.setups, spec.seeds):
         jobs = expert_chain(model, setup, seed)
         for job in jobs:
@@ -139,21 +224,31 @@ def build_plan(spec: Spec) -> Plan:
                 continue  # fixed λ and the oracle sweep have no variant: one trial, not one per variant
             policy = {NO_POOLING: "fixed", ORACLE: "oracle"}.get(pooling, "weave")
             weave = policy == "weave"
+            params = effective_params(merger.name, merger.params, seed)
+            revisions = {**method_provenance(pooling, merger.name, sources), **stage_revisions(model)}
             axes = {
                 "bank": bank_key,
                 "merger": merger.name,
-                "merger_params": merger.params,
+                "merger_params": params,
+                # a merger pooling the candidates runs with its defaults
+                "pooling_params": ww.MERGERS[pooling].resolve() if pooling in ww.MERGERS else None,
+                "revisions": revisions,
                 "pooling": pooling,
                 "collaborative": (variant == "collaborative") if weave else None,
                 "lambdas": [spec.fixed_lambda] if policy == "fixed" else merger.grid(),
                 "seed": seed,
                 "eval": {"kind": setup.kind, "evaluations": [asdict(e) for e in setup.evaluations()],
-                         "data": setup.data},
+                         "data": setup.data,
+                         "tensors": {e.task: eval_cache.tensor_revision(e.task) for e in setup.evaluations()}},
                 "schema": SCHEMA_VERSION,
             }
+            key = content_key("trial", axes)
+            if key in planned:
+                continue  # e.g. a random merger's explicit seed equal to this trial's seed: the same trial
+            planned.add(key)
             plan.trials.append(
                 Trial(
-                    key=content_key("trial", axes),
+                    key=key,
                     run_name=spec.name,
                     spec_hash=spec_hash,
                     model=model.model_dump(mode="json"),
@@ -164,12 +259,13 @@ def build_plan(spec: Spec) -> Plan:
                     bank_key=bank_key,
                     expert_keys=expert_keys,
                     merger=merger.name,
-                    merger_params=dict(merger.params),
+                    merger_params=params,
                     pooling=pooling,
                     collaborative=axes["collaborative"],
                     lambda_policy=policy,
                     lambdas=tuple(axes["lambdas"]),
                     lam=spec.fixed_lambda if policy == "fixed" else None,
+                    revisions=revisions,
                 )
             )
     plan.experts = list(seen.values())

@@ -12,7 +12,7 @@ import time
 import ray
 
 from benchmark import eval_cache
-from benchmark.keys import content_key
+from benchmark.keys import content_key, revision
 from benchmark.specs import DataSpec, ModelSpec
 from benchmark.storage import StorageRoot, safe_name, write_text_atomic
 
@@ -33,7 +33,7 @@ def prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], root:
     zeroshot: dict[str, dict] = {}
     for task, data, trains in tasks:  # trains: an expert fine-tunes on this task (cache its train split)
         data_spec = DataSpec(**data)
-        key = content_key("zeroshot", {"base": base_key(spec), "task": task, "data": data_spec})
+        key = zeroshot_key(base_key(spec), task, data_spec)
         path = storage.cache / "zeroshot" / base.key / f"{safe_name(task)}-{key}.json"
         if trains:
             eval_cache.ensure_split(storage, task, "train", data_spec, resolution=base.resolution)
@@ -48,10 +48,19 @@ def prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], root:
     return {"zeroshot": zeroshot, "pretrain": pretrain_metrics, **timings}
 
 
+def zeroshot_key(base: str, task: str, data: DataSpec) -> str:
+    """Key of θ0's cached zero-shot accuracy on ``task``: its head, tensors and evaluation, each
+    with the revision of the code that produces it."""
+    from benchmark.eval_cache import tensor_revision
+
+    return content_key("zeroshot", {"base": base, "task": task, "data": data, "tensors": tensor_revision(task),
+                                    "heads": revision("heads"), "eval": revision("eval")})
+
+
 def zeroshot_lookup(prepared: dict, model: ModelSpec, task: str, data: DataSpec) -> dict:
     from benchmark.models import base_key
 
-    key = content_key("zeroshot", {"base": base_key(model), "task": task, "data": data})
+    key = zeroshot_key(base_key(model), task, data)
     return prepared["zeroshot"][f"{task}|{key}"]
 
 

@@ -6,6 +6,11 @@ Aggregation order, stated in every output because it changes the numbers:
 2. per seed: mean over the trials a group pools together (the axes not in ``--by``);
 3. mean ± sample std (n − 1) over seeds.
 
+Before any of this, `newest_revisions` keeps, for each configuration (model, setup, merger and its
+resolved hyper-parameters, pooling, variant, λ policy and grid, seed), only the trials of its
+newest code revisions (the ``*_revision`` columns): a number is never averaged with one an older
+merger, pooling or stage produced, and a one-line note says how many trials were left out.
+
 Oracle trials hold one row per (λ, task); their entry is the λ whose task-mean accuracy on the test
 sets is best (ties → the smallest λ) — the privileged reference the paper compares weaving
 against, so it is always flagged as using test data. References (zero-shot, expert) and oracle
@@ -14,11 +19,13 @@ entries are never pooled with merged models, whatever ``--by`` says.
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from rich.console import Console
 
 from benchmark.report_formats import Column, ReportTable, Stat, render_rich
@@ -42,6 +49,79 @@ WITHIN_TRIAL = ("eval_task", "lam")
 #: Columns that describe where a model is evaluated; they become the blocks of a displayed table.
 CONTEXT = ("model", "pretrained", "setup", "setup_kind", "finetune_mode")
 REFERENCE_MERGERS = ("zeroshot", "expert")
+
+
+#: What one configuration is: the trial-level columns that say *what* was computed (not by which
+#: revision of the code, nor where or when). ``lam`` joins them for fixed-λ trials only.
+CONFIGURATION = ("model", "pretrained", "setup", "setup_kind", "finetune_mode", "merger", "merger_params",
+                 "pooling", "collaborative", "lambda_policy", "lambdas", "seed")
+#: The revisions compared to find the newest, most significant first (absent or null = oldest).
+REVISION_ORDER = ("merger", "pooling", "eval", "heads", "finetune", "pretrain", "toy_data")
+
+
+def _configuration(row: dict) -> tuple:
+    params = row["merger_params"]
+    if row["revisions"] is None and row["lambda_policy"] != "reference":
+        params = _resolved_params_text(row["merger"], params, row["seed"])
+    values = {**row, "merger_params": params, "lambdas": tuple(row["lambdas"] or ())}
+    lam = row["lam"] if row["lambda_policy"] != "oracle" else None
+    return (*(values[c] for c in CONFIGURATION), lam)
+
+
+def _resolved_params_text(merger: str, params: str | None, seed) -> str | None:
+    """A row written before schema 2 holds the hyper-parameters as the spec wrote them; resolve them
+    with today's defaults so it meets the newer rows of its configuration (unknown merger: as written)."""
+    import ww
+    from benchmark.keys import canonical_json
+    from benchmark.plan import effective_params
+
+    if merger not in ww.MERGERS:
+        return params
+    try:
+        return canonical_json(effective_params(merger, json.loads(params or "{}"), seed))
+    except (ValueError, TypeError):
+        return params
+
+
+def _revision_order(revisions: str | None) -> tuple[int, ...]:
+    known = json.loads(revisions) if revisions else {}
+    return tuple(-1 if known.get(name) is None else int(known[name]) for name in REVISION_ORDER)
+
+
+def newest_revisions(table: pa.Table) -> tuple[pa.Table, list[str]]:
+    """The rows of each configuration's newest code revisions, and a one-line note when any were
+    left out (none otherwise).
+
+    Trials of one configuration written by different revisions (a merger fixed since, a new
+    fine-tuning loop, a plugin edited) measure different code: pooling them would report a number
+    no code produces. The newest is the highest revision tuple (`REVISION_ORDER`; rows written
+    before revisions were recorded count as oldest), then the latest ``finished_at`` (a plugin's
+    source digest has no order). Error rows take part: a newer revision that failed hides an older
+    success rather than letting a stale number stand in for it.
+    """
+    if table.num_rows == 0:
+        return table, []
+    columns = [*CONFIGURATION, "lam", "revisions", "trial_key", "finished_at"]
+    trials: dict[str, tuple] = {}
+    for row in table.select(columns).to_pylist():
+        config, provenance = _configuration(row), row["revisions"]
+        seen = trials.get(row["trial_key"])
+        finished = row["finished_at"].timestamp() if row["finished_at"] is not None else float("-inf")
+        if seen is None or finished > seen[2]:
+            trials[row["trial_key"]] = (config, provenance, finished)
+    newest: dict[tuple, tuple] = {}
+    for config, provenance, finished in trials.values():
+        order = (_revision_order(provenance), finished)
+        if config not in newest or order > newest[config][1]:
+            newest[config] = (provenance, order)
+    dropped = {key: config for key, (config, provenance, _) in trials.items() if provenance != newest[config][0]}
+    if not dropped:
+        return table, []
+    keep = pc.invert(pc.is_in(table.column("trial_key"), value_set=pa.array(sorted(dropped))))
+    what = sorted({str(config[CONFIGURATION.index("merger")]) for config in dropped.values()})
+    note = (f"{len(dropped)} trial(s) of {', '.join(what)} left out: an older code revision of a configuration "
+            "also run at a newer one (kept the newest; see the *_revision columns of the dataset)")
+    return table.filter(keep), [note]
 
 
 def variant_name(collaborative) -> str:
@@ -258,11 +338,14 @@ def render_leaderboard(table: pa.Table, console: Console | None = None, title: s
                        by: tuple[str, ...] = DEFAULT_BY) -> list[dict]:
     """Print the leaderboard with rich (what ``run`` shows at the end); returns its rows."""
     console = console or Console()
+    table, revision_notes = newest_revisions(table)
     rows = leaderboard_rows(table, by)
     if not rows:
         console.print("[yellow]no finished trials in this root yet[/]")
         return rows
-    render_rich([leaderboard_table(table, by, title)], console)
+    board = leaderboard_table(table, by, title)
+    board.notes.extend(revision_notes)
+    render_rich([board], console)
     errors = error_count(table)
     if errors:
         console.print(f"[red]{errors} error row(s) present; see the 'error' column of the Parquet dataset[/]")

@@ -25,7 +25,7 @@ SCHEMA = pa.schema(
         ("trial_key", pa.string()),
         ("spec_hash", pa.string()),
         ("bank_key", pa.string()),
-        ("code_version", pa.string()),
+        ("code_version", pa.string()),  # the key layout (benchmark.keys.KEY_LAYOUT), not a method version
         ("host", pa.string()),
         ("started_at", pa.timestamp("ms", tz="UTC")),
         ("finished_at", pa.timestamp("ms", tz="UTC")),
@@ -58,8 +58,16 @@ SCHEMA = pa.schema(
         ("merge_seconds", pa.float64()),
         ("eval_seconds", pa.float64()),
         ("peak_memory_mb", pa.float64()),
+        # provenance (schema 2; null in rows written before): the revisions the trial key hashed
+        ("merger_revision", pa.int32()),
+        ("pooling_revision", pa.int32()),
+        ("eval_revision", pa.int32()),
+        ("heads_revision", pa.int32()),
+        ("finetune_revision", pa.int32()),
+        ("revisions", pa.string()),  # all of them as JSON, with pretrain, toy_data and plugin source digests
     ]
 )
+"""Columns of every part. Parts written by an older schema lack the newest columns; they read as null."""
 
 #: Columns that name the Hive partition folders (also stored inside each part, for plain readers).
 PARTITION_COLUMNS = ("model", "setup")

@@ -258,6 +258,15 @@ class MergerSpec(_Strict):
         ww.MERGERS[self.name].resolve(self.params)  # the registry's signature-derived checks, at spec time
         return self
 
+    def resolved_params(self) -> dict[str, Any]:
+        """The hyper-parameters with every default filled in (writing a default or omitting it is the
+        same merger); an omitted ``seed`` of a random merger stays open: each trial supplies its own."""
+        record = ww.MERGERS[self.name]
+        resolved = record.resolve(self.params)
+        if "seed" in record.defaults and "seed" not in self.params:
+            resolved["seed"] = "<trial seed>"
+        return resolved
+
     def grid(self) -> list[float]:
         return list(self.lambdas) if self.lambdas is not None else ww.default_lambdas(self.name)
 
@@ -318,7 +327,7 @@ class Spec(_Strict):
     def _unique_names(self) -> "Spec":
         _unique([(m.name, m.pretrained) for m in self.models], "models")
         _unique([s.name for s in self.setups], "setup names")
-        _unique([(m.name, repr(sorted(m.params.items()))) for m in self.mergers], "mergers")
+        _unique([(m.name, repr(sorted(m.resolved_params().items()))) for m in self.mergers], "mergers")
         return self
 
 

@@ -13,7 +13,7 @@ import torch
 from benchmark import data, eval_cache, head_cache
 from benchmark.datasets import fake
 from benchmark.datasets import images as image_module
-from benchmark.keys import content_key
+from benchmark.keys import content_key, revision
 from benchmark.models import BaseModel
 from benchmark.specs import DataSpec
 from benchmark.storage import StorageRoot
@@ -62,7 +62,9 @@ def test_cache_entries_are_keyed_by_resolution_and_split(data_root, tmp_path):
 def test_toy_cache_keys_are_unchanged(tmp_path):
     storage = StorageRoot.at(tmp_path)
     spec = DataSpec(n_train=16, n_test=8)
-    key = content_key("eval-tensors", {"dataset": "digits", "split": "test", "data": spec})
+    # (task, split, DataSpec) and the toy suite's revision; the native 32 px adds nothing
+    key = content_key("eval-tensors", {"dataset": "digits", "split": "test", "data": spec,
+                                       "revision": {"toy_data": revision("toy_data")}})
     assert eval_cache.cache_folder(storage, "digits", "test", spec).name == f"digits-test-{key}"
     assert eval_cache.cache_folder(storage, "digits", "test", spec, 32).name == f"digits-test-{key}"
     images, _ = eval_cache.load_split(storage, "digits", "test", spec)

@@ -6,6 +6,10 @@ are those rows followed by λi·M for λi in Λ. Kernels never build the K scale
 needs O(T·n) work per block whatever K is. Registered in `POOLINGS` by name; a record is also
 callable on a whole `Candidates` set. Any registered merger can pool as well: `ww.weave` then runs
 it over a stream of candidate blocks (`ww.candidates.candidate_stream`).
+
+Like a merger, each pooling carries a ``revision``: bump it whenever the pooled values change for
+the same candidates (the rule of `ww.registry`); the benchmark hashes it into every trial that
+pools with it.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .candidates import Candidates
 from .counter_rng import key_words, stream_key, uniform_indices_wide
 from .kernels import Kernel, compiled_for
 from .mergers.randmix import RANDMIX_LABEL, random_rows
+from .registry import check_revision
 from .streaming import Block
 
 WEIGHT_WEAVING = "Chaves, Valle, Avila, Weight Weaving: Parameter Pooling for Data-Free Model Merging, arXiv 2510.13921"
@@ -32,11 +37,12 @@ PoolingKernel = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class PoolingRecord:
-    """A registered pooling kernel and where it is defined."""
+    """A registered pooling kernel, where it is defined and the revision of its output."""
 
     name: str
     kernel: PoolingKernel
     citation: str
+    revision: int = 1
     compiled: PoolingKernel | None = None
     fused: Callable[..., Callable[[torch.Tensor, Block], torch.Tensor]] | None = None
     """``fused(kernel, params, lambdas, collaborative, seed, num_params)``: for a merger whose M is
@@ -71,13 +77,17 @@ POOLINGS: Mapping[str, PoolingRecord] = MappingProxyType(_POOLINGS)
 """Pooling name -> `PoolingRecord` ("avg", "randmix", "magmax"), read-only."""
 
 
-def pooling(*, name: str, citation: str = WEIGHT_WEAVING) -> Callable[[PoolingKernel], PoolingRecord]:
-    """Register the block kernel ``f(tasks, merged, lambdas, block, *, seed)`` as pooling ``name``."""
+def pooling(
+    *, name: str, citation: str = WEIGHT_WEAVING, revision: int = 1
+) -> Callable[[PoolingKernel], PoolingRecord]:
+    """Register the block kernel ``f(tasks, merged, lambdas, block, *, seed)`` as pooling ``name``
+    at ``revision`` (bumped whenever its output changes)."""
+    check_revision(f"pooling {name!r}", revision)
 
     def register(kernel: PoolingKernel) -> PoolingRecord:
         if name in _POOLINGS:
             raise ValueError(f"pooling {name!r} is already registered")
-        record = PoolingRecord(name=name, kernel=kernel, citation=citation)
+        record = PoolingRecord(name=name, kernel=kernel, citation=citation, revision=revision)
         _POOLINGS[name] = record
         return record
 

@@ -7,8 +7,17 @@ global statistics (TIES's top-k thresholds) come from preliminary ``tasks.scan``
 function never sees where the task vectors live, so one definition serves in-memory banks,
 memory-mapped banks and weaving's virtual candidate sets.
 
-The decorator records the name, the citation and the default λ grid (METHODS §1), and derives
-hyper-parameter validation from the signature (see `ww.hyperparams`).
+The decorator records the name, the citation, the default λ grid (METHODS §1) and the revision,
+and derives hyper-parameter validation from the signature (see `ww.hyperparams`).
+
+Revisions: a merger's ``revision`` (an int, 1 when first registered) names the version of its
+*output*. Bump it in the decorator whenever a change makes the merger return different values for
+the same inputs and hyper-parameters — a fix, a changed formula, a changed default, a change in a
+shared helper it calls (`ww.blockops`, `ww.selection`, ...) that reaches its result. Pure speed-ups
+and refactors that keep every value keep the revision. The benchmark hashes the revision into the
+key of every trial that uses the merger (as merger or as pooling), so a bump re-runs exactly those
+trials and its result rows record which revision produced them; a merger defined outside ``ww``
+(a spec plugin) is keyed by a hash of its module's source instead of relying on this discipline.
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ MergerFunction = Callable[..., torch.Tensor]
 
 @dataclass(frozen=True)
 class MergerRecord:
-    """A registered merger: its function, citation, default Λ and hyper-parameter defaults."""
+    """A registered merger: its function, citation, default Λ, hyper-parameter defaults and revision
+    (bumped whenever its output changes; see the module docstring)."""
 
     name: str
     function: MergerFunction
@@ -36,6 +46,7 @@ class MergerRecord:
     lambdas: tuple[float, ...]
     defaults: Mapping[str, object]
     ranges: Mapping[str, Interval] = field(default_factory=dict)
+    revision: int = 1
 
     def resolve(self, params: Mapping[str, object] | None = None) -> dict[str, object]:
         """Hyper-parameters with defaults filled in; ValueError for unknown names or bad values."""
@@ -70,12 +81,16 @@ def merger(
     citation: str,
     lambdas: Sequence[float] | None = None,
     ranges: Mapping[str, Interval] | None = None,
+    revision: int = 1,
 ) -> Callable[[MergerFunction], MergerFunction]:
     """Register ``f(tasks, *, hyper=default, ...)`` as merger ``name``.
 
     ``lambdas`` defaults to the merger's row of `ww.lambda_grids.LAMBDA_GRIDS` (0.1–1.0 for
-    names not in the table); ``ranges`` bounds hyper-parameters by name. Returns ``f`` unchanged.
+    names not in the table); ``ranges`` bounds hyper-parameters by name; ``revision`` is the
+    version of the merger's output, bumped whenever it changes (module docstring). Returns ``f``
+    unchanged.
     """
+    check_revision(f"merger {name!r}", revision)
 
     def register(function: MergerFunction) -> MergerFunction:
         defaults = hyperparameters_of(function)
@@ -93,10 +108,18 @@ def merger(
             lambdas=grid,
             defaults=MappingProxyType(defaults),
             ranges=MappingProxyType(bounds),
+            revision=revision,
         )
         return function
 
     return register
+
+
+def check_revision(what: str, revision: object) -> None:
+    """TypeError unless ``revision`` is a positive int (a bool is not a revision)."""
+    if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
+        raise TypeError(f"{what}: revision must be a positive int (1 for a new method, +1 per change of its "
+                        f"output), got {revision!r}")
 
 
 def get_merger(name: str) -> MergerRecord:
