@@ -189,22 +189,23 @@ def _fit_expert(job: dict, root: str, resources: dict) -> dict:
 
 
 def delete_checkpoints(storage: StorageRoot, run_name: str) -> int:
-    """Delete the Ray Train checkpoints of a finished expert's run (its safetensors are the result).
+    """Delete a finished expert's Ray Train run folder, checkpoints included (its safetensors are the result).
 
-    They hold the encoder and AdamW's moments, three times the expert, and only served resuming
-    this run. Returns how many checkpoint folders were deleted; the run's other files stay.
+    Checkpoints hold the encoder and AdamW's moments, three times the expert, and only served
+    resuming this run. The whole folder goes, not only the checkpoints: its snapshot would otherwise
+    point a later re-training of the same expert (after its files were deleted) at checkpoints that
+    no longer exist. Returns how many checkpoint folders it held.
     """
-    from benchmark.storage import filesystem_path
     import pyarrow.fs as pafs
+
+    from benchmark.storage import filesystem_path
 
     fs, base = filesystem_path(storage.runs / "experts" / run_name)
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
-    deleted = 0
-    for info in infos:
-        if info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_"):
-            fs.delete_dir(info.path)
-            deleted += 1
-    return deleted
+    count = sum(info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_") for info in infos)
+    if infos:
+        fs.delete_dir(base)
+    return count
 
 
 @dataclasses.dataclass
