@@ -2,8 +2,10 @@
 
 Each Tune trial is a :class:`MergeTrial` actor; with ``reuse_actors=True`` the actor survives from
 trial to trial and keeps θ0, heads and eval tensors warm (:class:`WarmAssets`). Banks arrive by
-reference through ``tune.with_parameters``: the numpy buffer sits once in the node's object store
-and every trial maps it zero-copy. A trial writes its own Parquet part before it reports, so a
+reference through ``tune.with_parameters``: on the object-store route the numpy buffer sits once in
+the node's object store and every trial maps it zero-copy; on the file route the reference names a
+content-addressed file in the node's cache that every trial maps read-only (the node builds it once
+if it lacks it). A trial writes its own Parquet part before it reports, so a
 crash between the two only re-runs that trial.
 """
 
@@ -17,7 +19,8 @@ import ray
 from ray import tune
 
 from benchmark import results
-from benchmark.bank import SharedBank
+import ww
+from benchmark.bank import BankFile, SharedBank, open_for_trial
 from benchmark.merge_eval import WarmAssets, error_rows, run_trial
 from benchmark.plan import Trial
 from benchmark.specs import ModelSpec, ResourcesSpec, SetupSpec, import_plugins
@@ -38,11 +41,11 @@ class MergeTrial(tune.Trainable):
               plugins: tuple[str, ...] = ()) -> None:
         import_plugins(list(plugins))  # the spec's own mergers must exist in this worker too
         self._ww_limits = limits or {}
-        self._ww_banks = banks  # bank key → ObjectRef of SharedBank (resolved lazily, once per actor)
+        self._ww_banks = banks  # bank key → ObjectRef of a SharedBank or BankFile (resolved lazily, once per actor)
         self._ww_references = references
         self._ww_root = StorageRoot.at(root)
         self._ww_warm: dict[str, WarmAssets] = {}
-        self._ww_resolved: dict[str, SharedBank] = {}
+        self._ww_resolved: dict[str, ww.TaskVectorBank] = {}
 
     def reset_config(self, new_config: dict) -> bool:
         self.config = new_config
@@ -51,7 +54,7 @@ class MergeTrial(tune.Trainable):
     def _ww_run(self, trial: Trial) -> list[dict]:
         if trial.base_key not in self._ww_warm:
             self._ww_warm[trial.base_key] = WarmAssets.load(ModelSpec(**trial.model), self._ww_root)
-        bank = self._ww_bank(trial.bank_key).to_ww()
+        bank = self._ww_bank(trial.bank_key, self._ww_warm[trial.base_key].theta0_visual)
         references = self._ww_references[trial.bank_key]
         return run_trial(trial, bank, self._ww_warm[trial.base_key], self._ww_root, references)
 
@@ -64,9 +67,10 @@ class MergeTrial(tune.Trainable):
     def _ww_bytes_loaded(self) -> int:
         return sum(assets.bytes_loaded for assets in self._ww_warm.values())
 
-    def _ww_bank(self, key: str) -> SharedBank:
+    def _ww_bank(self, key: str, theta0_visual: dict) -> ww.TaskVectorBank:
         if key not in self._ww_resolved:
-            self._ww_resolved[key] = ray.get(self._ww_banks[key])
+            shared: SharedBank | BankFile = ray.get(self._ww_banks[key])
+            self._ww_resolved[key] = open_for_trial(shared, self._ww_root, theta0_visual)
         return self._ww_resolved[key]
 
     def step(self) -> dict:

@@ -1,7 +1,8 @@
 """``run_bench.py run SPEC``: the data flow of DESIGN.md, stage by stage.
 
 spec → plan → θ0 / tensors / heads (Ray task) → experts (Ray Train) → references → banks
-(``ray.put`` once) → grid (Ray Tune) → Parquet → leaderboard. Every stage skips what the storage
+(streamed expert by expert; ``ray.put`` once, or a memory-mapped file in each node's cache) → grid
+(Ray Tune) → Parquet → leaderboard. Every stage skips what the storage
 root already holds, so running the same spec twice does no work twice.
 """
 
@@ -17,7 +18,8 @@ from rich.table import Table
 
 from benchmark import expert_store, results
 from benchmark.plan import Plan, Trial, build_plan
-from benchmark.preflight import check_free_space, estimate_disk, free_bytes, human_bytes
+from benchmark.preflight import (BankPlan, check_cache_space, check_free_space, check_memory, estimate_disk,
+                                  free_bytes, human_bytes, plan_banks, ray_nodes_memory)
 from benchmark.specs import DataSpec, ModelSpec, SetupSpec, Spec
 from benchmark.storage import StorageRoot, require_shared_root
 
@@ -83,7 +85,17 @@ def _get_input_checked(ref):
         raise
 
 
-def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list, list[Trial]]:
+def _bank_built(storage: StorageRoot, key: str) -> bool:
+    from benchmark.bank import bank_file_path
+
+    return bank_file_path(storage, key).exists()
+
+
+def print_plan(plan: Plan, storage: StorageRoot, console: Console,
+               banks: list[BankPlan] | None = None) -> tuple[list, list[Trial]]:
+    """Print what the run will do (experts, banks and the route each takes, trials); return what is to do."""
+    from benchmark.bank import object_store_capacity
+
     status = results.trial_status(storage)
     experts_todo = [e for e in plan.experts if not expert_store.is_done(e, storage)]
     trials_todo = [t for t in plan.trials if status.get(t.key) != "ok"]
@@ -97,6 +109,14 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
             table.add_row("experts (Ray Train)", f"{model.name}/{model.pretrained} · {setup.name}: "
                           f"{', '.join(setup.expert_tasks())} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
                           str(len(jobs)), str(len(jobs) - len(todo)), str(len(todo)))
+    store_bytes, store_source = object_store_capacity()
+    if banks is None:
+        banks = plan_banks(plan, trials_todo, store_bytes)
+    for bank in banks:
+        built = bank.route == "file" and _bank_built(storage, bank.key)
+        table.add_row(f"bank → {bank.route.replace('_', ' ')}",
+                      f"{bank.label}: {bank.n_tasks} task vector(s), {human_bytes(bank.bytes)}",
+                      "1", str(int(built)), str(int(not built)))
     by_merger = defaultdict(list)
     for t in plan.trials:
         by_merger[t.merger].append(t)
@@ -106,6 +126,13 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
         table.add_row("trials (Ray Tune)", f"{merger} × pooling {', '.join(poolings)}", str(len(trials)),
                       str(len(trials) - len(todo)), str(len(todo)))
     console.print(table)
+    res = plan.spec.resources
+    if banks:
+        store = "unknown" if store_bytes is None else human_bytes(store_bytes)
+        rule = (f"file above {res.bank_store_fraction:.0%} of the object store"
+                + ("" if store_bytes is None else f" ({human_bytes(int(res.bank_store_fraction * store_bytes))})")
+                if res.bank_route == "auto" else f"{res.bank_route.replace('_', ' ')} (forced)")
+        console.print(f"bank route {res.bank_route}: {rule}; object store {store} ({store_source})", highlight=False)
     return experts_todo, trials_todo
 
 
@@ -120,7 +147,12 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     for job in plan.experts:  # stored experts the run will merge: a truncated one is refused now, not after hours
         if job.key in needed and job not in experts_todo:
             expert_store.check_readable(job, storage)
-    disk = estimate_disk(plan, experts_todo, trials_todo)
+    from benchmark.bank import object_store_capacity
+
+    banks = plan_banks(plan, trials_todo, object_store_capacity()[0])
+    bank_files = sum(b.bytes for b in banks if b.route == "file" and not _bank_built(storage, b.key))
+    disk = estimate_disk(plan, experts_todo, trials_todo,
+                         bank_files=bank_files if storage.cache_dir is None else 0)
     if dry_run:
         free = free_bytes(storage)
         short = free is not None and free < disk.total
@@ -131,14 +163,24 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
         return summary
     storage.ensure()
     check_free_space(storage, disk)  # a full disk fails now, not halfway through the fine-tunes
+    check_cache_space(storage, bank_files)
     clock = time.perf_counter()
     init_ray()
     summary.seconds["ray_init"] = time.perf_counter() - clock
     require_shared_root(storage)  # every node must see a local root, or nothing can be resumed
+    # the object store's real size is known now: the routes are final, and must fit in memory
+    from benchmark.bank import available_memory, object_store_capacity
+
+    store_bytes = object_store_capacity()[0]
+    banks = plan_banks(plan, trials_todo, store_bytes)
+    routes = {b.key: b.route for b in banks}
+    res = spec.resources
+    check_memory(banks, res, len(trials_todo), store_bytes=store_bytes,
+                 driver_available=available_memory(), nodes=ray_nodes_memory())
 
     import ray
 
-    from benchmark.bank import build_bank
+    from benchmark.bank import build_bank, build_bank_file
     from benchmark.grid import run_grid
     from benchmark.merge_eval import reference_rows
     from benchmark.models import load_base_model
@@ -152,7 +194,6 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
 
     # θ0, cached tensors, heads, zero-shot accuracy: one task per model
     clock = time.perf_counter()
-    res = spec.resources
     prepare = prepare_remote(res.prepare_cpus, res.trial_gpus)
     prepared_refs = {}
     for model in spec.models:
@@ -172,7 +213,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     summary.experts_failed = [f"{o.job.task} (seed {o.job.seed}): {o.detail}" for o in outcomes if not o.ok]
     summary.seconds["experts"] = time.perf_counter() - clock
 
-    # references, banks (ray.put once each), grid
+    # references, banks (ray.put once each, or a file in the node's cache), grid
     clock = time.perf_counter()
     by_key = {e.key: e for e in plan.experts}
     runnable, references, bank_refs, base_models = [], {}, {}, {}
@@ -191,11 +232,16 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                 zs = zeroshot_lookup(prepared[model.name, model.pretrained], model, evaluation.task, setup.data)
                 refs[evaluation.task] = {"zeroshot_accuracy": zs["accuracy"], "n_examples": zs["n_examples"],
                                          "expert_accuracy": expert_acc.get(evaluation.task)}
-            bank = build_bank(jobs, base_models[trial.base_key], storage)  # refuses bad experts: nothing written yet
+            # streamed expert by expert; refuses bad experts: nothing written yet
+            if routes.get(trial.bank_key, "object_store") == "file":
+                bank = build_bank_file(jobs, base_models[trial.base_key], storage, trial.bank_key, log=console.print)
+            else:
+                bank = build_bank(jobs, base_models[trial.base_key], storage)
             references[trial.bank_key] = refs
             for kind, rows in reference_rows(trial, refs, expert_acc).items():
                 results.write_part(storage, rows, f"{kind}-{trial.bank_key}")
             bank_refs[trial.bank_key] = ray.put(bank)
+            del bank  # the object store holds it now: the driver's copy goes
         runnable.append(trial)
     summary.seconds["banks"] = time.perf_counter() - clock
     if summary.trials_blocked:

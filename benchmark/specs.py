@@ -85,8 +85,11 @@ class FinetuneSpec(_Strict):
     """``auto``: bf16 autocast on GPUs that support it (fp16 with loss scaling otherwise), fp32 on CPU."""
     checkpoint_every: int | None = Field(None, ge=0)
     """Steps between Ray Train checkpoints (an interrupted fine-tune resumes from the last one);
-    ``None`` = four per run, ``0`` = none. Not part of the expert's content key: it cannot change
-    the weights."""
+    ``None`` = a size-aware default (see ``benchmark.training.default_checkpoint_every``), ``0`` =
+    none. Not part of the expert's content key: it cannot change the weights."""
+    keep_checkpoints: bool = False
+    """Keep the expert's Ray Train checkpoint after its safetensors and manifest are written (by
+    default it is deleted then: the expert itself is the result, the checkpoint only served resuming)."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "FinetuneSpec":
@@ -119,7 +122,7 @@ class FinetuneSpec(_Strict):
 
     def key_payload(self) -> dict:
         """What determines the expert's weights (content keys): everything but checkpointing."""
-        return self.model_dump(mode="json", exclude={"checkpoint_every"})
+        return self.model_dump(mode="json", exclude={"checkpoint_every", "keep_checkpoints"})
 
 
 class DataSpec(_Strict):
@@ -286,6 +289,11 @@ class ResourcesSpec(_Strict):
     trial_memory_gb: float | None = Field(None, gt=0)
     """Limit on a trial worker's private resident memory (θ0, heads, merge temporaries; the shared
     bank and memory-mapped eval tensors do not count); beyond it the trial becomes an error row."""
+    bank_route: Literal["auto", "object_store", "file"] = "auto"
+    """How a bank reaches the trials: ``object_store`` (``ray.put`` once, read zero-copy), ``file``
+    (a memory-mapped file in each node's cache, merged out of core), or ``auto``: the file when the
+    bank is larger than ``bank_store_fraction`` of the (smallest node's) object store."""
+    bank_store_fraction: float = Field(0.25, gt=0, le=1)
 
 
 class Spec(_Strict):

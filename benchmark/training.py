@@ -46,10 +46,16 @@ def train_expert_loop(config: dict) -> None:
     model = base.model.to(device)
     if world > 1:
         model.visual = ray.train.torch.prepare_model(model.visual)
-    recipe = _recipe(job, n_train=len(labels) * world, world=world, rank=rank)
+    recipe = _recipe(job, n_train=len(labels) * world, world=world, rank=rank,
+                     checkpoint_size=checkpoint_bytes(base.model.visual))
     resume = _load_checkpoint(ray.train.get_checkpoint())
+    # checkpoint bytes over the whole fine-tune, attempts before a restart included (carried in the state)
+    written = {"bytes": int((resume or {}).get(WRITTEN_KEY, 0)), "count": int((resume or {}).get(COUNT_KEY, 0))}
     metrics = finetune_image_encoder(model, head.to(device), images, labels, recipe, device=str(device),
-                                     resume=resume, on_checkpoint=lambda state: _report_checkpoint(state, rank))
+                                     resume=resume,
+                                     on_checkpoint=lambda state: _report_checkpoint(state, rank, written))
+    metrics["checkpoint_bytes"] = written["bytes"]
+    metrics["checkpoints"] = written["count"]
     visual = getattr(model.visual, "module", model.visual)
     model.visual = visual
     if rank == 0:
@@ -64,9 +70,35 @@ def train_expert_loop(config: dict) -> None:
     ray.train.report({k: float(v) for k, v in metrics.items()})
 
 
-def _recipe(job: ExpertJob, *, n_train: int, world: int, rank: int):
-    """The loop's recipe for this worker: steps from epochs if the spec sizes runs by epochs,
-    checkpoints four times per run unless the spec says otherwise, a data-order seed per rank."""
+#: Checkpoints per fine-tune when they are small; fewer for large models (:func:`checkpoints_per_run`).
+MAX_CHECKPOINTS_PER_RUN = 4
+#: Checkpoint bytes one fine-tune may write under the default cadence (each checkpoint is written whole):
+#: the toy and ViT-B-32 (≈ 1.06 GB per checkpoint) get four, ViT-L-14 (≈ 3.65 GB) one.
+CHECKPOINT_BYTES_PER_RUN = 4 << 30
+#: No default checkpoint closer than this many steps: so few steps are cheaper to redo than to save.
+MIN_STEPS_BETWEEN_CHECKPOINTS = 10
+
+
+def checkpoints_per_run(checkpoint_bytes: int) -> int:
+    """How many checkpoints the default cadence writes for a checkpoint of this size (≥ 1)."""
+    return max(1, min(MAX_CHECKPOINTS_PER_RUN, CHECKPOINT_BYTES_PER_RUN // max(1, checkpoint_bytes)))
+
+
+def default_checkpoint_every(steps: int, checkpoint_bytes: int) -> int:
+    """Steps between checkpoints when the spec does not say (0 = none): evenly spread, never after the
+    last step (the expert itself is the result), none for runs too short to be worth resuming."""
+    every = max(MIN_STEPS_BETWEEN_CHECKPOINTS, -(-steps // (checkpoints_per_run(checkpoint_bytes) + 1)))
+    return every if every < steps else 0
+
+
+def checkpoint_bytes(visual) -> int:
+    """One checkpoint of this encoder: its weights and AdamW's two moments (what exact resuming needs)."""
+    return 3 * sum(p.numel() * p.element_size() for p in visual.parameters())
+
+
+def _recipe(job: ExpertJob, *, n_train: int, world: int, rank: int, checkpoint_size: int = 0):
+    """The loop's recipe for this worker: steps from epochs if the spec sizes runs by epochs, the
+    spec's checkpoint cadence or the size-aware default, a data-order seed per rank."""
     from benchmark import data
     from benchmark.finetune import FinetuneRecipe, steps_for_epochs
     from benchmark.specs import FinetuneSpec
@@ -74,17 +106,23 @@ def _recipe(job: ExpertJob, *, n_train: int, world: int, rank: int):
     spec = FinetuneSpec(**{k: v for k, v in job.finetune.items() if k != "mode"})
     epochs = spec.epochs_for(data.parse_task(job.task).dataset)
     steps = spec.steps if epochs is None else steps_for_epochs(epochs, n_train, spec.batch_size, world)
-    every = spec.checkpoint_every if spec.checkpoint_every is not None else max(1, steps // 4)
+    every = (spec.checkpoint_every if spec.checkpoint_every is not None
+             else default_checkpoint_every(steps, checkpoint_size))
     return FinetuneRecipe(steps=steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
                           warmup=spec.warmup, grad_clip=spec.grad_clip, precision=spec.precision,
                           checkpoint_every=every, seed=job.seed + 1000 * rank)
 
 
 CHECKPOINT_FILE = "finetune_state.pt"
+WRITTEN_KEY, COUNT_KEY = "ww_checkpoint_bytes_before", "ww_checkpoints_before"
 
 
-def _report_checkpoint(state: dict, rank: int) -> None:
-    """Every worker reports (a collective in Ray Train); rank 0 attaches the training state."""
+def _report_checkpoint(state: dict, rank: int, written: dict | None = None) -> None:
+    """Every worker reports (a collective in Ray Train); rank 0 attaches the training state.
+
+    ``written`` accumulates the bytes and number of checkpoints rank 0 wrote (the expert's manifest
+    records them); the totals so far travel inside each checkpoint, so a resumed run keeps counting.
+    """
     import tempfile
     from pathlib import Path
 
@@ -95,8 +133,12 @@ def _report_checkpoint(state: dict, rank: int) -> None:
     if rank != 0:
         ray.train.report(metrics)
         return
+    written = written if written is not None else {"bytes": 0, "count": 0}
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+        path = Path(tmp) / CHECKPOINT_FILE
+        torch.save({**state, WRITTEN_KEY: written["bytes"], COUNT_KEY: written["count"]}, path)
+        written["bytes"] += path.stat().st_size
+        written["count"] += 1
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -120,6 +162,7 @@ def _fit_expert(job: dict, root: str, resources: dict) -> dict:
 
     res = ResourcesSpec(**resources)
     storage = StorageRoot.at(root)
+    trainer_name = f"expert-{safe_name(job['task'])}-{job['key']}"  # stable per expert: resumable
     trainer = TorchTrainer(
         train_expert_loop,
         train_loop_config={"job": job, "root": root},
@@ -129,7 +172,7 @@ def _fit_expert(job: dict, root: str, resources: dict) -> dict:
             resources_per_worker={"CPU": res.cpus_per_expert_worker, "GPU": res.gpus_per_expert_worker},
         ),
         run_config=RunConfig(
-            name=f"expert-{safe_name(job['task'])}-{job['key']}",  # stable per expert: resumable
+            name=trainer_name,
             storage_path=str(storage.runs / "experts"),
             failure_config=FailureConfig(max_failures=1),
             checkpoint_config=CheckpointConfig(num_to_keep=1),  # only the latest is ever resumed
@@ -140,7 +183,29 @@ def _fit_expert(job: dict, root: str, resources: dict) -> dict:
     manifest = expert_store.read_manifest(ExpertJob(**job), storage)
     if manifest is None:
         raise RuntimeError(f"expert {job['task']} finished but wrote no manifest")
+    if not job["finetune"].get("keep_checkpoints"):
+        delete_checkpoints(storage, trainer_name)
     return {"task": job["task"], "seconds": time.perf_counter() - start, **manifest["metrics"]}
+
+
+def delete_checkpoints(storage: StorageRoot, run_name: str) -> int:
+    """Delete a finished expert's Ray Train run folder, checkpoints included (its safetensors are the result).
+
+    Checkpoints hold the encoder and AdamW's moments, three times the expert, and only served
+    resuming this run. The whole folder goes, not only the checkpoints: its snapshot would otherwise
+    point a later re-training of the same expert (after its files were deleted) at checkpoints that
+    no longer exist. Returns how many checkpoint folders it held.
+    """
+    import pyarrow.fs as pafs
+
+    from benchmark.storage import filesystem_path
+
+    fs, base = filesystem_path(storage.runs / "experts" / run_name)
+    infos = fs.get_file_info(pafs.FileSelector(base, recursive=False, allow_not_found=True))
+    count = sum(info.type == pafs.FileType.Directory and info.base_name.startswith("checkpoint_") for info in infos)
+    if infos:
+        fs.delete_dir(base)
+    return count
 
 
 @dataclasses.dataclass

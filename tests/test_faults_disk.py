@@ -35,10 +35,21 @@ def test_the_estimate_covers_every_expert_its_checkpoint_and_the_trials():
     plan, estimate = _estimate(spec)
     encoder = encoder_bytes(spec.models[0])
     assert encoder == 4 * sum(t.numel() for t in create_toy_model(seed=0).visual.state_dict().values())
-    assert estimate.total >= len(plan.experts) * 4 * encoder + len(plan.trials) * 1024
-    without = tiny_spec_dict()
-    without["setups"][0]["finetune"]["checkpoint_every"] = 0  # no checkpoints kept: less to write
-    assert _estimate(parse_spec(without))[1].total == estimate.total - 3 * len(plan.experts) * encoder
+    assert estimate.total >= len(plan.experts) * encoder + len(plan.trials) * 1024
+
+    def total(**finetune):
+        spec_dict = tiny_spec_dict()
+        spec_dict["setups"][0]["finetune"].update(finetune)
+        return _estimate(parse_spec(spec_dict))[1].total
+
+    none = total(checkpoint_every=0)
+    assert total() == none  # 8 steps: too short for the default cadence to checkpoint
+    # kept: one checkpoint (encoder + AdamW's two moments) per expert
+    assert total(checkpoint_every=2, keep_checkpoints=True) == none + 3 * len(plan.experts) * encoder
+    # deleted once each expert is written: two at most (the new and the replaced one) per running expert
+    transient = total(checkpoint_every=2) - none
+    assert transient > 0 and transient % (2 * 3 * encoder) == 0
+    assert transient <= 2 * 3 * len(plan.experts) * encoder
 
 
 def test_a_real_encoder_is_sized_from_its_checkpoint_without_building_the_model(tmp_path):

@@ -6,6 +6,7 @@ at two points: while experts fine-tune, and while the grid runs. Also two runs o
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -93,8 +94,16 @@ def _root_with_experts(finished_tiny_run, tmp_path: Path) -> Path:
 
 
 def _checkpoints(root: Path) -> int:
+    """Checkpoints Ray Train has recorded (a run resumes from its snapshot, written after the folder)."""
     runs = root / "runs" / "experts"
-    return len([p for p in runs.rglob("checkpoint_*") if p.is_dir()]) if runs.exists() else 0
+    snapshots = list(runs.glob("*/checkpoint_manager_snapshot.json")) if runs.exists() else []
+    recorded = 0
+    for snapshot in snapshots:
+        try:
+            recorded += json.loads(snapshot.read_text()).get("latest_checkpoint_result") is not None
+        except (OSError, ValueError):
+            continue  # being rewritten
+    return recorded
 
 
 def test_sigkill_during_fine_tuning_then_rerun_resumes_from_checkpoints(tmp_path):
