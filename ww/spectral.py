@@ -1,4 +1,4 @@
-"""Linear algebra shared by the per-matrix mergers TSV-M, Iso-C and Iso-CTS (METHODS §2).
+"""Linear algebra shared by the per-matrix mergers TSV-M, Iso-C and Iso-CTS (docs/METHODS.md).
 
 These mergers treat every 2-D weight matrix as a linear map and act on its singular value
 decomposition; every other tensor (biases, LayerNorm, 4-D convolution kernels) and the CLIP text

@@ -19,7 +19,8 @@ columns whose decisions differ are found by one more scan; rare, never wrong.
 
 Only for mergers whose kept values do not depend on θt's value (PCB's min-max rescaled weights
 do, in every column: it keeps the two-pass path), and only for streams with a sampler (resident
-rows: scattered reads are cheap); memory-mapped banks keep the two-pass path, since re-reading scattered columns would fault in the whole file.
+rows: scattered reads are cheap); memory-mapped banks keep the two-pass path, since re-reading
+scattered columns would fault in the whole file.
 """
 
 from __future__ import annotations

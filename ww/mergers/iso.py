@@ -1,4 +1,4 @@
-"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (METHODS §2).
+"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (docs/METHODS.md).
 
 Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and Task-Specific
 Subspaces", ICML 2025, arXiv 2502.04959. Task arithmetic's sum Δ = Σt τt is dominated by a few

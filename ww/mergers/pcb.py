@@ -1,4 +1,4 @@
-"""PCB-merging: parameter competition balancing, as the Weight Weaving authors run it (METHODS §2).
+"""PCB-merging: parameter competition balancing, as the Weight Weaving authors run it (docs/METHODS.md).
 
 Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024, arXiv 2410.02396.
 The paper's numbers come from code, not from the paper's equations: this follows the Weight

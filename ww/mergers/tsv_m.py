@@ -1,4 +1,4 @@
-"""TSV-M: Task Singular Vectors merging (METHODS §2).
+"""TSV-M: Task Singular Vectors merging (docs/METHODS.md).
 
 Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025,
 arXiv 2412.00081. For every 2-D weight matrix (not ``text_projection``): SVD each task's τt, keep
