@@ -13,7 +13,7 @@ import torch
 import ww
 from ww import kernels, speculation
 
-from tests.test_ww_kernels import _bank, needs_compiler
+from tests.test_ww_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
 
 pytestmark = needs_compiler
 
