@@ -78,10 +78,24 @@ def test_tsv_m_factors_are_orthonormal_and_rebuild_the_merge(stack):
 
 
 @SETTINGS
-@given(matrices(), st.floats(min_value=1e-12, max_value=1e-6), st.integers(0, 2**31))
-def test_dare_with_p_towards_zero_is_task_arithmetic(stack, p, seed):
-    dare = ww.merge("dare_ta", _vectors(stack), p=p, seed=seed)["m"]
-    torch.testing.assert_close(dare, stack.sum(0), rtol=1e-5, atol=1e-9)
+@given(st.integers(1, 5), st.floats(min_value=1e-3, max_value=0.9), st.integers(0, 2**31))
+def test_dare_drops_a_p_fraction_of_each_task_and_rescales_the_survivors(tasks, p, seed):
+    """Task t holds 2^(10t) everywhere, so Σt of the dropped vectors / scale is an integer whose
+    bits are the keep masks: each task's drop rate must match p (5 σ of a binomial, plus p's
+    2^-16 resolution) and every survivor must be rescaled by exactly 1/(1 − p)."""
+    size = 4000
+    stack = torch.stack([torch.full((size,), 2.0 ** (10 * t), dtype=torch.float64) for t in range(tasks)])
+    merged = ww.merge("dare_ta", _vectors(stack), p=p, seed=seed)["m"]
+    coded = merged * (1 - p)
+    codes = coded.round()
+    torch.testing.assert_close(coded, codes, rtol=1e-12, atol=1e-9)  # survivors × 1/(1 − p), nothing else
+    codes = codes.long()
+    for t in range(tasks):
+        kept = (codes >> (10 * t)) & 1023
+        assert set(kept.unique().tolist()) <= {0, 1}
+        dropped = 1 - float(kept.double().mean())
+        bound = 5 * math.sqrt(p * (1 - p) / size) + 2.0 ** -16
+        assert abs(dropped - p) <= bound, (t, dropped, p)
 
 
 @SETTINGS

@@ -17,7 +17,25 @@ from ww.blockops import largest_magnitude
 from ww.mergers import breadcrumbs, dare
 from ww.mergers.ties import ties_block
 
-needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason="no C++ compiler for inductor")
+NO_COMPILER = "no C++ compiler for inductor"
+needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason=NO_COMPILER)
+
+
+@pytest.fixture(autouse=True)
+def _compiled_code_really_ran(request):
+    """Every test gated on a compiler must have run compiled code: a failed compile falls back to
+    eager silently (same results), which would otherwise let these tests pass on eager alone."""
+    gated = any(mark.name == "skipif" and mark.kwargs.get("reason") == NO_COMPILER
+                for mark in request.node.iter_markers())
+    if not gated:
+        yield
+        return
+    runs, failed = kernels.compiled_runs(), set(kernels.failures())
+    yield
+    after = kernels.compiled_runs()
+    assert any(count > runs.get(name, 0) for name, count in after.items()), "no compiled kernel ran"
+    new_failures = {name: error for name, error in kernels.failures().items() if name not in failed}
+    assert not new_failures, f"compiling failed (the test ran eager): {new_failures}"
 
 
 def _compiled(kernel):
@@ -288,14 +306,18 @@ def test_fused_randmix_weaving_validates_like_the_merge(merger):
         ww.weave(_bank(num_tasks=3), "consensus", pooling="randmix", merger_params={"k": 4})
 
 
-@needs_compiler
 def test_fused_randmix_weaving_beyond_128_candidates_falls_back_to_the_same_draws():
+    # not gated on a compiler: the fused loop must not run here (nothing compiled does)
     bank = _bank(num_tasks=3, generator_seed=2)
     lambdas = [0.01 * (index + 1) for index in range(130)]  # 133 candidates: beyond the kernel's draws
     with kernels.use("eager"):
         expected = ww.weave(bank, "task_arithmetic", lambdas=lambdas, pooling="randmix", seed=5)
+    before = kernels.compiled_runs()
     with kernels.use("compiled"):
         got = ww.weave(bank, "task_arithmetic", lambdas=lambdas, pooling="randmix", seed=5)
+    fused = [name for name, count in kernels.compiled_runs().items()
+             if name.startswith("randmix_pooling_") and count > before.get(name, 0)]
+    assert fused == []
     assert all(torch.equal(got[name], expected[name]) for name in expected)
 
 

@@ -159,7 +159,10 @@ def ref_pcb(taus, ratio=0.05):
     weights = torch.zeros_like(rows)
     for t in range(num_tasks):
         threshold = sorted(scores[t].tolist(), reverse=True)[count_of(ratio, total) - 1]
-        weights[t] = torch.where((scores[t] >= threshold) & (scores[t] > 0), scores[t], torch.zeros_like(scores[t]))
+        peak = max(scores[t].tolist())
+        kept = torch.where(scores[t] >= threshold, scores[t] - threshold, torch.zeros_like(scores[t]))
+        # min-max rescaled (the authors' code); no range when every kept score is the maximum: weight 1
+        weights[t] = kept / (peak - threshold) if peak > threshold else (scores[t] >= threshold).to(rows.dtype)
     return unflat((weights * clamped).sum(0) / weights.sum(0).clamp(min=1e-12))
 
 

@@ -1,4 +1,4 @@
-"""One-pass TIES/DARE-TIES/PCB on resident banks (`ww.speculation`): bit-identical to the two-pass path.
+"""One-pass TIES/DARE-TIES on resident banks (`ww.speculation`): bit-identical to the two-pass path.
 
 The two-pass path (exact thresholds by selection, then the merge) is what memory-mapped banks run;
 these tests compare against it with the same compiled kernels, so any difference is a bug of the
@@ -13,7 +13,7 @@ import torch
 import ww
 from ww import kernels, speculation
 
-from tests.test_ww_kernels import _bank, needs_compiler
+from tests.test_ww_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
 
 pytestmark = needs_compiler
 
@@ -53,7 +53,7 @@ def _assert_same(got: dict, expected: dict) -> None:
         assert torch.equal(got[name], expected[name]), name
 
 
-@pytest.mark.parametrize("merger", ["ties", "dare_ties", "pcb"])
+@pytest.mark.parametrize("merger", ["ties", "dare_ties"])
 def test_one_pass_equals_two_pass_and_corrects_the_uncertain_columns(merger, two_pass, redone):
     bank = _bank(num_tasks=4, generator_seed=3)
     with kernels.use("compiled"):
@@ -79,7 +79,7 @@ def test_one_pass_keeps_every_entry_tied_with_the_threshold(two_pass):
         torch.testing.assert_close(got[name], eager[name], rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize(("merger", "pooling"), [("ties", "avg"), ("ties", "randmix"), ("ties", "magmax"), ("pcb", "randmix")])
+@pytest.mark.parametrize(("merger", "pooling"), [("ties", "avg"), ("ties", "randmix"), ("ties", "magmax"), ("dare_ties", "randmix")])
 def test_weaving_pools_the_corrected_columns_too(merger, pooling, two_pass, redone):
     bank = _bank(num_tasks=3, generator_seed=6)
     with kernels.use("compiled"):
@@ -89,7 +89,7 @@ def test_weaving_pools_the_corrected_columns_too(merger, pooling, two_pass, redo
     assert redone and redone[0][1] > 0
 
 
-@pytest.mark.parametrize(("merger", "side"), [("ties", "high"), ("ties", "low"), ("pcb", "high")])
+@pytest.mark.parametrize(("merger", "side"), [("ties", "high"), ("ties", "low"), ("dare_ties", "high")])
 def test_a_missed_bracket_falls_back_to_exact_selection(merger, side, monkeypatch, two_pass, redone):
     bank = _bank(num_tasks=4, generator_seed=7)
     original = speculation.sample_brackets
@@ -124,6 +124,21 @@ def test_half_precision_banks_are_merged_in_fp32_and_returned_in_their_dtype(two
         expected = two_pass(lambda: ww.merge("ties", half))
     _assert_same(got, expected)
     assert next(iter(got.values())).dtype == torch.float16
+
+
+def test_pcb_keeps_the_two_pass_path_since_its_weights_depend_on_the_threshold_value(monkeypatch):
+    """PCB's min-max rescaled weights (β − q)/(max β − q) change in every kept column with q."""
+    bank = _bank(num_tasks=3, generator_seed=2)
+    calls = []
+    original = speculation.top_k_map
+    monkeypatch.setattr(speculation, "top_k_map", lambda *a, **k: calls.append(1) or original(*a, **k))
+    with kernels.use("compiled"):
+        compiled = ww.merge("pcb", bank)
+    with kernels.use("eager"):
+        eager = ww.merge("pcb", bank)
+    assert calls == []
+    for name in eager:
+        torch.testing.assert_close(compiled[name], eager[name], rtol=1e-5, atol=1e-9)
 
 
 def test_eager_kernels_and_memory_mapped_banks_keep_the_two_pass_path(tmp_path, monkeypatch):

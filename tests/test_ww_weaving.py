@@ -69,6 +69,26 @@ def test_a_merger_can_pool_the_candidates():
     torch.testing.assert_close(soup["v"], torch.tensor([3.0, -2.25, -0.75]))
 
 
+@pytest.mark.parametrize("pooling", ["dare_ta", "dare_ties"])
+def test_a_random_merger_as_pooling_draws_with_the_weaves_seed(pooling):
+    """Two seeds pool differently, one seed reproduces itself, and the draws are those of the
+    pooling merger run on the candidates with `pooling_seed` (not its default seed 0)."""
+    generator = torch.Generator().manual_seed(0)
+    taus = [{"w": torch.randn(40, 30, generator=generator), "b": torch.randn(30, generator=generator)} for _ in range(3)]
+    lambdas = [0.5, 1.0]
+    first, again, second = (ww.weave(taus, "task_arithmetic", lambdas=lambdas, pooling=pooling, seed=seed)
+                            for seed in (1, 1, 2))
+    assert all(torch.equal(first[name], again[name]) for name in first)
+    assert not torch.equal(first["w"], second["w"])
+    merged = ww.merge("task_arithmetic", taus)
+    candidates = [*taus, *({name: lam * value for name, value in merged.items()} for lam in lambdas)]
+    for seed, woven in ((1, first), (2, second)):
+        expected = ww.merge(pooling, candidates, seed=ww.weaving.pooling_seed(seed))
+        for name in expected:
+            torch.testing.assert_close(woven[name], expected[name], rtol=1e-6, atol=1e-7)
+    assert ww.weaving.pooling_seed(1) != 1 and ww.weaving.pooling_seed(1) != ww.weaving.pooling_seed(2)
+
+
 def _constant_tasks(size):
     return {"a": {"x": torch.full((size,), 1.0), "y": torch.full((3, size), 1.0)},
             "b": {"x": torch.full((size,), 3.0), "y": torch.full((3, size), 3.0)}}

@@ -24,12 +24,14 @@ are compiled for one thread there (a first call elsewhere compiles a second vari
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import os
 import shutil
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 
 import torch
@@ -40,6 +42,22 @@ AUTO_MIN_PARAMS = 1 << 24
 
 _override: list[str] = []
 _lock = threading.Lock()
+_kernels: "weakref.WeakSet[Kernel]" = weakref.WeakSet()
+_runs: collections.Counter[str] = collections.Counter()
+
+
+def compiled_runs() -> dict[str, int]:
+    """Per kernel name, how many calls a compiled form answered in this process (fallbacks to
+    eager not counted; never decreases, kernels built on the fly included).
+
+    The fallback to eager is silent for results by design, so this is how a caller (a test, a
+    benchmark) tells that compiled code really ran."""
+    return dict(_runs)
+
+
+def failures() -> dict[str, BaseException]:
+    """Per kernel name, the error of a compile that failed (those kernels run eager from then on)."""
+    return {item.name: item.failure for item in list(_kernels) if item.failure is not None}
 
 
 def mode() -> str:
@@ -107,7 +125,9 @@ class Kernel:
         self.alone = alone
         self._compiled: Callable | None = None
         self.failure: BaseException | None = None
+        self.compiled_runs = 0
         functools.update_wrapper(self, eager)
+        _kernels.add(self)
 
     def __call__(self, *args, **kwargs):
         return self.eager(*args, **kwargs)
@@ -138,6 +158,9 @@ class Kernel:
             # error propagates and compiling stays on
             result = self.eager(*args, **kwargs)
             self._give_up(error)
+            return result
+        self.compiled_runs += 1  # a race between worker threads may lose a count, never make one
+        _runs[self.name] += 1
         return result
 
     def _give_up(self, error: BaseException) -> None:

@@ -1,8 +1,17 @@
-"""Linear algebra shared by the per-matrix mergers TSV-M, Iso-C and Iso-CTS (METHODS §2).
+"""Linear algebra shared by the per-matrix mergers TSV-M, Iso-C and Iso-CTS (docs/METHODS.md).
 
 These mergers treat every 2-D weight matrix as a linear map and act on its singular value
 decomposition; every other tensor (biases, LayerNorm, 4-D convolution kernels) and the CLIP text
 projection, which the reference implementations exclude, is merged by averaging.
+
+Precision: the decompositions run in fp64 whatever the bank's dtype (`decomposed`), and only the
+merged matrix is rounded back. Real banks are fp32, and these mergers are ill-conditioned exactly
+where task vectors are interesting: tasks sharing a dominant low-rank component make the
+concatenated singular vectors nearly dependent (the polar factor then amplifies rounding by
+1/σmin), and the top triplets taken from the Gram matrix AᵀA lose digits in proportion to the
+squared condition number. In fp32 either loses most of the result (docs/METHODS.md, "Spectral
+mergers", says what is checked); in fp64 the same fast Gram-matrix algorithms stay far below fp32's
+own rounding for condition numbers up to about 10⁴ (10⁸ squared, times ε64 ≈ 10⁻¹⁶).
 """
 
 from __future__ import annotations
@@ -10,6 +19,12 @@ from __future__ import annotations
 import torch
 
 EXCLUDED = ("text_projection",)
+DECOMPOSITION_DTYPE = torch.float64
+
+
+def decomposed(tau: torch.Tensor) -> torch.Tensor:
+    """``tau`` in the dtype the spectral mergers decompose in (fp64; see the module doc)."""
+    return tau.to(DECOMPOSITION_DTYPE)
 
 
 def is_svd_matrix(name: str, shape: tuple[int, ...]) -> bool:
@@ -42,8 +57,9 @@ def top_singular(matrix: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.
 
     TSV-M and Iso-CTS keep only r/T directions per task. For those, the eigendecomposition of the
     small Gram matrix AᵀA (``eigh``, after one matrix product) gives V and S² several times faster
-    than a full SVD, and U = A V / S; the kept values have relative accuracy about ε·(σ1/σc)².
-    When more than half the spectrum is wanted (few tasks), the full SVD is used instead.
+    than a full SVD, and U = A V / S; the kept values have relative accuracy about ε·(σ1/σc)²,
+    which is why callers pass fp64 matrices (`decomposed`). When more than half the spectrum is
+    wanted (few tasks), the full SVD is used instead.
     """
     rows, columns = matrix.shape[-2:]
     rank = min(rows, columns)

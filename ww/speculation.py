@@ -1,7 +1,7 @@
 """Top-k merges in one pass over a resident bank: merge with the sample's bracket, redo the rest.
 
-A merger that keeps each task's entries whose value (|τt| for TIES and DARE-TIES, the balance score
-for PCB) reaches a global threshold θt needs θt before its final pass, and exact selection
+A merger that keeps each task's entries whose value (|τt| for TIES and DARE-TIES) reaches a global
+threshold θt needs θt before its final pass, and exact selection
 (`ww.selection`) reads the bank once more to count and collect the values inside the sample's
 bracket [lowt, hight). That pass costs as much as the merge itself. But an entry whose value is at
 or above hight is kept whatever θt turns out to be, and one below lowt is dropped: only the columns
@@ -17,8 +17,10 @@ arithmetic on every column with thresholds that make the same keep/drop decision
 missed its rank (the exact counts say so), θ comes from the ordinary selection instead and the
 columns whose decisions differ are found by one more scan; rare, never wrong.
 
-Only for streams with a sampler (resident rows: scattered reads are cheap); memory-mapped banks
-keep the two-pass path, since re-reading scattered columns would fault in the whole file.
+Only for mergers whose kept values do not depend on θt's value (PCB's min-max rescaled weights
+do, in every column: it keeps the two-pass path), and only for streams with a sampler (resident
+rows: scattered reads are cheap); memory-mapped banks keep the two-pass path, since re-reading
+scattered columns would fault in the whole file.
 """
 
 from __future__ import annotations

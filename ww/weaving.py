@@ -15,6 +15,7 @@ import torch
 
 from .bank import as_bank
 from .candidates import Candidates, candidate_stream
+from .counter_rng import stream_key
 from .kernels import compiled_for
 from .names import unknown_name_error
 from .pooling import POOLINGS, PoolingRecord
@@ -35,7 +36,8 @@ def weave(
 
     ``lambdas`` defaults to ``default_lambdas(merger)``. ``pooling`` is a name of `ww.POOLINGS`
     ("avg", "randmix", "magmax") or of any registered merger, which then pools the candidates with
-    its default hyper-parameters. ``seed`` drives randmix. ``merger_params`` go to the base merger.
+    its default hyper-parameters, except that a random one (with a ``seed``: randmix, DARE) gets
+    `pooling_seed` (``seed``). ``seed`` drives randmix pooling. ``merger_params`` go to the base merger.
     All arguments are validated before the merge; the inputs are never modified.
 
     Memory: the output plus bounded block temporaries beyond the bank (plus M itself when a merger
@@ -60,8 +62,19 @@ def weave(
     else:
         merged = record.run(tasks, merger_params)
         candidates = candidate_stream(tasks, merged, grid, collaborative)
-        pooled = get_merger(pooling).run(candidates)
+        pool_record = get_merger(pooling)
+        pool_params = {"seed": pooling_seed(seed)} if "seed" in pool_record.defaults else None
+        pooled = pool_record.run(candidates, pool_params)
     return bank.unflatten(pooled.to(bank.data.dtype))
+
+
+def pooling_seed(seed: int) -> int:
+    """The seed a random merger used as pooling runs with in a weave of seed ``seed``.
+
+    Derived rather than ``seed`` itself: with the same seed, DARE as pooling would drop from the
+    candidates τ1..τT exactly the entries DARE as the base merger dropped from them (its draws are
+    keyed by seed, tensor and row), coupling two draws the method treats as independent."""
+    return stream_key(seed, "merger-as-pooling") >> 33
 
 
 def _fused(record, merger_params, tasks: TaskStream, pool: PoolingRecord, grid, collaborative: bool, seed: int):

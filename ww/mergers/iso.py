@@ -1,10 +1,14 @@
-"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (METHODS §2).
+"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (docs/METHODS.md).
 
 Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and Task-Specific
 Subspaces", ICML 2025, arXiv 2502.04959. Task arithmetic's sum Δ = Σt τt is dominated by a few
 directions; flattening its spectrum (every singular value replaced by their mean) lets the tasks
 that live in weaker directions through. Per 2-D matrix (not ``text_projection``); other tensors
 take the mean of τt.
+
+Checked against a plain fp64 SVD of the definitions in docs/METHODS.md ("Spectral mergers") on fp32
+inputs, ill-conditioned ones included (tests/test_ww_spectral_accuracy.py): Δ is summed and
+decomposed in fp64 (`ww.spectral.decomposed`), only M is rounded to the bank's dtype.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import torch
 
 from ..hyperparams import Interval
 from ..registry import merger
-from ..spectral import is_svd_matrix, polar_factor, projected_top_singular, thin_svd
+from ..spectral import decomposed, is_svd_matrix, polar_factor, projected_top_singular, thin_svd
 from ..streaming import Block, TaskStream
 
 
@@ -24,8 +28,8 @@ def iso_c_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
     """Iso-C of one whole tensor: Δ = Σt τt = U diag(σ) Vᵀ  ->  M = mean(σ)·U Vᵀ."""
     if not is_svd_matrix(block.name, block.shape):
         return tau.mean(dim=0)
-    u, s, vh = thin_svd(tau.sum(dim=0).reshape(block.shape))
-    return (u @ vh).mul_(s.mean()).reshape(-1)
+    u, s, vh = thin_svd(decomposed(tau).sum(dim=0).reshape(block.shape))
+    return (u @ vh).mul_(s.mean()).reshape(-1).to(tau.dtype)
 
 
 def subspace_sizes(rank: int, num_tasks: int, common_fraction: float) -> tuple[int, int]:
@@ -50,7 +54,7 @@ def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> to
         return tau.mean(dim=0)
     num_tasks = tau.shape[0]
     rows, columns = block.shape
-    matrices = tau.reshape(num_tasks, rows, columns)
+    matrices = decomposed(tau).reshape(num_tasks, rows, columns)
     common, per_task = subspace_sizes(min(rows, columns), num_tasks, common_fraction)
     u, s, vh = thin_svd(matrices.sum(dim=0))
     u_common, s_common, vh_common = u[:, :common], s[:common], vh[:common]
@@ -63,7 +67,7 @@ def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> to
     u_all = torch.cat([*us, u_common], dim=1)
     s_all = torch.cat([*ss, s_common])
     vh_all = torch.cat([*vhs, vh_common], dim=0)
-    return (polar_factor(u_all) @ polar_factor(vh_all)).mul_(s_all.mean()).reshape(-1)
+    return (polar_factor(u_all) @ polar_factor(vh_all)).mul_(s_all.mean()).reshape(-1).to(tau.dtype)
 
 
 @merger(

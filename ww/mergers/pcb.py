@@ -1,7 +1,11 @@
-"""PCB-merging: parameter competition balancing (METHODS §2).
+"""PCB-merging: parameter competition balancing, as the Weight Weaving authors run it (docs/METHODS.md).
 
 Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024, arXiv 2410.02396.
-All statistics are per task over the whole flattened vector (global, like TIES):
+The paper's numbers come from code, not from the paper's equations: this follows the Weight
+Weaving authors' PCB (their ``src/merging/pcb.py``, derived from PCB's ``pcb_ES.py``), written out
+in docs/METHODS.md ("PCB") and checked there against an independent fp64 reference
+(tests/test_ww_pcb_reference.py). All statistics are per task over the whole flattened vector
+(global, like TIES):
 
 1. clamp |τt| to its own 1 % / 99 % quantiles [lo_t, hi_t] (outliers would dominate the scores),
    keeping signs: τ̃t = sign(τt)·clamp(|τt|, lo_t, hi_t);
@@ -9,20 +13,21 @@ All statistics are per task over the whole flattened vector (global, like TIES):
    and signed n_t = sign(τt)·m_t;
 3. intra-balancing exp(T·m_t²) (self-importance, sharper with more tasks); inter-balancing
    Σj tanh(n_t ⊙ n_j) (agreement with every task, itself included);
-4. β_t = intra ⊙ inter; keep the top ratio = 5 % of β_t (⌈ratio·P⌉ entries, ties kept) as weights
-   s_t = β_t there (and where β_t > 0), 0 elsewhere;
+4. β_t = intra ⊙ inter; q_t = its (1 − ratio) quantile (the ⌈ratio·P⌉-th largest, ratio = 5 %);
+   weights s_t = (max(β_t, q_t) − q_t) / (max β_t − q_t): min-max rescaled after clamping below
+   at q_t, so the largest score weighs 1 and an entry at the threshold 0;
 5. M = Σt s_t ⊙ τ̃t / max(Σt s_t, 1e-12).
 
-Decisions where METHODS leaves room, stated here and in the closing note: the quantiles are the
-sorted positions ⌊0.01·P⌋ and ⌊0.99·P⌋ − 1 (0-based, as the authors' ``clamp``); n_t carries the
-sign so inter-balancing rewards agreement (the paper's Norm(τi ⊙ τj) is signed; the authors' code
-uses tanh(τi ⊙ Σj τj)); the weights are the kept β themselves (the paper's m ⊙ β; the authors'
-code min-max rescales them per task); the clamped τ̃t are the ones averaged (as the code does).
+Quantiles are sorted positions, as the authors' ``clamp``: ⌊0.01·P⌋ and ⌊0.99·P⌋ − 1 (0-based,
+ascending) for the magnitudes, ⌊(1 − ratio)·P⌋ for β. Where every kept score of a task equals
+its maximum (no range to rescale; 0/0 in the authors' code) those entries weigh 1.
 
 Cost: inter-balancing needs T(T+1)/2 tanh per entry. With eager kernels β is computed once and
-cached (one extra ``[T, P]`` copy, the one the issue allows) when the bank is in memory and fits
-`CACHE_BYTES`; memory-mapped banks, weaving (whose bound is T + 3 models) and the compiled
-kernels (`ww.kernels`, one fused loop per block) recompute it in each pass that needs it.
+cached (one extra ``[T, P]`` copy) when the bank is in memory and fits `CACHE_BYTES`; memory-mapped
+banks, weaving (whose bound is T + 3 models) and the compiled kernels (`ww.kernels`, one fused loop
+per block) recompute it in each pass that needs it. The maximum and the threshold of β come from
+one selection pass. There is no one-pass (`ww.speculation`) form: every weight depends on the
+threshold's exact value, not only on which side of it an entry falls.
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ from fractions import Fraction
 
 import torch
 
-from .. import speculation
 from ..blockops import at_least
 from ..hyperparams import Interval
 from ..kernels import Kernel, kernel
@@ -116,12 +120,13 @@ def _balance_scores_fused(tau: torch.Tensor, low, high, inverse_span) -> torch.T
 balance_scores = Kernel(balance_scores, _balance_scores_fused, name="pcb_balance_scores")
 
 
-def _pcb_block_fused(tau, scores, low, high, inverse_span, score_threshold) -> torch.Tensor:
+def _pcb_block_fused(tau, scores, low, high, inverse_span, threshold, inverse_range, floor) -> torch.Tensor:
     """`pcb_block` for the compiler (task loop unrolled, sums in the eager order)."""
     numerator, total = None, None
     for t in range(tau.shape[0]):
         clamped = torch.maximum(torch.minimum(tau[t].abs(), high[t]), low[t])
-        weight = torch.where(scores[t] >= score_threshold[t], scores[t], 0.0).clamp(min=0)
+        weight = (scores[t] - threshold[t]).clamp(min=0) * inverse_range[t] \
+            + torch.where(scores[t] >= threshold[t], floor[t], 0.0)
         term = clamped * tau[t].sign() * weight
         numerator = term if numerator is None else numerator + term
         total = weight if total is None else total + weight
@@ -129,34 +134,26 @@ def _pcb_block_fused(tau, scores, low, high, inverse_span, score_threshold) -> t
 
 
 @kernel(_pcb_block_fused)
-def pcb_block(tau, scores, low, high, inverse_span, score_threshold) -> torch.Tensor:
-    """Σt s_t ⊙ τ̃t / max(Σt s_t, 1e-12) for a block, s_t = β_t kept where β_t ≥ threshold_t and β_t > 0."""
+def pcb_block(tau, scores, low, high, inverse_span, threshold, inverse_range, floor) -> torch.Tensor:
+    """Σt s_t ⊙ τ̃t / max(Σt s_t, 1e-12) for a block, with the min-max rescaled weights
+    s_t = (max(β_t, q_t) − q_t)·inverse_range_t + floor_t·1[β_t ≥ q_t] (`weight_scales`)."""
     clamped, _ = _normalised(tau, low, high, inverse_span)
-    weights = at_least(scores, score_threshold).mul_(scores).clamp_(min=0)
+    weights = (scores - threshold).clamp_(min=0).mul_(inverse_range)
+    if bool(floor.any()):
+        weights.add_(at_least(scores, threshold).mul_(floor))
     numerator = (clamped.mul_(tau.sign()).mul_(weights)).sum(dim=0)
     return numerator.div_(weights.sum(dim=0).clamp_(min=1e-12))
 
 
-def _pcb_speculative_fused(tau, low, high, inverse_span, highs, lows):
-    """`pcb_speculative` for the compiler: scores, merge, flags and counts in one loop."""
-    scores = _balance_scores_fused(tau, low, high, inverse_span)
-    merged = _pcb_block_fused(tau, scores, low, high, inverse_span, highs)
-    reached_high = [torch.where(scores[t] >= highs[t], 1.0, 0.0) for t in range(tau.shape[0])]
-    flags = None
-    for t in range(tau.shape[0]):
-        uncertain = torch.where(scores[t] >= lows[t], 1.0, 0.0) - reached_high[t]
-        flags = uncertain if flags is None else torch.maximum(flags, uncertain)
-    return merged, flags, torch.stack([flag.sum() for flag in reached_high]), tau.new_zeros(())
-
-
-@kernel(_pcb_speculative_fused)
-def pcb_speculative(tau, low, high, inverse_span, highs, lows):
-    """PCB at score thresholds ``highs`` plus what `ww.speculation.top_k_map` needs to correct it
-    (the blocks were validated by the quantile pass, so the finiteness value is a plain 0)."""
-    scores = balance_scores(tau, low, high, inverse_span)
-    uncertain = ((scores >= lows) & (scores < highs)).any(dim=0).to(tau.dtype)
-    at_high = (scores >= highs).sum(dim=1).to(tau.dtype)
-    return pcb_block(tau, scores, low, high, inverse_span, highs), uncertain, at_high, tau.new_zeros(())
+def weight_scales(peak: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inverse_range, floor), ``[T, 1]`` each, for `pcb_block` from each task's largest score
+    and threshold: 1/(max β_t − q_t) and 0, or, when every kept score equals the maximum (no range
+    to rescale, where the authors' 0/0 gives NaN), 0 and 1: the kept entries weigh 1 as the
+    maximum always does."""
+    spread = peak - threshold
+    flat = spread <= 0
+    inverse_range = torch.where(flat, torch.zeros_like(spread), 1 / torch.where(flat, torch.ones_like(spread), spread))
+    return inverse_range, flat.to(spread.dtype)
 
 
 @merger(
@@ -196,16 +193,12 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
         tasks.scan(fill)
         scores_of = lambda tau, block: cache[:, block.start:block.stop]  # noqa: E731
 
-    if block_pcb is not pcb_block.eager and speculation.applies(tasks):  # one pass for scores and merge
-        def speculate(tau: torch.Tensor, highs: torch.Tensor, lows: torch.Tensor):
-            return pcb_speculative.compiled(tau, low, high, inverse_span, highs, lows)
-
-        def exact(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
-            return block_pcb(tau, score(tau, low, high, inverse_span), low, high, inverse_span, thresholds)
-
-        counts = [keep_count(ratio, num_params)] * num_tasks
-        return speculation.top_k_map(tasks, counts, speculate, exact, values=scores_of, column_values=computed,
-                                     nonnegative=False)
-    ranks = torch.tensor([[keep_count(ratio, num_params)]] * num_tasks)
-    threshold = kth_largest(tasks, scores_of, ranks, sample_values=computed).to(tasks.dtype)
-    return tasks.map(lambda tau, block: block_pcb(tau, scores_of(tau, block), low, high, inverse_span, threshold))
+    # the maximum and the threshold of β in one selection pass. No one-pass (speculative) form:
+    # every kept weight depends on the exact threshold's value, not only on which side of it an
+    # entry falls, so merging at a guessed threshold would be wrong in every column
+    ranks = torch.tensor([[1, keep_count(ratio, num_params)]] * num_tasks)
+    selected = kth_largest(tasks, scores_of, ranks, sample_values=computed).to(tasks.dtype)
+    peak, threshold = selected[:, :1].contiguous(), selected[:, 1:].contiguous()
+    inverse_range, floor = weight_scales(peak, threshold)
+    return tasks.map(lambda tau, block: block_pcb(tau, scores_of(tau, block), low, high, inverse_span, threshold,
+                                                  inverse_range, floor))

@@ -1,4 +1,4 @@
-"""TSV-M: Task Singular Vectors merging (METHODS §2).
+"""TSV-M: Task Singular Vectors merging (docs/METHODS.md).
 
 Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025,
 arXiv 2412.00081. For every 2-D weight matrix (not ``text_projection``): SVD each task's τt, keep
@@ -7,6 +7,10 @@ directions, concatenate the U's, S's and V's, replace the concatenated U and V b
 polar factors (removing the interference between tasks' subspaces, `ww.spectral.polar_factor`) and
 rebuild M = U⊥ diag(S) V⊥ᵀ. Other tensors: the mean of τt. With more tasks than r, ⌊r/T⌋ = 0 and
 the matrix contributes 0 (as in the authors' code, where every selected block is empty).
+
+Checked against a plain fp64 SVD of the definition in docs/METHODS.md ("Spectral mergers") on fp32
+inputs, ill-conditioned ones included (tests/test_ww_spectral_accuracy.py): the decompositions run
+in fp64 (`ww.spectral.decomposed`), only M is rounded to the bank's dtype.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ from __future__ import annotations
 import torch
 
 from ..registry import merger
-from ..spectral import combine_rank, is_svd_matrix, polar_factor, top_singular
+from ..spectral import combine_rank, decomposed, is_svd_matrix, polar_factor, top_singular
 from ..streaming import Block, TaskStream
 
 
 def tsv_factors(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(U⊥, S, V⊥ᵀ) of TSV-M for task matrices ``[T, m, n]``: M = U⊥ diag(S) V⊥ᵀ.
 
-    U⊥ has orthonormal columns and V⊥ᵀ orthonormal rows (T·⌊r/T⌋ of them, possibly none).
+    U⊥ has orthonormal columns and V⊥ᵀ orthonormal rows (T·⌊r/T⌋ of them, possibly none). Computed
+    and returned in the dtype of ``matrices``: callers pass fp64 (`ww.spectral.decomposed`).
     """
     num_tasks, rows, columns = matrices.shape
     per_task = min(rows, columns) // num_tasks
@@ -35,11 +40,11 @@ def tsv_factors(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def tsv_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
-    """TSV-M of one whole tensor given as ``[T, numel]``."""
+    """TSV-M of one whole tensor given as ``[T, numel]``, decomposed in fp64, returned in ``tau``'s dtype."""
     if not is_svd_matrix(block.name, block.shape):
         return tau.mean(dim=0)
-    u, s, vh = tsv_factors(tau.reshape(tau.shape[0], *block.shape))
-    return combine_rank(u, s, vh).reshape(-1)
+    u, s, vh = tsv_factors(decomposed(tau).reshape(tau.shape[0], *block.shape))
+    return combine_rank(u, s, vh).reshape(-1).to(tau.dtype)
 
 
 @merger(

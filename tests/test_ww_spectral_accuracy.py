@@ -1,0 +1,164 @@
+"""TSV-M, Iso-C and Iso-CTS on fp32 task vectors agree with an fp64 SVD reference to 1e-5.
+
+Real banks are fp32. The references below follow docs/METHODS.md (§ spectral mergers) with plain
+``torch.linalg.svd`` in float64 on the same fp32 numbers upcast, so what is compared is ww's
+arithmetic alone. The inputs are the ones where squaring the condition number (an eigendecomposition
+of AᵀA in fp32) loses digits: tasks sharing a dominant low-rank component, repeated singular values,
+residuals of low rank after the common subspace is projected out, wide and tall matrices. Each
+input keeps a gap at every cut the mergers make (top ⌊r/T⌋ of a task, the common subspace), so the
+exact result is unique and an error can only come from the arithmetic.
+"""
+
+import math
+
+import pytest
+import torch
+
+import ww
+
+F64 = torch.float64
+TOLERANCE = 1e-5
+
+
+def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
+    """max |got − expected| / max |expected|, over one tensor."""
+    return float((got.double() - expected).abs().max() / expected.abs().max())
+
+
+def _polar(matrix):
+    p, _, qh = torch.linalg.svd(matrix, full_matrices=False)
+    return p @ qh
+
+
+def ref_tsv_m(taus):
+    per_task = min(taus[0].shape) // len(taus)
+    us, ss, vhs = [], [], []
+    for tau in taus:
+        u, s, vh = torch.linalg.svd(tau, full_matrices=False)
+        us.append(u[:, :per_task]), ss.append(s[:per_task]), vhs.append(vh[:per_task])
+    return _polar(torch.cat(us, 1)) @ torch.diag(torch.cat(ss)) @ _polar(torch.cat(vhs, 0))
+
+
+def ref_iso_c(taus):
+    u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
+    return s.mean() * u @ vh
+
+
+def ref_iso_cts(taus, common_fraction=0.8):
+    rank, tasks = min(taus[0].shape), len(taus)
+    common = int(rank * common_fraction)
+    per_task = min(round((rank - common) / tasks), rank // tasks)
+    common = rank - per_task * tasks
+    u, s, vh = torch.linalg.svd(sum(taus), full_matrices=False)
+    basis = u[:, :common]
+    us, ss, vhs = [basis], [s[:common]], [vh[:common]]
+    for tau in taus:
+        ut, st, vht = torch.linalg.svd(tau - basis @ (basis.T @ tau), full_matrices=False)
+        us.append(ut[:, :per_task]), ss.append(st[:per_task]), vhs.append(vht[:per_task])
+    return torch.cat(ss).mean() * _polar(torch.cat(us, 1)) @ _polar(torch.cat(vhs, 0))
+
+
+REFERENCES = {"tsv_m": ref_tsv_m, "iso_c": ref_iso_c, "iso_cts": ref_iso_cts}
+
+
+def reference(name, taus):
+    return REFERENCES[name]([tau.double() for tau in taus])
+
+
+def _orthonormal(rows, columns, generator):
+    return torch.linalg.qr(torch.randn(rows, columns, generator=generator, dtype=F64)).Q
+
+
+def random_square():
+    """Five random 64×64 tasks (where Iso-CTS from fp32 Gram matrices was 2.7e-3 off)."""
+    generator = torch.Generator().manual_seed(0)
+    return [torch.randn(64, 64, generator=generator) for _ in range(5)]
+
+
+def shared_low_rank(rows=64, columns=48, tasks=8, scale=1e-3):
+    """A dominant rank-2 component shared by every task plus small task-specific noise: each task's
+    top directions nearly coincide, so the concatenated U and V are nearly dependent."""
+    generator = torch.Generator().manual_seed(1)
+    shared = _orthonormal(rows, 2, generator) @ torch.diag(torch.tensor([40.0, 25.0], dtype=F64)) \
+        @ _orthonormal(columns, 2, generator).T
+    return [(shared + scale * torch.randn(rows, columns, generator=generator, dtype=F64)).float()
+            for _ in range(tasks)]
+
+
+def shared_low_rank_wide():
+    return [tau.T.contiguous() for tau in shared_low_rank()]
+
+
+def repeated_common_spectrum(rows=64, columns=32, tasks=4):
+    """Tasks in one pair of bases: a repeated common spectrum (100 on 24 directions, Iso-CTS's
+    common subspace) and, per task, two directions of its own (0.5) in the other 8: Δ has a
+    24-fold repeated singular value and each task's residual outside the common subspace has rank 2."""
+    generator = torch.Generator().manual_seed(2)
+    left, right = _orthonormal(rows, columns, generator), _orthonormal(columns, columns, generator)
+    taus = []
+    for task in range(tasks):
+        spectrum = torch.zeros(columns, dtype=F64)
+        spectrum[:24] = 100.0
+        spectrum[24 + 2 * task] = 0.5
+        spectrum[25 + 2 * task] = 0.4
+        taus.append((left @ torch.diag(spectrum) @ right.T).float())
+    return taus
+
+
+def repeated_task_spectrum(rows=64, columns=32, tasks=4):
+    """Each task's kept spectrum (⌊32/4⌋ = 8 directions) is two 4-fold repeated values, 6 and 3,
+    above a tail below 0.3; a shared rank-1 component of 40 on top. TSV-M's cut falls in a gap,
+    the repeated blocks inside the kept directions (their bases are arbitrary, the result is not)."""
+    generator = torch.Generator().manual_seed(4)
+    shared = _orthonormal(rows, 1, generator) @ _orthonormal(columns, 1, generator).T * 40.0
+    spectrum = torch.cat([torch.full((4,), 6.0), torch.full((4,), 3.0), torch.linspace(0.3, 0.01, columns - 8)]).double()
+    return [(shared + _orthonormal(rows, columns, generator) @ torch.diag(spectrum)
+             @ _orthonormal(columns, columns, generator).T).float() for _ in range(tasks)]
+
+
+def low_rank_tasks(rows=48, columns=64, tasks=4, rank=14):
+    """Tasks of rank 14 (> ⌊48/4⌋ = 12 kept) sharing a strong component: rank-deficient matrices
+    whose Gram matrices have a large null space."""
+    generator = torch.Generator().manual_seed(3)
+    shared = _orthonormal(rows, 1, generator) @ _orthonormal(columns, 1, generator).T * 30.0
+    taus = []
+    for _ in range(tasks):
+        spectrum = torch.linspace(1.0, 0.05, rank, dtype=F64)
+        own = _orthonormal(rows, rank, generator) @ torch.diag(spectrum) @ _orthonormal(columns, rank, generator).T
+        taus.append((shared + own).float())
+    return taus
+
+
+ALL = ("tsv_m", "iso_c", "iso_cts")
+CASES = {  # input -> the mergers for which it has a unique answer
+    "random_square": (random_square, ALL),
+    "shared_low_rank": (shared_low_rank, ALL),
+    "shared_low_rank_wide": (shared_low_rank_wide, ALL),
+    "repeated_task_spectrum": (repeated_task_spectrum, ALL),
+    # TSV-M would cut each task inside the 24-fold repeated block: no unique answer
+    "repeated_common_spectrum": (repeated_common_spectrum, ("iso_c", "iso_cts")),
+    "low_rank_tasks": (low_rank_tasks, ALL),
+}
+PAIRS = [(name, case) for case, (_, names) in sorted(CASES.items()) for name in names]
+
+
+@pytest.mark.parametrize("name, case", PAIRS)
+def test_fp32_spectral_merge_matches_the_fp64_svd_reference(name, case):
+    taus = CASES[case][0]()
+    assert all(tau.dtype == torch.float32 for tau in taus)
+    merged = ww.merge(name, [{"w": tau, "b": tau[0]} for tau in taus])
+    assert merged["w"].dtype == torch.float32
+    error = relative_error(merged["w"], reference(name, taus))
+    assert error <= TOLERANCE, f"{name} on {case}: {error:.2e} relative to the fp64 SVD reference"
+    torch.testing.assert_close(merged["b"], torch.stack([tau[0] for tau in taus]).mean(0))
+
+
+def test_the_inputs_are_ill_conditioned_where_it_matters():
+    """Guards the test's own premise: the shared-component inputs square to Gram matrices whose
+    condition number is far beyond fp32's 1/ε, so an fp32 eigendecomposition cannot resolve them."""
+    tau = shared_low_rank()[0].double()
+    singular = torch.linalg.svdvals(tau)
+    per_task = min(tau.shape) // 8
+    assert float(singular[0] / singular[per_task - 1]) ** 2 > 1e6
+    spectrum = torch.linalg.svdvals(sum(t.double() for t in repeated_common_spectrum()))
+    assert math.isclose(float(spectrum[0]), float(spectrum[23]), rel_tol=1e-6)  # repeated
