@@ -72,6 +72,7 @@ def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> to
 
 @merger(
     name="iso_c",
+    revision=2,  # 2: spectra from an fp64 decomposition on fp32 banks
     citation="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, ICML 2025, arXiv 2502.04959 (Iso-C)",
 )
@@ -82,6 +83,7 @@ def iso_c(tasks: TaskStream) -> torch.Tensor:
 
 @merger(
     name="iso_cts",
+    revision=2,  # 2: spectra from an fp64 decomposition on fp32 banks
     citation="Marczak et al., No Task Left Behind: Isotropic Model Merging with Common and "
     "Task-Specific Subspaces, ICML 2025, arXiv 2502.04959 (Iso-CTS)",
     ranges={"common_fraction": Interval(0.0, 1.0, low_closed=True)},

@@ -158,6 +158,7 @@ def weight_scales(peak: torch.Tensor, threshold: torch.Tensor) -> tuple[torch.Te
 
 @merger(
     name="pcb",
+    revision=2,  # 2: min-max rescaled weights (β − q)/(max β − q), as the Weight Weaving authors' code
     citation="Du et al., Parameter Competition Balancing for Model Merging, NeurIPS 2024, arXiv 2410.02396",
     ranges={"ratio": Interval(0.0, 1.0)},
 )

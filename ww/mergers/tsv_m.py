@@ -49,6 +49,7 @@ def tsv_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
 
 @merger(
     name="tsv_m",
+    revision=2,  # 2: triplets from an fp64 decomposition (fp32 banks were off by up to 1e-2)
     citation="Gargiulo et al., Task Singular Vectors: Reducing Task Interference in Model Merging, "
     "CVPR 2025, arXiv 2412.00081",
 )
