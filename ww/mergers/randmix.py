@@ -43,6 +43,7 @@ def _randmix_compiled(tau: torch.Tensor, block: Block, seed: int) -> torch.Tenso
 
 @merger(
     name="randmix",
+    revision=2,  # 2: as a pooling function it draws from a seed derived from the trial's (was 0)
     citation="Marczak et al., MagMax: Leveraging Model Merging for Seamless Continual Learning, "
     "ECCV 2024, arXiv 2407.06322 (random mixing baseline)",
 )
