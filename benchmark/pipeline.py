@@ -34,20 +34,19 @@ class RunSummary:
 
 
 def init_ray() -> None:
-    """Join ``RAY_ADDRESS`` if set (a cluster), else start a local Ray; reuse a running session."""
+    """Join the running cluster if there is one (``RAY_ADDRESS`` or Ray's address file), else start a
+    local Ray; reuse a running session. Joining forwards where data and weights live (ray_env.py)."""
     import ray
+
+    from benchmark.ray_env import cluster_address, runtime_env_for
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    address = os.environ.get("RAY_ADDRESS")
-    # on a cluster, workers do not inherit the driver's environment: forward where data and weights live
-    forwarded = {k: os.environ[k] for k in ("WW_DATA_ROOT", "WW_CACHE_DIR", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
-                 if k in os.environ}
+    address = cluster_address()
     ray.init(address=address, include_dashboard=False, logging_level="WARNING", configure_logging=True,
-             log_to_driver=os.environ.get("WW_RAY_LOGS") == "1",
-             runtime_env={"env_vars": forwarded} if address and forwarded else None)
+             log_to_driver=os.environ.get("WW_RAY_LOGS") == "1", runtime_env=runtime_env_for(address))
 
 
 def check_inputs(spec: Spec) -> None:
