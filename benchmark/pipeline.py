@@ -49,16 +49,45 @@ def init_ray() -> None:
              log_to_driver=os.environ.get("WW_RAY_LOGS") == "1", runtime_env=runtime_env_for(address))
 
 
-def check_inputs(spec: Spec) -> None:
-    """Fail before any work when weights or data are missing (the message says how to get them)."""
-    from benchmark import data
-    from benchmark.models import check_weights_available
+class MissingInputsError(FileNotFoundError):
+    """Several inputs (weights, datasets) are missing: all of them, each with how to get it."""
 
+    def __init__(self, problems: list[Exception]):
+        self.problems = problems
+        listed = "\n".join("- " + str(p).replace("\n", "\n    ") for p in problems)
+        super().__init__(f"{len(problems)} inputs are missing; fetch them, then run again:\n{listed}")
+
+
+def missing_inputs(spec: Spec) -> list[Exception]:
+    """Every missing or unreadable input of ``spec``: each model's weights, each dataset once."""
+    from benchmark import data
+    from benchmark.datasets import DatasetMalformedError, DatasetMissingError
+    from benchmark.models import MissingWeightsError, check_weights_available
+
+    problems, seen = [], set()
     for model in spec.models:
-        check_weights_available(model)
+        try:
+            check_weights_available(model)
+        except (MissingWeightsError, ValueError) as exc:
+            problems.append(exc)
     for setup in spec.setups:
         for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())]):
-            data.check_task_data(task)
+            try:
+                data.check_task_data(task)
+            except (DatasetMissingError, DatasetMalformedError) as exc:
+                if str(exc) not in seen:  # the tasks of one dataset (splits, domains) share its files
+                    seen.add(str(exc))
+                    problems.append(exc)
+    return problems
+
+
+def check_inputs(spec: Spec) -> None:
+    """Fail before any work when weights or data are missing, naming all of them and how to get each."""
+    problems = missing_inputs(spec)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise MissingInputsError(problems)
 
 
 def _get_input_checked(ref):
@@ -111,7 +140,8 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
 def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
     console = console or Console()
     plan = build_plan(spec)
-    check_inputs(spec)
+    if not dry_run:
+        check_inputs(spec)
     summary = RunSummary(plan=plan)
     experts_todo, trials_todo = print_plan(plan, storage, console)
     summary.trials_skipped = len(plan.trials) - len(trials_todo)
@@ -119,6 +149,9 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     for job in plan.experts:  # stored experts the run will merge: a truncated one is refused now, not after hours
         if job.key in needed and job not in experts_todo:
             expert_store.check_readable(job, storage)
+    if dry_run and (problems := missing_inputs(spec)):  # after the plan: every input it lacks
+        console.print("[bold]--dry-run[/]: nothing was trained or evaluated (the disk estimate needs the weights).")
+        raise problems[0] if len(problems) == 1 else MissingInputsError(problems)
     disk = estimate_disk(plan, experts_todo, trials_todo)
     if dry_run:
         free = free_bytes(storage)
