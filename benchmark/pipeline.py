@@ -7,6 +7,7 @@ root already holds, so running the same spec twice does no work twice.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import defaultdict
@@ -16,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmark import expert_store, results
+from benchmark.console import StageProgress
 from benchmark.plan import Plan, Trial, build_plan
 from benchmark.preflight import check_free_space, estimate_disk, free_bytes, human_bytes
 from benchmark.specs import DataSpec, ModelSpec, SetupSpec, Spec
@@ -38,6 +40,7 @@ def init_ray() -> None:
     local Ray; reuse a running session. Joining forwards where data and weights live (ray_env.py)."""
     import ray
 
+    from benchmark.console import ray_output_captured
     from benchmark.ray_env import cluster_address, runtime_env_for
 
     if ray.is_initialized():
@@ -45,7 +48,8 @@ def init_ray() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = cluster_address()
-    ray.init(address=address, include_dashboard=False, logging_level="WARNING", configure_logging=True,
+    ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+             configure_logging=not ray_output_captured(),  # else Ray's logs go to the run's log file
              log_to_driver=os.environ.get("WW_RAY_LOGS") == "1", runtime_env=runtime_env_for(address))
 
 
@@ -109,6 +113,32 @@ def _get_input_checked(ref):
         if isinstance(cause, (DatasetMalformedError, DatasetMissingError, ForeignCheckpointError, MissingWeightsError)):
             raise cause from None
         raise
+
+
+def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Console) -> dict:
+    """The prepare tasks' results; a toy θ0 pre-training shows its steps (the task records them in the root)."""
+    import ray
+
+    from benchmark.models import _toy_checkpoint
+    from benchmark.prepare import pretrain_progress_path
+
+    toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()]
+    if not toys:
+        with console.status("preparing tensors and zero-shot heads"):
+            return {k: _get_input_checked(ref) for k, ref in refs.items()}
+    pending = list(refs.values())
+    with StageProgress(console, "pre-training θ0", sum(m.pretrain.steps for m in toys), "steps") as bar:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            done, loss = 0, None
+            for model in toys:
+                try:
+                    last = json.loads(pretrain_progress_path(storage, model).read_text())
+                except (OSError, ValueError):
+                    continue
+                done, loss = done + last["step"], last["loss"]
+            bar.update(done, "" if loss is None else f"loss {loss:.2f}")
+    return {k: _get_input_checked(ref) for k, ref in refs.items()}
 
 
 def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list, list[Trial]]:
@@ -192,14 +222,17 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                  for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     storage.uri())
-    with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
-        prepared = {k: _get_input_checked(ref) for k, ref in prepared_refs.items()}
+    prepared = _wait_prepared(prepared_refs, spec, storage, console)
     summary.seconds["prepare"] = time.perf_counter() - clock
     console.print(f"θ0, tensors and heads ready ({summary.seconds['prepare']:.0f} s)")
 
     # experts (Ray Train), concurrently
     clock = time.perf_counter()
-    outcomes = fit_experts([e for e in plan.experts if e.key in needed_experts], storage, res, log=console.print)
+    expert_jobs = [e for e in plan.experts if e.key in needed_experts]
+    with StageProgress(console, "experts", sum(not expert_store.is_done(e, storage) for e in expert_jobs),
+                       "fine-tuned") as bar:
+        outcomes = fit_experts(expert_jobs, storage, res, log=bar.log, on_done=lambda o: bar.advance(
+            f"{o.job.task} {o.detail.get('test_accuracy', float('nan')):.3f}" if o.ok else f"{o.job.task} failed"))
     summary.experts_trained = sum(o.ok for o in outcomes)
     summary.experts_failed = [f"{o.job.task} (seed {o.job.seed}): {o.detail}" for o in outcomes if not o.ok]
     summary.seconds["experts"] = time.perf_counter() - clock
@@ -235,9 +268,15 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                       + "; ".join(summary.experts_failed))
 
     clock = time.perf_counter()
-    with console.status(f"running {len(runnable)} trial(s) on Ray Tune"):
+    with StageProgress(console, "trials", len(runnable), "merged and evaluated") as bar:
+        errors_seen = []
+
+        def trial_done(metrics: dict) -> None:
+            errors_seen.extend([1] if metrics.get("status") != "ok" else [])
+            bar.advance(f"{len(errors_seen)} error(s)" if errors_seen else "")
+
         metrics = run_grid(runnable, bank_refs, references, storage, res, name=f"{spec.name}-{plan.spec_hash}",
-                           plugins=spec.plugins)
+                           plugins=spec.plugins, on_trial_done=trial_done)
     summary.trials_run = len(metrics)
     summary.seconds["grid"] = time.perf_counter() - clock
     errors = [m for m in metrics if m.get("status") != "ok"]
