@@ -1,0 +1,129 @@
+"""``ray up cluster-local.yaml`` for real: a head and a worker on this machine, a run, a lost node.
+
+What a user does with the launcher, end to end, through Ray's own CLI and ssh (set up by
+tests/launch_local.py: sshd on 127.0.0.1/127.0.0.2, a dedicated user): ``ray up``, ``ray submit``
+of a toy spec with ``--root`` on a path both nodes see, the Parquet results checked (every trial
+exactly once), then a second grid during which the worker node's raylet is killed — the run must
+end with every trial once, on what is left or after one re-submit — and ``ray down`` in a
+``finally``. Needs root (it creates the user and starts sshd) and openssh-server + rsync.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.launch_local import CONFIG, REPO, LocalCluster
+
+pytestmark = pytest.mark.slow
+
+
+def _spec(name: str, mergers: list, **overrides) -> dict:
+    from tests.conftest import tiny_spec_dict
+
+    spec = tiny_spec_dict(name=name, mergers=mergers, **overrides)
+    spec["resources"] = {**spec["resources"], "trial_cpus": 1}
+    return spec
+
+
+def _rows_per_trial(root: Path) -> tuple[dict[str, int], dict[str, int], set[str]]:
+    """(trial key → ok rows, trial key → rows, statuses) of the Parquet dataset, references excluded."""
+    from benchmark import results
+    from benchmark.storage import StorageRoot
+
+    rows = [r for r in results.read_results(StorageRoot.at(root)).to_pylist() if r["lambda_policy"] != "reference"]
+    ok, every = {}, {}
+    for row in rows:
+        every[row["trial_key"]] = every.get(row["trial_key"], 0) + 1
+        if row["status"] == "ok":
+            ok[row["trial_key"]] = ok.get(row["trial_key"], 0) + 1
+    return ok, every, {r["status"] for r in rows}
+
+
+def _expected(spec: dict) -> dict[str, int]:
+    """trial key → rows it must write (one per evaluated task)."""
+    from benchmark.plan import build_plan
+    from benchmark.specs import SetupSpec, parse_spec
+
+    plan = build_plan(parse_spec(spec))
+    return {t.key: len(SetupSpec(**t.setup).evaluations()) for t in plan.trials}
+
+
+def _trial_actor_on(cluster: LocalCluster, raylet: int) -> bool:
+    """Whether a Tune trial actor (``ray::MergeTrial``) runs as a child of that raylet."""
+    for pid in cluster.user_pids():
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+        if ppid == raylet and b"MergeTrial" in cmdline:
+            return True
+    return False
+
+
+def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("creates a user and starts sshd: run as root (CI does)")
+    timings: dict[str, float] = {}
+    log = tmp_path / "launch.log"
+    ray = f"ray {{}} {CONFIG}"
+    with LocalCluster(tmp_path) as cluster:
+        shared = cluster.user_dir("shared-root")  # one host: both nodes see the user's home
+        root = shared / f"run-{time.time_ns()}"  # the user may outlive a test run
+        spec_dir = cluster.user_dir("specs")
+        # some trials sleep (a test merger, a plugin) so that the worker is lost in the middle of one
+        spec = _spec("launch", ["task_arithmetic", {"name": "ties", "params": {"k": 0.2}},
+                                {"name": "fault_sleep", "params": {"seconds": 6.0}}],
+                     plugins=["tests.fault_mergers"])
+        spec_path = spec_dir / "launch.yaml"
+        spec_path.write_text(yaml.safe_dump(spec))
+        os.chown(spec_path, cluster.uid, cluster.gid)
+        submit = f"{ray.format('submit')} run_bench.py run {spec_path} --root {root}"
+        try:
+            start = time.perf_counter()
+            cluster.user_shell(f"{ray.format('up')} -y --no-config-cache", cwd=REPO, timeout=600)
+            deadline = time.monotonic() + 180  # the autoscaler starts the worker after the head
+            while cluster.raylet_pid("127.0.0.2") is None:
+                assert time.monotonic() < deadline, "the worker node (127.0.0.2) never started"
+                time.sleep(1)
+            timings["up_s"] = time.perf_counter() - start
+
+            # --- `ray submit`; the worker's raylet is killed while a grid trial runs there ---
+            clock = time.perf_counter()
+            with log.open("w") as out:
+                running = cluster.user_shell(submit, cwd=REPO, timeout=None, background=True, stdout=out)
+                raylet = cluster.raylet_pid("127.0.0.2")
+                deadline = time.monotonic() + 1200
+                while not _trial_actor_on(cluster, raylet):
+                    assert running.poll() is None, log.read_text()[-5000:]
+                    assert time.monotonic() < deadline, "no trial ever ran on the worker node"
+                    time.sleep(0.2)
+                time.sleep(1.0)  # inside the trial
+                os.kill(raylet, 9)
+                timings["worker_lost_after_s"] = time.perf_counter() - clock
+                rc = running.wait(1200)
+            timings["run_s"] = time.perf_counter() - clock
+            ok, every, _ = _rows_per_trial(root)
+            resubmits = 0
+            if rc != 0 or ok != _expected(spec):
+                resubmits = 1  # the documented recovery: the same command again resumes
+                again = cluster.user_shell(submit, cwd=REPO, timeout=1200, check=False)
+                assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
+                timings["resubmit_s"] = time.perf_counter() - clock - timings["run_s"]
+            ok, every, statuses = _rows_per_trial(root)
+            assert ok == every == _expected(spec), (ok, every)  # 0 lost, 0 duplicated, no error row left
+            assert statuses == {"ok"}
+        finally:
+            clock = time.perf_counter()
+            down = cluster.user_shell(f"{ray.format('down')} -y", cwd=REPO, timeout=300, check=False)
+            timings["down_s"] = time.perf_counter() - clock
+        assert down.returncode == 0, down.stderr[-3000:]
+    report = {**{k: round(v, 1) for k, v in timings.items()}, "run_rc": rc, "resubmits": resubmits}
+    print("launch timings:", json.dumps(report))
