@@ -180,7 +180,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
         if job.key in needed and job not in experts_todo:
             expert_store.check_readable(job, storage)
     if dry_run and (problems := missing_inputs(spec)):  # after the plan: every input it lacks
-        console.print("[bold]--dry-run[/]: nothing was trained or evaluated (the disk estimate needs the weights).")
+        console.print("[bold]--dry-run[/]: nothing was trained or evaluated "
+                      "(no disk estimate until the inputs are in place).")
         raise problems[0] if len(problems) == 1 else MissingInputsError(problems)
     disk = estimate_disk(plan, experts_todo, trials_todo)
     if dry_run:
