@@ -54,18 +54,20 @@ def _expected(spec: dict) -> dict[str, int]:
     return {t.key: len(SetupSpec(**t.setup).evaluations()) for t in plan.trials}
 
 
-def _trial_actor_on(cluster: LocalCluster, raylet: int) -> bool:
-    """Whether a Tune trial actor (``ray::MergeTrial``) runs as a child of that raylet."""
+def _busy_workers_on(cluster: LocalCluster, node_ip: str) -> list[str]:
+    """Process titles of the Ray workers of that node that run something (``ray::IDLE`` excluded)."""
+    raylet = cluster.raylet_pid(node_ip)
+    busy = []
     for pid in cluster.user_pids():
         try:
             status = Path(f"/proc/{pid}/status").read_text()
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
         except OSError:
             continue
         ppid = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
-        if ppid == raylet and b"MergeTrial" in cmdline:
-            return True
-    return False
+        if ppid == raylet and title.startswith("ray::") and not title.startswith("ray::IDLE"):
+            busy.append(title)
+    return busy
 
 
 def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
@@ -99,14 +101,15 @@ def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
             clock = time.perf_counter()
             with log.open("w") as out:
                 running = cluster.user_shell(submit, cwd=REPO, timeout=None, background=True, stdout=out)
-                raylet = cluster.raylet_pid("127.0.0.2")
                 deadline = time.monotonic() + 1200
-                while not _trial_actor_on(cluster, raylet):
+                grid = root / "runs" / "grid"  # Tune's experiment folder: the grid has started
+                while not (grid.exists() and (busy := _busy_workers_on(cluster, "127.0.0.2"))):
                     assert running.poll() is None, log.read_text()[-5000:]
                     assert time.monotonic() < deadline, "no trial ever ran on the worker node"
                     time.sleep(0.2)
                 time.sleep(1.0)  # inside the trial
-                os.kill(raylet, 9)
+                os.kill(cluster.raylet_pid("127.0.0.2"), 9)
+                print("worker node lost while it ran:", busy)
                 timings["worker_lost_after_s"] = time.perf_counter() - clock
                 rc = running.wait(1200)
             timings["run_s"] = time.perf_counter() - clock
