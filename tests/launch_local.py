@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import pwd
 import shlex
+import shutil
 import signal
 import stat
 import subprocess
@@ -211,6 +212,13 @@ class LocalCluster:
         for directory, mode in self.modes.items():
             directory.chmod(mode)
         self.modes.clear()
+        if hasattr(self, "uid"):  # what Ray's launcher left in /tmp as the user (config cache, ssh sockets)
+            for entry in Path("/tmp").iterdir():
+                try:
+                    if entry.lstat().st_uid == self.uid:
+                        shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+                except OSError:
+                    pass
         if self.created_user:
             subprocess.run(["userdel", "--remove", USER], capture_output=True)
             self.created_user = False
