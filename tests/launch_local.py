@@ -173,7 +173,8 @@ class LocalCluster:
             return subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
-            raise LaunchSetupError(f"{command!r} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            raise LaunchSetupError(f"{command!r} failed ({proc.returncode}):\n"
+                                   f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
         return proc
 
     def user_dir(self, name: str) -> Path:
