@@ -8,9 +8,11 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
@@ -80,6 +82,7 @@ def cmd_data(args, console: Console) -> int:
 
 
 def cmd_run(args, console: Console) -> int:
+    from benchmark.console import RayOutput
     from benchmark.pipeline import run_spec
     from benchmark.report import render_leaderboard
     from benchmark.results import read_results
@@ -89,12 +92,34 @@ def cmd_run(args, console: Console) -> int:
     spec = load_spec(args.spec or quickstart_spec_path())
     storage = StorageRoot.at(args.root)
     start = time.perf_counter()
-    summary = run_spec(spec, storage, dry_run=args.dry_run, console=console)
     if args.dry_run:
+        run_spec(spec, storage, dry_run=True, console=console)
         return 0
-    render_leaderboard(read_results(storage), console)
-    console.print(f"done in {time.perf_counter() - start:.0f} s · results in {storage.results}")
+    if args.debug:  # Ray's and Tune's own output on the terminal, as they print it
+        os.environ.setdefault("WW_RAY_LOGS", "1")
+        os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    log = ray_log_path(storage)
+    import ray
+
+    ours = not ray.is_initialized()
+    with contextlib.nullcontext() if args.debug else RayOutput(log):
+        summary = run_spec(spec, storage, console=console)
+        render_leaderboard(read_results(storage), console)
+        console.print(f"done in {time.perf_counter() - start:.0f} s · results in {storage.results}", highlight=False)
+        if ours:
+            ray.shutdown()  # inside: a raylet warning that arrives late lands in the log, not after "done"
+    if not args.debug:
+        console.print(f"Ray's own log: {log} (--debug shows it here)", style="dim", highlight=False)
     return 1 if (summary.experts_failed or summary.trials_blocked) else 0
+
+
+def ray_log_path(storage) -> Path:
+    """Where Ray's and Tune's own output goes: the root's logs/ folder, or a temp folder for a bucket root."""
+    import tempfile
+
+    if storage.on_local_disk:
+        return Path(storage.root) / "logs" / "ray.log"
+    return Path(tempfile.gettempdir()) / "ww-logs" / "ray.log"
 
 
 def cmd_report(args, console: Console) -> int:
@@ -170,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         args = _parser().parse_args([*(["--debug"] if args.debug else []), "run"])
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = 1000  # piped or redirected: tables whole, lines unbroken (not cut at 80 columns)
     from benchmark.preflight import InsufficientSpaceError
     from benchmark.specs import SpecError
 

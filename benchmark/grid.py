@@ -130,15 +130,20 @@ def run_grid(
     resources: ResourcesSpec,
     name: str,
     plugins: list[str] | tuple[str, ...] = (),
+    on_trial_done=None,
 ) -> list[dict]:
     """Run ``trials`` on Ray Tune; return each trial's reported metrics.
 
     ``plugins`` are the spec's plugin modules, imported by every trial worker. A trial whose worker
     died (killed by the kernel's OOM killer, a segfault in native code) cannot write its own error
     row; it is written here, from what Tune reports, so that every trial ends as a row.
+    ``on_trial_done`` is called with each finished trial's metrics (``{"status": "error"}`` if it died).
     """
     if not trials:
         return []
+    # Tune's own reporter prints an experiment box and a TensorBoard hint even at verbose=0; the
+    # legacy one is silent at 0, and the harness shows its own progress (--debug sets it to 1)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     limits = {"timeout_s": resources.trial_timeout_s, "memory_gb": resources.trial_memory_gb}
     trainable = tune.with_parameters(MergeTrial, banks=bank_refs, references=references, root=str(storage.root),
                                      limits=limits, plugins=tuple(plugins))
@@ -156,11 +161,30 @@ def run_grid(
             stop={"training_iteration": 1},
             verbose=0,
             failure_config=tune.FailureConfig(max_failures=MAX_WORKER_FAILURES),
+            callbacks=[_TrialsDone(on_trial_done)] if on_trial_done is not None else None,
             checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False, checkpoint_frequency=0),
         ),
     )
     grid = tuner.fit()
     return [_metrics_or_error_row(r, storage) for r in grid]
+
+
+class _TrialsDone(tune.Callback):
+    """Tells the driver's console each time a trial ends (Tune calls back in the driver process)."""
+
+    def __init__(self, fn):
+        self._fn = fn
+
+    def __getstate__(self) -> dict:
+        return {"_fn": None}  # Tune pickles its state for restores; the console stays in this process
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        if self._fn is not None:
+            self._fn(trial.last_result or {})
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self._fn is not None:
+            self._fn({"status": "error"})
 
 
 def _metrics_or_error_row(result, storage: StorageRoot) -> dict:

@@ -258,7 +258,7 @@ def ensure_base_model(spec: "ModelSpec", storage: StorageRoot, log=print) -> dic
     recipe = PretrainRecipe(**spec.pretrain.model_dump())
     model = create_toy_model(seed=recipe.seed)
     start = time.perf_counter()
-    metrics = pretrain(model, recipe, log=log)
+    metrics = pretrain(model, recipe, log=log, log_every=max(1, recipe.steps // 40))  # ~40 progress updates
     metrics["seconds"] = time.perf_counter() - start
     with atomic_write(path) as tmp:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))

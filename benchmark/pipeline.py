@@ -8,6 +8,7 @@ root already holds, so running the same spec twice does no work twice.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections import defaultdict
@@ -17,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from benchmark import expert_store, results
+from benchmark.console import StageProgress
 from benchmark.plan import Plan, Trial, build_plan
 from benchmark.preflight import (BankPlan, check_cache_space, check_free_space, check_memory, estimate_disk,
                                   free_bytes, human_bytes, plan_banks, ray_nodes_memory)
@@ -36,32 +38,62 @@ class RunSummary:
 
 
 def init_ray() -> None:
-    """Join ``RAY_ADDRESS`` if set (a cluster), else start a local Ray; reuse a running session."""
+    """Join the running cluster if there is one (``RAY_ADDRESS`` or Ray's address file), else start a
+    local Ray; reuse a running session. Joining forwards where data and weights live (ray_env.py)."""
     import ray
+
+    from benchmark.console import ray_output_captured
+    from benchmark.ray_env import cluster_address, runtime_env_for
 
     if ray.is_initialized():
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
-    address = os.environ.get("RAY_ADDRESS")
-    # on a cluster, workers do not inherit the driver's environment: forward where data and weights live
-    forwarded = {k: os.environ[k] for k in ("WW_DATA_ROOT", "WW_CACHE_DIR", "HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE")
-                 if k in os.environ}
-    ray.init(address=address, include_dashboard=False, logging_level="WARNING", configure_logging=True,
-             log_to_driver=os.environ.get("WW_RAY_LOGS") == "1",
-             runtime_env={"env_vars": forwarded} if address and forwarded else None)
+    address = cluster_address()
+    ray.init(address=address, include_dashboard=False, logging_level="WARNING",
+             configure_logging=not ray_output_captured(),  # else Ray's logs go to the run's log file
+             log_to_driver=os.environ.get("WW_RAY_LOGS") == "1", runtime_env=runtime_env_for(address))
+
+
+class MissingInputsError(FileNotFoundError):
+    """Several inputs (weights, datasets) are missing: all of them, each with how to get it."""
+
+    def __init__(self, problems: list[Exception]):
+        self.problems = problems
+        listed = "\n".join("- " + str(p).replace("\n", "\n    ") for p in problems)
+        super().__init__(f"{len(problems)} inputs are missing; fetch them, then run again:\n{listed}")
+
+
+def missing_inputs(spec: Spec) -> list[Exception]:
+    """Every missing or unreadable input of ``spec``: each model's weights, each dataset once."""
+    from benchmark import data
+    from benchmark.datasets import DatasetMalformedError, DatasetMissingError
+    from benchmark.models import MissingWeightsError, check_weights_available
+
+    problems, seen = [], set()
+    for model in spec.models:
+        try:
+            check_weights_available(model)
+        except (MissingWeightsError, ValueError) as exc:
+            problems.append(exc)
+    for setup in spec.setups:
+        for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())]):
+            try:
+                data.check_task_data(task)
+            except (DatasetMissingError, DatasetMalformedError) as exc:
+                if str(exc) not in seen:  # the tasks of one dataset (splits, domains) share its files
+                    seen.add(str(exc))
+                    problems.append(exc)
+    return problems
 
 
 def check_inputs(spec: Spec) -> None:
-    """Fail before any work when weights or data are missing (the message says how to get them)."""
-    from benchmark import data
-    from benchmark.models import check_weights_available
-
-    for model in spec.models:
-        check_weights_available(model)
-    for setup in spec.setups:
-        for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())]):
-            data.check_task_data(task)
+    """Fail before any work when weights or data are missing, naming all of them and how to get each."""
+    problems = missing_inputs(spec)
+    if len(problems) == 1:
+        raise problems[0]
+    if problems:
+        raise MissingInputsError(problems)
 
 
 def _get_input_checked(ref):
@@ -83,6 +115,32 @@ def _get_input_checked(ref):
         if isinstance(cause, (DatasetMalformedError, DatasetMissingError, ForeignCheckpointError, MissingWeightsError)):
             raise cause from None
         raise
+
+
+def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Console) -> dict:
+    """The prepare tasks' results; a toy θ0 pre-training shows its steps (the task records them in the root)."""
+    import ray
+
+    from benchmark.models import _toy_checkpoint
+    from benchmark.prepare import pretrain_progress_path
+
+    toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()]
+    if not toys:
+        with console.status("preparing tensors and zero-shot heads"):
+            return {k: _get_input_checked(ref) for k, ref in refs.items()}
+    pending = list(refs.values())
+    with StageProgress(console, "pre-training θ0", sum(m.pretrain.steps for m in toys), "steps") as bar:
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            done, loss = 0, None
+            for model in toys:
+                try:
+                    last = json.loads(pretrain_progress_path(storage, model).read_text())
+                except (OSError, ValueError):
+                    continue
+                done, loss = done + last["step"], last["loss"]
+            bar.update(done, "" if loss is None else f"loss {loss:.2f}")
+    return {k: _get_input_checked(ref) for k, ref in refs.items()}
 
 
 def _bank_built(storage: StorageRoot, key: str) -> bool:
@@ -139,7 +197,8 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console,
 def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
     console = console or Console()
     plan = build_plan(spec)
-    check_inputs(spec)
+    if not dry_run:
+        check_inputs(spec)
     summary = RunSummary(plan=plan)
     experts_todo, trials_todo = print_plan(plan, storage, console)
     summary.trials_skipped = len(plan.trials) - len(trials_todo)
@@ -147,6 +206,10 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     for job in plan.experts:  # stored experts the run will merge: a truncated one is refused now, not after hours
         if job.key in needed and job not in experts_todo:
             expert_store.check_readable(job, storage)
+    if dry_run and (problems := missing_inputs(spec)):  # after the plan: every input it lacks
+        console.print("[bold]--dry-run[/]: nothing was trained or evaluated "
+                      "(no disk estimate until the inputs are in place).")
+        raise problems[0] if len(problems) == 1 else MissingInputsError(problems)
     from benchmark.bank import object_store_capacity
 
     banks = plan_banks(plan, trials_todo, object_store_capacity()[0])
@@ -201,14 +264,17 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                  for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     storage.uri())
-    with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
-        prepared = {k: _get_input_checked(ref) for k, ref in prepared_refs.items()}
+    prepared = _wait_prepared(prepared_refs, spec, storage, console)
     summary.seconds["prepare"] = time.perf_counter() - clock
     console.print(f"θ0, tensors and heads ready ({summary.seconds['prepare']:.0f} s)")
 
     # experts (Ray Train), concurrently
     clock = time.perf_counter()
-    outcomes = fit_experts([e for e in plan.experts if e.key in needed_experts], storage, res, log=console.print)
+    expert_jobs = [e for e in plan.experts if e.key in needed_experts]
+    with StageProgress(console, "experts", sum(not expert_store.is_done(e, storage) for e in expert_jobs),
+                       "fine-tuned") as bar:
+        outcomes = fit_experts(expert_jobs, storage, res, log=bar.log, on_done=lambda o: bar.advance(
+            f"{o.job.task} {o.detail.get('test_accuracy', float('nan')):.3f}" if o.ok else f"{o.job.task} failed"))
     summary.experts_trained = sum(o.ok for o in outcomes)
     summary.experts_failed = [f"{o.job.task} (seed {o.job.seed}): {o.detail}" for o in outcomes if not o.ok]
     summary.seconds["experts"] = time.perf_counter() - clock
@@ -249,9 +315,15 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                       + "; ".join(summary.experts_failed))
 
     clock = time.perf_counter()
-    with console.status(f"running {len(runnable)} trial(s) on Ray Tune"):
+    with StageProgress(console, "trials", len(runnable), "merged and evaluated") as bar:
+        errors_seen = []
+
+        def trial_done(metrics: dict) -> None:
+            errors_seen.extend([1] if metrics.get("status") != "ok" else [])
+            bar.advance(f"{len(errors_seen)} error(s)" if errors_seen else "")
+
         metrics = run_grid(runnable, bank_refs, references, storage, res, name=f"{spec.name}-{plan.spec_hash}",
-                           plugins=spec.plugins)
+                           plugins=spec.plugins, on_trial_done=trial_done)
     summary.trials_run = len(metrics)
     summary.seconds["grid"] = time.perf_counter() - clock
     errors = [m for m in metrics if m.get("status") != "ok"]

@@ -27,7 +27,10 @@ def prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], root:
     spec = ModelSpec(**model)
     timings: dict[str, float] = {}
     start = time.perf_counter()
-    pretrain_metrics = ensure_base_model(spec, storage, log=lambda *_: None)
+    progress = pretrain_progress_path(storage, spec)
+    steps = spec.pretrain.steps if spec.pretrain is not None else 0
+    pretrain_metrics = ensure_base_model(spec, storage, log=lambda m: write_text_atomic(progress, json.dumps(
+        {"step": int(m["step"]) + 1, "steps": steps, "loss": m["loss"]})))
     timings["pretrain_seconds"] = time.perf_counter() - start
     base = load_base_model(spec, storage)
     zeroshot: dict[str, dict] = {}
@@ -55,6 +58,13 @@ def zeroshot_key(base: str, task: str, data: DataSpec) -> str:
 
     return content_key("zeroshot", {"base": base, "task": task, "data": data, "tensors": tensor_revision(task),
                                     "heads": revision("heads"), "eval": revision("eval")})
+
+
+def pretrain_progress_path(storage: StorageRoot, model: ModelSpec):
+    """Where the toy pre-training records its last logged step: the driver reads it for its progress bar."""
+    from benchmark.models import base_key
+
+    return storage.cache / "progress" / f"pretrain-{base_key(model)}.json"
 
 
 def zeroshot_lookup(prepared: dict, model: ModelSpec, task: str, data: DataSpec) -> dict:

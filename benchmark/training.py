@@ -216,7 +216,8 @@ class ExpertOutcome:
 
 
 def fit_experts(
-    jobs: list[ExpertJob], storage: StorageRoot, resources: ResourcesSpec, log: Callable[[str], None] = print
+    jobs: list[ExpertJob], storage: StorageRoot, resources: ResourcesSpec, log: Callable[[str], None] = print,
+    on_done: Callable[[ExpertOutcome], None] | None = None,
 ) -> list[ExpertOutcome]:
     """Fine-tune every job not already in the store; keep the ones that succeed.
 
@@ -253,11 +254,15 @@ def fit_experts(
             log(f"  expert {job.task:<14} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
                 f"({detail['seconds']:.0f} s)")
             outcomes.append(ExpertOutcome(job, True, detail))
+            if on_done is not None:  # the console's progress display
+                on_done(outcomes[-1])
         except Exception as exc:  # a failed expert is reported; the others are kept
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             log(f"  expert {job.task} seed {job.seed} FAILED: {message}")
             outcomes.append(ExpertOutcome(job, False, message))
             failed.add(job.key)
+            if on_done is not None:
+                on_done(outcomes[-1])
         launch_ready()
     for job in todo.values():  # unreachable chain links (defensive: should be empty)
         outcomes.append(ExpertOutcome(job, False, "blocked: previous split missing"))

@@ -32,3 +32,20 @@ def test_aws_cluster_has_single_and_eight_gpu_workers_and_bounded_autoscaling():
     import ray
 
     assert f"ray:{ray.__version__}" in config["docker"]["image"]  # same Ray as the project
+
+
+def test_local_cluster_config_is_valid_and_stays_off_the_default_ports():
+    """cluster-local.yaml (the launch test's) must not collide with another Ray on the same host."""
+    import re
+
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((REPO / "cluster-local.yaml").read_text())
+    validate_config(prepare_config(copy.deepcopy(config)))
+    assert config["provider"] == {"type": "local", "head_ip": "127.0.0.1", "worker_ips": ["127.0.0.2"]}
+    assert "docker" not in config
+    head, worker = (" ".join(config[k]) for k in ("head_start_ray_commands", "worker_start_ray_commands"))
+    assert "ray stop" not in worker  # on one host under one user it would stop the head too
+    for command in (head, worker):
+        ports = [int(p) for p in re.findall(r"-port=(\d+)", command)]
+        assert ports and all(p >= 26000 for p in ports), command  # none of Ray's defaults (6379, 8265, ...)
