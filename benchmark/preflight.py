@@ -74,13 +74,32 @@ def encoder_bytes(model: ModelSpec) -> int:
         from benchmark.toy import create_toy_model
 
         return sum(p.numel() for p in create_toy_model(seed=0).visual.state_dict().values()) * BYTES_PER_PARAMETER
-    from benchmark.models import resolve_pretrained
+    from benchmark.models import MissingWeightsError, resolve_pretrained
 
-    path = resolve_pretrained(model.name, model.pretrained)
+    try:
+        path = resolve_pretrained(model.name, model.pretrained)
+    except MissingWeightsError:  # --dry-run on a machine without the weights: the architecture's count
+        return _architecture_parameters(model.name) * BYTES_PER_PARAMETER
     try:
         return _visual_parameters(path) * BYTES_PER_PARAMETER
     except Exception:  # an unusual checkpoint layout: its whole size is an upper bound
         return path.stat().st_size
+
+
+def _architecture_parameters(name: str, everything: bool = False) -> int:
+    """Parameter count of an open_clip architecture built on the meta device (no weights, no memory),
+    so a plan can be sized before the checkpoint is on the machine."""
+    import open_clip
+    import torch
+    from open_clip.model import CLIP
+
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f"open_clip knows no architecture {name!r}")
+    with torch.device("meta"):
+        clip = CLIP(**cfg)
+    state = clip.state_dict() if everything else clip.visual.state_dict()
+    return sum(t.numel() for t in state.values() if t.is_floating_point())
 
 
 def model_bytes(model: ModelSpec) -> int:
@@ -89,9 +108,12 @@ def model_bytes(model: ModelSpec) -> int:
         from benchmark.toy import create_toy_model
 
         return sum(p.numel() for p in create_toy_model(seed=0).state_dict().values()) * BYTES_PER_PARAMETER
-    from benchmark.models import resolve_pretrained
+    from benchmark.models import MissingWeightsError, resolve_pretrained
 
-    path = resolve_pretrained(model.name, model.pretrained)
+    try:
+        path = resolve_pretrained(model.name, model.pretrained)
+    except MissingWeightsError:
+        return _architecture_parameters(model.name, everything=True) * BYTES_PER_PARAMETER
     try:
         return _visual_parameters(path, everything=True) * BYTES_PER_PARAMETER
     except Exception:  # an unusual checkpoint layout: its file size is the best guess
