@@ -40,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="table (rich, terminal), markdown, latex or csv (default: table)")
     report.add_argument("--metric", default="accuracy", choices=("accuracy", "normalized"),
                         help="measure of the paper's tables (the leaderboard shows both)")
+    report.add_argument("--weaving", default=None, metavar="POOLING,VARIANT",
+                        help="the weaving configuration the oracle table compares with, fixed in advance "
+                             "(default: avg,collaborative — the paper's)")
     report.add_argument("--out", default=None, metavar="FILE", help="write the tables to FILE (atomic) instead of the terminal")
     report.add_argument("--figures", default=None, metavar="DIR", help="also write the PNG figures into DIR")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -102,7 +105,7 @@ def cmd_report(args, console: Console) -> int:
 
     from benchmark.report import error_count, ok_rows, parse_by, refuse_inside_results
     from benchmark.report_formats import render_rich, render_text
-    from benchmark.report_tables import build_tables
+    from benchmark.report_tables import build_tables, parse_weaving
     from benchmark.results import read_results
     from benchmark.storage import StorageRoot, write_text_atomic
 
@@ -112,6 +115,10 @@ def cmd_report(args, console: Console) -> int:
     if args.by is not None and args.table not in ("leaderboard", "all"):
         raise ValueError(f"--by groups the leaderboard; --table {args.table} has a fixed layout (drop --by)")
     by = parse_by(args.by)
+    if args.weaving is not None and args.table not in ("oracle", "all"):
+        raise ValueError(f"--weaving fixes the oracle table's weaving configuration; --table {args.table} has none "
+                         "(use --table oracle or all, or drop --weaving)")
+    weaving = parse_weaving(args.weaving)
     out = refuse_inside_results(storage, Path(args.out)) if args.out else None
     figures = refuse_inside_results(storage, Path(args.figures)) if args.figures else None
     if out is not None and out.is_dir():
@@ -120,7 +127,7 @@ def cmd_report(args, console: Console) -> int:
     if not ok_rows(table):
         raise ValueError(f"no finished trials under {storage.results} ({error_count(table)} error row(s)); "
                          f"run a spec first (python run_bench.py run SPEC --root {args.root})")
-    tables, notes = build_tables(table, args.table, by, args.metric)
+    tables, notes = build_tables(table, args.table, by, args.metric, weaving)
     if out is not None:
         write_text_atomic(out, render_text(tables, args.fmt))
         console.print(f"wrote {args.table} ({args.fmt}) to {out}", highlight=False, markup=False)

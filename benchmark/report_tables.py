@@ -4,7 +4,8 @@ its figures, built from the same leaderboard aggregation (``benchmark.report``).
 - weaving gain: per base merger, the data-free baseline (pooling ``none``, fixed λ) → each weaving
   configuration (pooling × variant), in points, per setup and overall (the paper's Table 1);
 - pooling ablation: rows merger, columns pooling × variant (avg ≈ randmix ≫ magmax in the paper);
-- oracle: baseline and weaving next to the best λ chosen on the test sets, flagged as such.
+- oracle: baseline and one weaving configuration fixed in advance next to the best λ chosen on the
+  test sets; every column computed from test-set choices is labelled so in every format.
 
 Per setup a cell is the mean over models of the leaderboard value (itself mean over seeds), taken
 only over models that have every configuration the cell compares — so a gain is never a difference
@@ -29,7 +30,26 @@ ORACLE = "oracle"
 OVERALL = "overall"
 METRICS = ("accuracy", "normalized")
 POOLING_ORDER = ("avg", "randmix", "magmax")
-TEST_DATA_NOTE = "The oracle column chooses λ on the test sets (uses test data): a privileged reference, not a data-free result."
+BEST_ON_TEST = " (best on test data)"
+TEST_DATA_NOTE = ("Columns marked (test data) choose λ on the test sets: a privileged reference, not a "
+                  "data-free result.")
+#: The weaving configuration the oracle table compares with, fixed before any result is seen: the
+#: paper's (average pooling over A*, the collaborative candidate set).
+DEFAULT_WEAVING = ("avg", "A*")
+_VARIANTS = {"collaborative": "A*", "a*": "A*", "plain": "A", "a": "A"}
+
+
+def parse_weaving(text: str | None) -> tuple[str, str]:
+    """``"avg,collaborative"`` / ``"randmix,A"`` → (pooling, "A*" | "A"); None → the paper's."""
+    if text is None:
+        return DEFAULT_WEAVING
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not parts[0] or parts[1].lower() not in _VARIANTS:
+        raise ValueError(f"--weaving {text!r}: give POOLING,VARIANT with VARIANT collaborative (A*) or plain (A), "
+                         "e.g. --weaving avg,collaborative")
+    if parts[0] in ("none", "oracle"):
+        raise ValueError(f"--weaving {text!r}: {parts[0]} is not a weaving pooling; give one such as avg, randmix, magmax")
+    return parts[0], _VARIANTS[parts[1].lower()]
 
 
 class MethodCells:
@@ -141,7 +161,8 @@ def _baseline_label(cells: MethodCells) -> str:
 
 def weaving_gain_table(table: pa.Table, metric: str = "accuracy") -> ReportTable:
     """Rows (merger, weaving), per setup and overall: baseline, + weaving, gain in points. The
-    best configuration per merger (largest overall gain) comes first and is marked "(best)"."""
+    best configuration per merger (largest overall gain) comes first and is marked as chosen on the
+    test sets — its gain is each configuration's own, but which one is "best" was read off test data."""
     cells = MethodCells(table, metric)
     sections = _sections(cells)
     columns = [Column("merger", "text", "merger"), Column("weaving", "text", "weaving")]
@@ -154,7 +175,7 @@ def weaving_gain_table(table: pa.Table, metric: str = "accuracy") -> ReportTable
             continue
         best = cells.best_weaving(merger)
         for config in sorted(cells.weavings(merger), key=lambda c: (c != best, _weaving_order(c))):
-            label = weaving_label(config) + (" (best)" if config == best else "")
+            label = weaving_label(config) + (BEST_ON_TEST if config == best else "")
             row = [merger, label]
             for s in sections:
                 means = cells.means(s, merger, (FIXED, config))
@@ -212,33 +233,47 @@ def pooling_ablation_table(table: pa.Table, metric: str = "accuracy") -> ReportT
 # ----------------------------------------------------------------------------------- (c) oracle
 
 
-def oracle_table(table: pa.Table, metric: str = "accuracy") -> ReportTable:
-    """Per setup and overall: baseline, best weaving, and the oracle λ (best on the test sets)."""
+def oracle_table(table: pa.Table, metric: str = "accuracy", weaving: tuple[str, str] = DEFAULT_WEAVING) -> ReportTable:
+    """Per setup and overall: baseline, one weaving configuration, and the oracle λ (best on the
+    test sets).
+
+    The weaving configuration is ``weaving`` — fixed before looking at any result (default the
+    paper's, avg over A*) — never the one that happens to score best: picking it on the same test
+    sets the oracle uses would make "weaving − oracle" flatter weaving.
+    """
     cells = MethodCells(table, metric)
     mergers = [m for m in cells.mergers if ORACLE in cells.configs(m)]
     if not mergers:
         raise ValueError("the oracle table needs oracle trials (pooling: oracle in the spec's poolings); this root has none")
+    config = tuple(weaving)
     columns = [Column("setup", "text", "setup"), Column("merger", "text", "merger"),
-               Column(_baseline_label(cells), "pct", "baseline"), Column("weaving", "text", "weaving"),
-               Column("+weaving", "pct", "woven"), Column("oracle λ", "text", "oracle_lambda"),
-               Column("oracle (test data)", "pct", "oracle"), Column("weaving - oracle", "gain", "weaving_minus_oracle")]
+               Column(_baseline_label(cells), "pct", "baseline"),
+               Column(f"+weaving ({weaving_label(config)})", "pct", "woven"),
+               Column("oracle λ", "text", "oracle_lambda", test_data=True),
+               Column("oracle", "pct", "oracle", test_data=True),
+               Column("weaving - oracle", "gain", "weaving_minus_oracle", test_data=True)]
     rows = []
+    missing = [m for m in mergers if config not in cells.configs(m)]
     for section in _sections(cells):
         label = "all setups (mean)" if section == OVERALL else section
         for merger in mergers:
-            best = cells.best_weaving(merger)
-            configs = tuple(c for c in (FIXED, best, ORACLE) if c is not None and c in cells.configs(merger))
+            configs = tuple(c for c in (FIXED, config, ORACLE) if c in cells.configs(merger))
             means = cells.means(section, merger, configs)
             if means is None:
                 continue
-            woven = means.get(best)
-            rows.append([label, merger, _stat(means.get(FIXED)), "-" if best is None else weaving_label(best),
-                         _stat(woven), format_lams(cells.oracle_lams(section, merger)), Stat(means[ORACLE]),
+            woven = means.get(config)
+            rows.append([label, merger, _stat(means.get(FIXED)), _stat(woven),
+                         format_lams(cells.oracle_lams(section, merger)), Stat(means[ORACLE]),
                          None if woven is None else woven - means[ORACLE]])
-    caption = _caption(metric, "; weaving = the configuration with the best overall gain; oracle λ = the λ of "
-                               "the grid with the best task-mean accuracy on the test sets, per trial")
+    caption = _caption(metric, f"; weaving = {weaving_label(config)}, fixed before looking at results (--weaving); "
+                               "oracle λ = the λ of the grid with the best task-mean accuracy on the test sets, "
+                               "per trial")
+    notes = [TEST_DATA_NOTE, *cells.notes]
+    if missing:
+        notes.append(f"no {weaving_label(config)} weaving trials for {', '.join(missing)}; choose another "
+                     "configuration with --weaving POOLING,VARIANT")
     return ReportTable("oracle", "Weaving vs the oracle λ (oracle uses test data)", columns, rows, caption,
-                       [TEST_DATA_NOTE, *cells.notes], sections=1, uses_test_data=True)
+                       notes, sections=1, uses_test_data=True)
 
 
 def _stat(value: float | None) -> Stat | None:
@@ -309,25 +344,26 @@ def weaving_levels(table: pa.Table) -> dict[tuple, list[dict]]:
 # ----------------------------------------------------------------------------------- registry
 
 TABLES: dict[str, Callable[..., ReportTable]] = {
-    "leaderboard": lambda table, by, metric: leaderboard_table(table, by),
-    "weaving-gain": lambda table, by, metric: weaving_gain_table(table, metric),
-    "pooling-ablation": lambda table, by, metric: pooling_ablation_table(table, metric),
-    "oracle": lambda table, by, metric: oracle_table(table, metric),
+    "leaderboard": lambda table, by, metric, weaving: leaderboard_table(table, by),
+    "weaving-gain": lambda table, by, metric, weaving: weaving_gain_table(table, metric),
+    "pooling-ablation": lambda table, by, metric, weaving: pooling_ablation_table(table, metric),
+    "oracle": lambda table, by, metric, weaving: oracle_table(table, metric, weaving),
 }
 TABLE_CHOICES = (*TABLES, "all")
 
 
-def build_tables(table: pa.Table, which: str, by: tuple[str, ...], metric: str = "accuracy") -> tuple[list[ReportTable], list[str]]:
+def build_tables(table: pa.Table, which: str, by: tuple[str, ...], metric: str = "accuracy",
+                 weaving: tuple[str, str] = DEFAULT_WEAVING) -> tuple[list[ReportTable], list[str]]:
     """The requested tables, and for ``all`` a note per table the root cannot support (an explicit
     request for such a table is an error instead, so a script never gets an empty file silently)."""
     if which not in TABLE_CHOICES:
         raise ValueError(f"unknown table {which!r}; choose one of {', '.join(TABLE_CHOICES)}")
     if which != "all":
-        return [TABLES[which](table, by, metric)], []
+        return [TABLES[which](table, by, metric, weaving)], []
     built, skipped = [], []
     for name, builder in TABLES.items():
         try:
-            built.append(builder(table, by, metric))
+            built.append(builder(table, by, metric, weaving))
         except ValueError as exc:
             skipped.append(f"{name} skipped: {exc}")
     return built, skipped
