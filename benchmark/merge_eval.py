@@ -20,7 +20,8 @@ import torch
 
 import ww
 from benchmark import eval_cache
-from benchmark.evaluation import evaluate
+from benchmark.evaluation import balanced_accuracy, evaluate
+from benchmark.paired import pack_correct
 from benchmark.head_cache import load_head
 from benchmark.keys import CODE_VERSION, canonical_json
 from benchmark.models import BaseModel, load_base_model
@@ -182,6 +183,8 @@ def _evaluate(
         "n_examples": int(result["n_examples"]),
         "n_correct": int(result["n_correct"]),
         "accuracy": accuracy,
+        "balanced_accuracy": balanced_accuracy(result["correct"], labels),
+        "correct_bits": pack_correct(result["correct"]),
         "expert_accuracy": expert,
         "zeroshot_accuracy": ref["zeroshot_accuracy"],
         "normalized_accuracy": accuracy / expert if expert else None,

@@ -16,8 +16,9 @@ from benchmark.models import base_key, base_label
 from benchmark.specs import NO_POOLING, ORACLE, ModelSpec, SetupSpec, Spec
 from benchmark.storage import StorageRoot, safe_name
 
-#: Version of the results schema written by this code (a column of every row).
-SCHEMA_VERSION = 1
+#: Version of the results schema written by this code (a column of every row). 2: per-example
+#: outcomes (``correct_bits``) and ``balanced_accuracy``.
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)

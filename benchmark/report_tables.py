@@ -23,6 +23,7 @@ import pyarrow as pa
 from benchmark.report import (
     REFERENCE_MERGERS, _mean, format_lams, leaderboard_rows, leaderboard_table, mixed_params_note, ok_rows,
 )
+from benchmark.paired import VARIANT_NAMES
 from benchmark.report_formats import Column, ReportTable, Stat
 
 FIXED = "fixed"
@@ -36,7 +37,6 @@ TEST_DATA_NOTE = ("Columns marked (test data) choose λ on the test sets: a priv
 #: The weaving configuration the oracle table compares with, fixed before any result is seen: the
 #: paper's (average pooling over A*, the collaborative candidate set).
 DEFAULT_WEAVING = ("avg", "A*")
-_VARIANTS = {"collaborative": "A*", "a*": "A*", "plain": "A", "a": "A"}
 
 
 def parse_weaving(text: str | None) -> tuple[str, str]:
@@ -44,12 +44,12 @@ def parse_weaving(text: str | None) -> tuple[str, str]:
     if text is None:
         return DEFAULT_WEAVING
     parts = [p.strip() for p in text.split(",")]
-    if len(parts) != 2 or not parts[0] or parts[1].lower() not in _VARIANTS:
+    if len(parts) != 2 or not parts[0] or parts[1].lower() not in VARIANT_NAMES:
         raise ValueError(f"--weaving {text!r}: give POOLING,VARIANT with VARIANT collaborative (A*) or plain (A), "
                          "e.g. --weaving avg,collaborative")
     if parts[0] in ("none", "oracle"):
         raise ValueError(f"--weaving {text!r}: {parts[0]} is not a weaving pooling; give one such as avg, randmix, magmax")
-    return parts[0], _VARIANTS[parts[1].lower()]
+    return parts[0], VARIANT_NAMES[parts[1].lower()]
 
 
 class MethodCells:

@@ -58,6 +58,9 @@ SCHEMA = pa.schema(
         ("merge_seconds", pa.float64()),
         ("eval_seconds", pa.float64()),
         ("peak_memory_mb", pa.float64()),
+        # schema 2: per-example outcomes (benchmark.paired) and DG's balanced accuracy
+        ("balanced_accuracy", pa.float64()),
+        ("correct_bits", pa.binary()),
     ]
 )
 
@@ -105,6 +108,10 @@ def trial_status(storage: StorageRoot) -> dict[str, str]:
 
 
 def read_results(storage: StorageRoot) -> pa.Table:
-    """Every row of every part (empty table with the schema when there are none)."""
+    """Every row of every part (empty table with the schema when there are none).
+
+    Parts written by an older schema lack the newer columns; the dataset's explicit schema reads
+    them as nulls (e.g. no ``correct_bits`` before schema 2: reported without intervals).
+    """
     dataset = _parts(storage)
     return SCHEMA.empty_table() if dataset is None else dataset.to_table()
