@@ -43,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--weaving", default=None, metavar="POOLING,VARIANT",
                         help="the weaving configuration the oracle table compares with, fixed in advance "
                              "(default: avg,collaborative — the paper's)")
+    report.add_argument("--ci", default=95.0, type=float, metavar="LEVEL",
+                        help="confidence level of the paired bootstrap intervals in the weaving-gain, oracle and "
+                             "--compare tables (default: 95; 0 hides them)")
+    report.add_argument("--compare", nargs=2, default=None, metavar=("A", "B"),
+                        help="paired comparison of two configurations named as in the leaderboard, e.g. "
+                             "ties/avg/A* ties/none: difference, bootstrap CI, per-seed spread, McNemar per task")
     report.add_argument("--out", default=None, metavar="FILE", help="write the tables to FILE (atomic) instead of the terminal")
     report.add_argument("--figures", default=None, metavar="DIR", help="also write the PNG figures into DIR")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -127,7 +133,14 @@ def cmd_report(args, console: Console) -> int:
     if not ok_rows(table):
         raise ValueError(f"no finished trials under {storage.results} ({error_count(table)} error row(s)); "
                          f"run a spec first (python run_bench.py run SPEC --root {args.root})")
-    tables, notes = build_tables(table, args.table, by, args.metric, weaving)
+    if args.compare is not None:
+        if args.table != "leaderboard" or args.by is not None or args.weaving is not None:
+            raise ValueError("--compare prints its own tables; drop --table, --by and --weaving")
+        from benchmark.report_compare import compare_tables
+
+        tables, notes = compare_tables(table, *args.compare, metric=args.metric, ci=args.ci), []
+    else:
+        tables, notes = build_tables(table, args.table, by, args.metric, weaving, args.ci)
     if out is not None:
         write_text_atomic(out, render_text(tables, args.fmt))
         console.print(f"wrote {args.table} ({args.fmt}) to {out}", highlight=False, markup=False)

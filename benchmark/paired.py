@@ -56,10 +56,9 @@ def pack_correct(correct) -> bytes:
 
 def unpack_correct(blob: bytes, n: int) -> np.ndarray:
     """The inverse of :func:`pack_correct` for a split of ``n`` examples."""
-    bits = np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n, bitorder="little")
-    if len(bits) != n:
-        raise ValueError(f"correct_bits hold {len(bits)} outcomes, the row says n_examples = {n}")
-    return bits.astype(bool)
+    if len(blob) != (n + 7) // 8:
+        raise ValueError(f"correct_bits hold {8 * len(blob)} outcomes, the row says n_examples = {n}")
+    return np.unpackbits(np.frombuffer(blob, dtype=np.uint8), count=n, bitorder="little").astype(bool)
 
 
 # ----------------------------------------------------------------------------------- primitives
@@ -161,7 +160,7 @@ def parse_config(text: str, available: dict[str, set]) -> tuple[str, object]:
     """
     parts = [p.strip() for p in text.split("/")]
     known = sorted(config_label(m, c) for m, cs in available.items() for c in cs)
-    hint = f"configurations in this root: {', '.join(known) if known else '(none with per-example results)'}"
+    hint = f"configurations in this root: {', '.join(known) if known else '(none)'}"
     if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(f"--compare {text!r}: name a configuration as MERGER/POOLING[/VARIANT], e.g. ties/avg/A* "
                          f"or ties/none; {hint}")
@@ -182,7 +181,7 @@ def parse_config(text: str, available: dict[str, set]) -> tuple[str, object]:
                                  f"{hint}")
             config = (pooling, variants[0])
     if config not in available.get(merger, set()):
-        raise ValueError(f"--compare {text!r}: no such configuration with per-example results; {hint}")
+        raise ValueError(f"--compare {text!r}: no such configuration; {hint}")
     return merger, config
 
 
@@ -234,11 +233,11 @@ class PairedStats:
 
     # -- lookups
 
-    def configurations(self) -> dict[str, set]:
-        """merger → configurations that have per-example results somewhere in the rows."""
+    def configurations(self, with_bits: bool = False) -> dict[str, set]:
+        """merger → its configurations in the rows (``with_bits``: only those with per-example results)."""
         out: dict[str, set] = defaultdict(set)
         for (_, _, merger, config), trials in self.trials.items():
-            if any(t.complete and t.vectors for t in trials.values()):
+            if not with_bits or any(t.complete and t.vectors for t in trials.values()):
                 out[merger].add(config)
         return out
 

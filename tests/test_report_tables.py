@@ -38,7 +38,7 @@ def _approx_row(row, expected):
 
 
 def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
-    report = weaving_gain_table(table)
+    report = weaving_gain_table(table, ci=0)  # the layout without intervals (test_paired_stats has them)
     labels = [c.label for c in report.columns]
     assert labels == ["merger", "weaving",
                       "s1: baseline", "s1: +weaving", "s1: gain",
@@ -58,7 +58,7 @@ def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
 
 
 def test_weaving_gain_in_normalised_accuracy(table):
-    rows = weaving_gain_table(table, metric="normalized").rows
+    rows = weaving_gain_table(table, metric="normalized", ci=0).rows
     assert rows[0][4] == pytest.approx(0.30 / 0.8)  # expert accuracy is 0.8 on every task
     assert "normalised accuracy %" in weaving_gain_table(table, metric="normalized").caption
     with pytest.raises(ValueError, match="unknown metric"):
@@ -84,7 +84,7 @@ def test_pooling_ablation_rows_merger_columns_pooling_by_variant(table):
 
 
 def test_oracle_table_is_flagged_and_compares_on_the_same_models(table):
-    report = oracle_table(table)
+    report = oracle_table(table, ci=0)
     assert report.uses_test_data and "uses test data" in report.title
     assert any("test sets" in n for n in report.notes)
     assert [c.shown_label for c in report.columns] == [
@@ -95,7 +95,7 @@ def test_oracle_table_is_flagged_and_compares_on_the_same_models(table):
     _approx_row(report.rows[1], ["all setups (mean)", "ties", 0.50, 0.60, "1", 0.65, -0.05])
     assert len(report.rows) == 2
     # another configuration, named in advance
-    chosen = oracle_table(table, weaving=parse_weaving("randmix,collaborative"))
+    chosen = oracle_table(table, weaving=parse_weaving("randmix,collaborative"), ci=0)
     assert chosen.columns[3].label == "+weaving (randmix A*)"
     _approx_row(chosen.rows[0], ["s1", "ties", 0.50, 0.55, "1", 0.65, -0.10])
 
@@ -114,9 +114,9 @@ def test_oracle_table_compares_a_configuration_fixed_in_advance_not_the_best_on_
     table = results.read_results(_best_is_not_the_default(tmp_path))
     gain = weaving_gain_table(table)
     assert gain.rows[0][1] == "randmix A* (best on test data)"  # the test-set pick is labelled as such
-    report = oracle_table(table)
+    report = oracle_table(table, ci=0)
     _approx_row(report.rows[0], ["s1", "ties", 0.40, 0.50, "0.5", 0.60, -0.10])  # avg A*, not randmix's .70
-    missing = oracle_table(table, weaving=("magmax", "A"))
+    missing = oracle_table(table, weaving=("magmax", "A"), ci=0)
     assert missing.rows[0][3] is None and any("no magmax A weaving trials for ties" in n for n in missing.notes)
 
 
@@ -180,6 +180,6 @@ def test_paper_tables_flag_a_merger_run_with_several_hyper_parameters(tmp_path):
     write_trial(storage, {"a": 0.4}, pooling="none")
     write_trial(storage, {"a": 0.5}, pooling="avg", merger_params='{"k": 0.1}')
     write_trial(storage, {"a": 0.7}, pooling="avg", merger_params='{"k": 0.2}')
-    report = weaving_gain_table(results.read_results(storage))
+    report = weaving_gain_table(results.read_results(storage), ci=0)
     assert report.notes and "one configuration per merger" in report.notes[0]
     assert report.rows[0][4] == pytest.approx(0.2)  # the pooled value is still reported: .6 − .4
