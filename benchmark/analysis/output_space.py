@@ -26,6 +26,7 @@ from benchmark import expert_store
 from benchmark.analysis import predict
 from benchmark.analysis.context import AnalysisContext, BankRef
 from benchmark.analysis.output import figure, save_figure, write_table
+from benchmark.paired import mcnemar_exact
 
 NAME = "output_space"
 REFERENCE = "logit_ensemble"
@@ -108,9 +109,14 @@ def _measure(ctx: AnalysisContext, ref: BankRef) -> tuple[list[dict], list[dict]
                     acc, correct = predict.accuracy(logits[method], labels)
                     accuracy_rows.append({**common, "method": method, "accuracy": acc, "n_correct": correct,
                                           "n_examples": len(labels)})
+                outcomes = {method: (logits[method].argmax(dim=-1) == labels).numpy() for method in METHODS}
                 for first, second in PAIRS:
+                    # the grid's paired test (benchmark.paired) on the same kind of per-example outcomes
+                    test = mcnemar_exact(outcomes[first], outcomes[second])
                     agreement_rows.append({**common, "method_a": first, "method_b": second,
-                                           "agreement": predict.agreement(logits[first], logits[second])})
+                                           "agreement": predict.agreement(logits[first], logits[second]),
+                                           "only_a_correct": test["only_a"], "only_b_correct": test["only_b"],
+                                           "mcnemar_p": test["p_value"]})
     return accuracy_rows, agreement_rows
 
 
