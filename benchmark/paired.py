@@ -123,7 +123,7 @@ def replicate_accuracies(split: tuple, bits: np.ndarray, n_boot: int = N_BOOT, s
     for idx in replicate_indices(split, n, n_boot, seed):
         offsets = (np.arange(len(idx)) * n)[:, None]
         counts = np.bincount((idx + offsets).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
-        out[row: row + len(idx)] = counts @ bits.T / n
+        out[row: row + len(idx)] = counts.astype(np.float64) @ bits.T / n
         row += len(idx)
     return out
 

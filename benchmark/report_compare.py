@@ -16,6 +16,11 @@ from benchmark.paired import (
 )
 from benchmark.report import ok_rows
 from benchmark.report_formats import Column, ReportTable, Stat
+from benchmark.report_tables import MethodCells
+
+
+def _stat(value: float | None) -> Stat | None:
+    return None if value is None else Stat(value)
 
 
 def compare_tables(table: pa.Table, first: str, second: str, metric: str = "accuracy",
@@ -41,12 +46,16 @@ def compare_tables(table: pa.Table, first: str, second: str, metric: str = "accu
     columns += [Column("seeds", "int", "n_seeds"), Column("per-seed A - B", "text", "seed_spread")]
     rows, tests, notes = [], [], []
     missing = False
+    values = MethodCells(table, metric, ci=0).values  # the leaderboard's point values, bits or not
     for model, setup in blocks:
         seeds_a = stats.seed_samples(model, setup, merger_a, config_a, metric)
         seeds_b = stats.seed_samples(model, setup, merger_b, config_b, metric)
         if seeds_a is None or seeds_b is None:
             missing = True
-            rows.append([model, setup, None, None, None, *([None] if ci else []), None, "-"])
+            a, b = values[(model, setup, merger_a)].get(config_a), values[(model, setup, merger_b)].get(config_b)
+            known = a is not None and b is not None
+            rows.append([model, setup, _stat(a), _stat(b), a - b if known else None, *([None] if ci else []),
+                         None, "-"])
             continue
         a, b = sum(seeds_a.values()) / len(seeds_a), sum(seeds_b.values()) / len(seeds_b)
         row = [model, setup, Stat(float(a[0])), Stat(float(b[0])), float(a[0] - b[0])]

@@ -241,4 +241,5 @@ def test_results_of_schema_1_still_report_without_intervals(tmp_path):
     assert any("written before results schema 2" in note for note in gain.notes)
     comparison, *_ = compare_tables(table, "ties/avg/A*", "ties/none")
     assert [r[0] for r in comparison.rows] == ["m1", "m2"] and comparison.rows[1][5] is None
+    assert comparison.rows[1][4] == pytest.approx(0.0625)  # the point estimate is still reported
     assert any("schema 2" in note for note in comparison.notes)
