@@ -71,10 +71,12 @@ def evaluate(
     labels: np.ndarray | torch.Tensor,
     *,
     batch_size: int = 1024,
+    outcomes: bool = False,
 ) -> dict[str, Any]:
-    """Top-1 accuracy of ``model`` with ``head`` on uint8 images; counts kept so results can be pooled,
-    and ``correct``, the per-example outcome (bool array in the order of ``images``), so that two
-    models evaluated on the same examples can be compared example by example (paired statistics).
+    """Top-1 accuracy of ``model`` with ``head`` on uint8 images; counts kept so results can be pooled.
+    With ``outcomes=True`` also ``correct``, the per-example outcome (bool array in the order of
+    ``images``), so that two models evaluated on the same examples can be compared example by
+    example (paired statistics); off by default, so the result stays a JSON-able dict of numbers.
 
     Leaves the model's train/eval mode as it found it.
     """
@@ -103,8 +105,10 @@ def evaluate(
     n = len(images)
     correct = torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
     n_correct = int(correct.sum())
-    return {"n_examples": n, "n_correct": n_correct, "accuracy": n_correct / n if n else float("nan"),
-            "correct": correct}
+    result = {"n_examples": n, "n_correct": n_correct, "accuracy": n_correct / n if n else float("nan")}
+    if outcomes:
+        result["correct"] = correct
+    return result
 
 
 def balanced_accuracy(correct: np.ndarray, labels: np.ndarray | torch.Tensor) -> float:

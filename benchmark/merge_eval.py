@@ -168,7 +168,7 @@ def _evaluate(
     setup = SetupSpec(**trial.setup)
     images, labels = assets.test_split(storage, task, setup.data)
     start = time.perf_counter()
-    result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
+    result = evaluate(assets.base.model, assets.head(storage, task), images, labels, outcomes=True)
     eval_seconds = time.perf_counter() - start
     if not np.isfinite(result["accuracy"]):
         raise NonFiniteResultError(f"accuracy on {task} is not finite")

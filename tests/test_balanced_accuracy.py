@@ -44,7 +44,8 @@ def test_evaluate_returns_each_examples_outcome_in_order_across_batches():
     model = _PixelCLIP()
     model.visual.preprocess_cfg = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5)}
     labels = np.array([0, 1, 1, 2, 1, 2, 0])
-    result = evaluate(model, torch.eye(3), images, labels, batch_size=3)
+    assert "correct" not in evaluate(model, torch.eye(3), images, labels)  # plain numbers unless asked
+    result = evaluate(model, torch.eye(3), images, labels, batch_size=3, outcomes=True)
     assert result["correct"].tolist() == [True, True, False, True, True, False, True]
     assert result["n_correct"] == 5 and result["accuracy"] == pytest.approx(5 / 7)
     # per class: 0 → 2/2, 1 → 2/3, 2 → 1/2
