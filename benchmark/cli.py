@@ -42,6 +42,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="table (rich, terminal), markdown, latex or csv (default: table)")
     report.add_argument("--metric", default="accuracy", choices=("accuracy", "normalized"),
                         help="measure of the paper's tables (the leaderboard shows both)")
+    report.add_argument("--weaving", default=None, metavar="POOLING,VARIANT",
+                        help="the weaving configuration the oracle table compares with, fixed in advance "
+                             "(default: avg,collaborative — the paper's)")
+    report.add_argument("--ci", default=95.0, type=float, metavar="LEVEL",
+                        help="confidence level of the paired bootstrap intervals in the weaving-gain, oracle and "
+                             "--compare tables (default: 95; 0 hides them)")
+    report.add_argument("--compare", nargs=2, default=None, metavar=("A", "B"),
+                        help="paired comparison of two configurations named as in the leaderboard, e.g. "
+                             "ties/avg/A* ties/none: difference, bootstrap CI, per-seed spread, McNemar per task")
     report.add_argument("--out", default=None, metavar="FILE", help="write the tables to FILE (atomic) instead of the terminal")
     report.add_argument("--figures", default=None, metavar="DIR", help="also write the PNG figures into DIR")
     report.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
@@ -127,7 +136,7 @@ def cmd_report(args, console: Console) -> int:
 
     from benchmark.report import error_count, newest_revisions, ok_rows, parse_by, refuse_inside_results
     from benchmark.report_formats import render_rich, render_text
-    from benchmark.report_tables import build_tables
+    from benchmark.report_tables import build_tables, parse_weaving
     from benchmark.results import read_results
     from benchmark.storage import StorageRoot, write_text_atomic
 
@@ -137,6 +146,10 @@ def cmd_report(args, console: Console) -> int:
     if args.by is not None and args.table not in ("leaderboard", "all"):
         raise ValueError(f"--by groups the leaderboard; --table {args.table} has a fixed layout (drop --by)")
     by = parse_by(args.by)
+    if args.weaving is not None and args.table not in ("oracle", "all"):
+        raise ValueError(f"--weaving fixes the oracle table's weaving configuration; --table {args.table} has none "
+                         "(use --table oracle or all, or drop --weaving)")
+    weaving = parse_weaving(args.weaving)
     out = refuse_inside_results(storage, Path(args.out)) if args.out else None
     figures = refuse_inside_results(storage, Path(args.figures)) if args.figures else None
     if out is not None and out.is_dir():
@@ -145,7 +158,14 @@ def cmd_report(args, console: Console) -> int:
     if not ok_rows(table):
         raise ValueError(f"no finished trials under {storage.results} ({error_count(table)} error row(s)); "
                          f"run a spec first (python run_bench.py run SPEC --root {args.root})")
-    tables, notes = build_tables(table, args.table, by, args.metric)
+    if args.compare is not None:
+        if args.table != "leaderboard" or args.by is not None or args.weaving is not None:
+            raise ValueError("--compare prints its own tables; drop --table, --by and --weaving")
+        from benchmark.report_compare import compare_tables
+
+        tables, notes = compare_tables(table, *args.compare, metric=args.metric, ci=args.ci), []
+    else:
+        tables, notes = build_tables(table, args.table, by, args.metric, weaving, args.ci)
     for built in tables:  # in every format: no table silently pools revisions, and each says what it left out
         built.notes.extend(revision_notes)
     if out is not None:

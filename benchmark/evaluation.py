@@ -71,8 +71,12 @@ def evaluate(
     labels: np.ndarray | torch.Tensor,
     *,
     batch_size: int = 1024,
+    outcomes: bool = False,
 ) -> dict[str, Any]:
     """Top-1 accuracy of ``model`` with ``head`` on uint8 images; counts kept so results can be pooled.
+    With ``outcomes=True`` also ``correct``, the per-example outcome (bool array in the order of
+    ``images``), so that two models evaluated on the same examples can be compared example by
+    example (paired statistics); off by default, so the result stays a JSON-able dict of numbers.
 
     Leaves the model's train/eval mode as it found it.
     """
@@ -87,7 +91,7 @@ def evaluate(
     head = head.to(device)
     was_training = bare_model(model).training
     bare_model(model).eval()
-    n_correct = 0
+    hits: list[torch.Tensor] = []
     try:
         # fp16 autocast on GPUs (DESIGN: evaluation is compute-bound); the CPU keeps fp32
         autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
@@ -95,8 +99,31 @@ def evaluate(
             for start in range(0, len(images), batch_size):
                 x = to_model_input(images[start : start + batch_size].to(device, non_blocking=True), mean, std)
                 pred = classification_logits(model, head, x).argmax(dim=-1).cpu()
-                n_correct += int((pred == targets[start : start + batch_size]).sum())
+                hits.append(pred == targets[start : start + batch_size])
     finally:
         bare_model(model).train(was_training)
     n = len(images)
-    return {"n_examples": n, "n_correct": n_correct, "accuracy": n_correct / n if n else float("nan")}
+    correct = torch.cat(hits).numpy() if hits else np.zeros(0, dtype=bool)
+    n_correct = int(correct.sum())
+    result = {"n_examples": n, "n_correct": n_correct, "accuracy": n_correct / n if n else float("nan")}
+    if outcomes:
+        result["correct"] = correct
+    return result
+
+
+def balanced_accuracy(correct: np.ndarray, labels: np.ndarray | torch.Tensor) -> float:
+    """Mean over the classes present in ``labels`` of the per-class recall (METHODS §3, for DG).
+
+    Plain accuracy weighs classes by their frequency in the held-out domain; balanced accuracy
+    gives each class the same weight, so a merge that only gets the majority class right is not
+    rewarded for it.
+    """
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    correct = np.asarray(correct, dtype=bool).ravel()
+    if len(labels) != len(correct):
+        raise ValueError(f"{len(correct)} outcomes but {len(labels)} labels")
+    if not len(labels):
+        return float("nan")
+    classes, index = np.unique(labels, return_inverse=True)
+    hits = np.bincount(index, weights=correct, minlength=len(classes))
+    return float(np.mean(hits / np.bincount(index, minlength=len(classes))))

@@ -20,7 +20,8 @@ import torch
 
 import ww
 from benchmark import eval_cache
-from benchmark.evaluation import evaluate
+from benchmark.evaluation import balanced_accuracy, evaluate
+from benchmark.paired import pack_correct
 from benchmark.head_cache import load_head
 from benchmark.keys import KEY_LAYOUT, canonical_json
 from benchmark.models import BaseModel, load_base_model
@@ -177,7 +178,7 @@ def _evaluate(
     setup = SetupSpec(**trial.setup)
     images, labels = assets.test_split(storage, task, setup.data)
     start = time.perf_counter()
-    result = evaluate(assets.base.model, assets.head(storage, task), images, labels)
+    result = evaluate(assets.base.model, assets.head(storage, task), images, labels, outcomes=True)
     eval_seconds = time.perf_counter() - start
     if not np.isfinite(result["accuracy"]):
         raise NonFiniteResultError(f"accuracy on {task} is not finite")
@@ -192,6 +193,8 @@ def _evaluate(
         "n_examples": int(result["n_examples"]),
         "n_correct": int(result["n_correct"]),
         "accuracy": accuracy,
+        "balanced_accuracy": balanced_accuracy(result["correct"], labels),
+        "correct_bits": pack_correct(result["correct"]),
         "expert_accuracy": expert,
         "zeroshot_accuracy": ref["zeroshot_accuracy"],
         "normalized_accuracy": accuracy / expert if expert else None,

@@ -30,8 +30,9 @@ from benchmark.specs import NO_POOLING, ORACLE, ModelSpec, SetupSpec, Spec
 from benchmark.storage import StorageRoot, safe_name
 
 #: Version of the results schema written by this code (a column of every row). 2: the
-#: ``*_revision`` columns and resolved ``merger_params``; rows of version 1 read with them null.
-SCHEMA_VERSION = 2
+#: ``*_revision`` columns and resolved ``merger_params``; 3: per-example outcomes (``correct_bits``)
+#: and ``balanced_accuracy``. Rows of older versions read with the newer columns null.
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)

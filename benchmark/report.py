@@ -185,13 +185,17 @@ def trial_scores(table: pa.Table, within: tuple[str, ...] = ()) -> list[dict]:
         key = (row["trial_key"], row["seed"], *(row[c] for c in within))
         entry = entries.get(key)
         if entry is None:
-            entry = entries[key] = {**row, "kind": _kind(row), "acc": [], "norm": []}
+            entry = entries[key] = {**row, "kind": _kind(row), "acc": [], "norm": [], "bal": []}
         entry["acc"].append(row["accuracy"])
         if row["normalized_accuracy"] is not None:
             entry["norm"].append(row["normalized_accuracy"])
+        if row.get("balanced_accuracy") is not None:
+            entry["bal"].append(row["balanced_accuracy"])
     for entry in entries.values():
         entry["mean_acc"] = _mean(entry["acc"])
         entry["mean_norm"] = _mean(entry["norm"])
+        # only when every eval task has it (rows of schema 1 and references have none)
+        entry["mean_bal"] = _mean(entry["bal"]) if len(entry["bal"]) == len(entry["acc"]) else float("nan")
     return list(entries.values())
 
 
@@ -200,7 +204,9 @@ def leaderboard_rows(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY) -> list[
 
     Keys: the ``by`` columns, ``kind``, ``variant``/``collaborative`` when grouped by either,
     ``lambda`` (text), ``lams`` (the λ of the entries: fixed, or each oracle trial's best), ``uses_test_data``, ``n_seeds``,
-    ``n_trials``, ``accuracy``/``accuracy_std``, ``normalized``/``normalized_std``, ``mixed_params``
+    ``n_trials``, ``accuracy``/``accuracy_std``, ``normalized``/``normalized_std``,
+    ``balanced``/``balanced_std`` (mean per-class recall; NaN where a row lacks it), ``dg`` (the
+    group holds domain-generalisation trials, whose tables show balanced accuracy), ``mixed_params``
     (the row pools trials of one merger with different hyper-parameters).
     """
     by = tuple(by)
@@ -216,6 +222,8 @@ def leaderboard_rows(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY) -> list[
         accs = [_mean([e["mean_acc"] for e in es]) for es in per_seed.values()]
         norms = [_nanmean([e["mean_norm"] for e in es]) for es in per_seed.values()]
         norms = [x for x in norms if not math.isnan(x)]
+        bals = [_mean([e["mean_bal"] for e in es]) for es in per_seed.values()]
+        bals = [x for x in bals if not math.isnan(x)]
         row = dict(zip(by, key[:-1]))
         first = entries[0]
         row.update(
@@ -229,6 +237,9 @@ def leaderboard_rows(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY) -> list[
             accuracy_std=_std(accs),
             normalized=_mean(norms),
             normalized_std=_std(norms),
+            balanced=_mean(bals) if len(bals) == len(per_seed) else float("nan"),
+            balanced_std=_std(bals),
+            dg=any(e["setup_kind"] == "dg" for e in entries),
         )
         row["lambda"] = _lambda_text(entries)
         policies = {e["lambda_policy"] for e in entries}
@@ -304,6 +315,9 @@ def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: 
         columns.append(Column("kind", "text", "kind"))
     columns += [Column("λ", "text", "lambda"), Column("seeds", "int", "n_seeds"),
                 Column("accuracy %", "pct", "accuracy"), Column("normalised %", "pct", "normalized")]
+    balanced = any(r["dg"] for r in rows)  # METHODS §3: DG also reports balanced accuracy
+    if balanced:
+        columns.append(Column("balanced %", "pct", "balanced"))
     cells, styles = [], []
     for r in rows:
         values = [_display(r[c]) for c in shown]
@@ -311,6 +325,8 @@ def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: 
             values.append(r["kind"])
         values += [r["lambda"], r["n_seeds"], Stat(r["accuracy"], r["accuracy_std"], r["n_seeds"]),
                    Stat(r["normalized"], r["normalized_std"], r["n_seeds"])]
+        if balanced:
+            values.append(Stat(r["balanced"], r["balanced_std"], r["n_seeds"]))
         cells.append(values)
         styles.append("dim" if r["kind"] in REFERENCE_MERGERS else ("yellow" if r["uses_test_data"] else None))
     mixed = sorted({str(r.get("merger", "-")) for r in rows if r["mixed_params"]})

@@ -34,17 +34,35 @@ class Stat:
         return self.mean is None or math.isnan(self.mean)
 
 
+#: What a column whose cells were chosen on the test sets carries in its header, in every format.
+TEST_DATA_LABEL = " (test data)"
+
+
 @dataclass(frozen=True)
 class Column:
-    """``kind``: text (str), pct (Stat shown ×100), gain (float fraction shown as signed points), int."""
+    """``kind``: text (str), pct (Stat shown ×100), gain (float fraction shown as signed points), int,
+    ci (a ``(low, high)`` pair of fractions shown as a signed interval in points).
+
+    ``test_data``: the column's cells were chosen by looking at test-set results (the oracle λ and
+    everything computed from it). Its header then says so in every format — rich, Markdown and
+    LaTeX show the label with " (test data)", CSV suffixes the key with ``_test_data`` — because an
+    exported table travels without the notes of the terminal."""
 
     label: str
     kind: str = "text"
     key: str = ""
+    test_data: bool = False
+
+    @property
+    def shown_label(self) -> str:
+        if self.test_data and "test data" not in self.label:
+            return self.label + TEST_DATA_LABEL
+        return self.label
 
     @property
     def csv_key(self) -> str:
-        return self.key or self.label
+        key = self.key or self.label
+        return key + "_test_data" if self.test_data and "test_data" not in key else key
 
 
 @dataclass
@@ -89,6 +107,9 @@ def cell_text(value: Any, kind: str, show_std: bool = True) -> str:
         return text
     if kind == "gain":
         return "-" if math.isnan(value) else f"{100 * value:+.2f}"
+    if kind == "ci":
+        low, high = value
+        return f"[{100 * low:+.2f}, {100 * high:+.2f}]"
     return str(value)
 
 
@@ -106,7 +127,7 @@ def render_rich(tables: Iterable[ReportTable], console: Console) -> None:
         for values, columns, rows in table.blocks():
             out = Table(title=_block_title(table, values))
             for col in columns:
-                out.add_column(col.label, justify="left" if col.kind == "text" else "right")
+                out.add_column(col.shown_label, justify="left" if col.kind == "text" else "right")
             for cells, style in rows:
                 out.add_row(*(cell_text(v, c.kind) for v, c in zip(cells, columns)), style=style)
             console.print(out)
@@ -134,7 +155,7 @@ def to_markdown(tables: Iterable[ReportTable]) -> str:
     for table in tables:
         for values, columns, rows in table.blocks():
             lines = [f"### {_md_escape(_block_title(table, values))}", ""]
-            lines.append("| " + " | ".join(_md_escape(c.label) for c in columns) + " |")
+            lines.append("| " + " | ".join(_md_escape(c.shown_label) for c in columns) + " |")
             lines.append("|" + "|".join(":---" if c.kind == "text" else "---:" for c in columns) + "|")
             for cells, _ in rows:
                 lines.append("| " + " | ".join(_md_escape(cell_text(v, c.kind)) for v, c in zip(cells, columns)) + " |")
@@ -184,7 +205,7 @@ def to_latex(tables: Iterable[ReportTable]) -> str:
             f"\\label{{tab:ww-{table.key}}}",
             f"\\begin{{tabular}}{{{spec}}}",
             r"\hline",
-            " & ".join(latex_escape(c.label) for c in columns) + r" \\",
+            " & ".join(latex_escape(c.shown_label) for c in columns) + r" \\",
             r"\hline",
         ]
         for values, _, rows in table.blocks():
@@ -225,7 +246,10 @@ def to_csv(tables: Iterable[ReportTable]) -> str:
                     for i, col in enumerate(table.columns)]
         header = []
         for col, std in zip(table.columns, with_std):
-            header += [col.csv_key, f"{col.csv_key}_std"] if std else [col.csv_key]
+            if col.kind == "ci":  # an interval is two numbers: its bounds in points
+                header += [f"{col.csv_key}_low", f"{col.csv_key}_high"]
+            else:
+                header += [col.csv_key, f"{col.csv_key}_std"] if std else [col.csv_key]
         writer.writerow(header)
         for row in table.rows:
             out = []
@@ -237,6 +261,8 @@ def to_csv(tables: Iterable[ReportTable]) -> str:
                         out.append("" if stat is None or stat.std is None or stat.missing or stat.n < 2 else _num(100 * stat.std))
                 elif col.kind == "gain":
                     out.append("" if value is None or math.isnan(value) else _num(100 * value))
+                elif col.kind == "ci":
+                    out += ["", ""] if value is None else [_num(100 * value[0]), _num(100 * value[1])]
                 else:
                     out.append("" if value is None else value)
             writer.writerow(out)

@@ -4,7 +4,8 @@ its figures, built from the same leaderboard aggregation (``benchmark.report``).
 - weaving gain: per base merger, the data-free baseline (pooling ``none``, fixed λ) → each weaving
   configuration (pooling × variant), in points, per setup and overall (the paper's Table 1);
 - pooling ablation: rows merger, columns pooling × variant (avg ≈ randmix ≫ magmax in the paper);
-- oracle: baseline and weaving next to the best λ chosen on the test sets, flagged as such.
+- oracle: baseline and one weaving configuration fixed in advance next to the best λ chosen on the
+  test sets; every column computed from test-set choices is labelled so in every format.
 
 Per setup a cell is the mean over models of the leaderboard value (itself mean over seeds), taken
 only over models that have every configuration the cell compares — so a gain is never a difference
@@ -17,11 +18,13 @@ import math
 from collections import defaultdict
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 
 from benchmark.report import (
     REFERENCE_MERGERS, _mean, format_lams, leaderboard_rows, leaderboard_table, mixed_params_note, ok_rows,
 )
+from benchmark.paired import DEFAULT_LEVEL, N_BOOT, VARIANT_NAMES, PairedStats, percentile_interval
 from benchmark.report_formats import Column, ReportTable, Stat
 
 FIXED = "fixed"
@@ -29,17 +32,41 @@ ORACLE = "oracle"
 OVERALL = "overall"
 METRICS = ("accuracy", "normalized")
 POOLING_ORDER = ("avg", "randmix", "magmax")
-TEST_DATA_NOTE = "The oracle column chooses λ on the test sets (uses test data): a privileged reference, not a data-free result."
+BEST_ON_TEST = " (best on test data)"
+TEST_DATA_NOTE = ("Columns marked (test data) choose λ on the test sets: a privileged reference, not a "
+                  "data-free result.")
+#: The weaving configuration the oracle table compares with, fixed before any result is seen: the
+#: paper's (average pooling over A*, the collaborative candidate set).
+DEFAULT_WEAVING = ("avg", "A*")
+
+
+def parse_weaving(text: str | None) -> tuple[str, str]:
+    """``"avg,collaborative"`` / ``"randmix,A"`` → (pooling, "A*" | "A"); None → the paper's."""
+    if text is None:
+        return DEFAULT_WEAVING
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != 2 or not parts[0] or parts[1].lower() not in VARIANT_NAMES:
+        raise ValueError(f"--weaving {text!r}: give POOLING,VARIANT with VARIANT collaborative (A*) or plain (A), "
+                         "e.g. --weaving avg,collaborative")
+    if parts[0] in ("none", "oracle"):
+        raise ValueError(f"--weaving {text!r}: {parts[0]} is not a weaving pooling; give one such as avg, randmix, magmax")
+    return parts[0], VARIANT_NAMES[parts[1].lower()]
 
 
 class MethodCells:
     """(model, setup, merger) → {configuration: leaderboard value}; a configuration is ``"fixed"``,
     ``"oracle"`` or a weaving ``(pooling, variant)``."""
 
-    def __init__(self, table: pa.Table, metric: str = "accuracy"):
+    def __init__(self, table: pa.Table, metric: str = "accuracy", ci: float = DEFAULT_LEVEL):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        if not (ci == 0 or 0 < ci < 100):
+            raise ValueError(f"--ci {ci:g}: give a confidence level in (0, 100), e.g. 95, or 0 to hide intervals")
         self.metric = metric
+        self.ci = ci
+        self._stats: PairedStats | None = None
+        self._table = table
+        self.no_bits = False  # some interval could not be computed: trials without per-example results
         self.values: dict[tuple, dict] = defaultdict(dict)
         self.lams: dict[tuple, dict] = defaultdict(dict)
         mixed = set()
@@ -82,6 +109,52 @@ class MethodCells:
 
     def means(self, section: str, merger: str, configs: tuple) -> dict | None:
         return self.overall_means(merger, configs) if section == OVERALL else self.setup_means(section, merger, configs)
+
+    @property
+    def stats(self) -> PairedStats:
+        """Bootstrap replicates of every configuration (built on first use: tables with ``ci=0``
+        never pay for them)."""
+        if self._stats is None:
+            self._stats = PairedStats(ok_rows(self._table))
+        return self._stats
+
+    def _model_samples(self, setup: str, merger: str, configs: tuple) -> dict | None:
+        models = [m for (m, s, mg), vals in self.values.items()
+                  if s == setup and mg == merger and all(c in vals for c in configs)]
+        if not models:
+            return None
+        out = {}
+        for c in configs:
+            per_model = [self.stats.samples(m, setup, merger, c, self.metric) for m in models]
+            if any(x is None for x in per_model):
+                return {}
+            out[c] = np.mean(per_model, axis=0)
+        return out
+
+    def interval(self, section: str, merger: str, configs: tuple, first, second) -> tuple[float, float] | None:
+        """The ``ci`` % paired bootstrap interval of ``first − second`` for the cell that
+        :meth:`means` computes over ``configs`` (same models, same setups); None when hidden or
+        when some trial lacks per-example results."""
+        if not self.ci:
+            return None
+        setups = self.setups if section == OVERALL else [section]
+        per_setup = [x for s in setups if (x := self._model_samples(s, merger, configs)) is not None]
+        if not per_setup or any(not x for x in per_setup):
+            if per_setup:
+                self.no_bits = True
+            return None
+        diff = np.mean([x[first] - x[second] for x in per_setup], axis=0)
+        return percentile_interval(diff[1:], self.ci)
+
+    def ci_notes(self) -> list[str]:
+        if not self.ci:
+            return []
+        notes = [f"[low, high]: {self.ci:g} % paired bootstrap interval of the gain over test examples "
+                 f"({N_BOOT} replicates, one draw per test split shared by every configuration; seeds held fixed)"]
+        if self.no_bits:
+            notes.append("'-' in an interval column: some trials have no per-example results (written before "
+                         "results schema 2); re-run them for intervals")
+        return notes
 
     def best_weaving(self, merger: str) -> tuple[str, str] | None:
         """The weaving configuration with the best overall gain over the baseline (the best overall
@@ -139,22 +212,25 @@ def _baseline_label(cells: MethodCells) -> str:
 # ------------------------------------------------------------------------------ (a) weaving gain
 
 
-def weaving_gain_table(table: pa.Table, metric: str = "accuracy") -> ReportTable:
+def weaving_gain_table(table: pa.Table, metric: str = "accuracy", ci: float = DEFAULT_LEVEL) -> ReportTable:
     """Rows (merger, weaving), per setup and overall: baseline, + weaving, gain in points. The
-    best configuration per merger (largest overall gain) comes first and is marked "(best)"."""
-    cells = MethodCells(table, metric)
+    best configuration per merger (largest overall gain) comes first and is marked as chosen on the
+    test sets — its gain is each configuration's own, but which one is "best" was read off test data."""
+    cells = MethodCells(table, metric, ci)
     sections = _sections(cells)
     columns = [Column("merger", "text", "merger"), Column("weaving", "text", "weaving")]
     for s in sections:
         columns += [Column(f"{s}: baseline", "pct", f"{s}_baseline"), Column(f"{s}: +weaving", "pct", f"{s}_woven"),
                     Column(f"{s}: gain", "gain", f"{s}_gain")]
+        if ci:
+            columns.append(Column(f"{s}: gain {ci:g}% CI", "ci", f"{s}_gain_ci"))
     entries = []
     for merger in cells.mergers:
         if FIXED not in cells.configs(merger) or not cells.weavings(merger):
             continue
         best = cells.best_weaving(merger)
         for config in sorted(cells.weavings(merger), key=lambda c: (c != best, _weaving_order(c))):
-            label = weaving_label(config) + (" (best)" if config == best else "")
+            label = weaving_label(config) + (BEST_ON_TEST if config == best else "")
             row = [merger, label]
             for s in sections:
                 means = cells.means(s, merger, (FIXED, config))
@@ -162,6 +238,8 @@ def weaving_gain_table(table: pa.Table, metric: str = "accuracy") -> ReportTable
                     row += [None, None, None]
                 else:
                     row += [Stat(means[FIXED]), Stat(means[config]), means[config] - means[FIXED]]
+                if ci:
+                    row.append(None if means is None else cells.interval(s, merger, (FIXED, config), config, FIXED))
             overall = cells.overall_means(merger, (FIXED,))
             entries.append(((overall or {}).get(FIXED, math.inf), merger, row))
     if not entries:
@@ -170,7 +248,7 @@ def weaving_gain_table(table: pa.Table, metric: str = "accuracy") -> ReportTable
     entries.sort(key=lambda e: (e[0], e[1]))  # weakest baseline first, as the paper lists them
     title = f"Weaving gain over the data-free baseline {_baseline_label(cells)}"
     return ReportTable("weaving-gain", title, columns, [e[2] for e in entries], _caption(metric, "; gain in points"),
-                       cells.notes)
+                       [*cells.notes, *cells.ci_notes()])
 
 
 # -------------------------------------------------------------------------- (b) pooling ablation
@@ -212,33 +290,61 @@ def pooling_ablation_table(table: pa.Table, metric: str = "accuracy") -> ReportT
 # ----------------------------------------------------------------------------------- (c) oracle
 
 
-def oracle_table(table: pa.Table, metric: str = "accuracy") -> ReportTable:
-    """Per setup and overall: baseline, best weaving, and the oracle λ (best on the test sets)."""
-    cells = MethodCells(table, metric)
+def oracle_table(table: pa.Table, metric: str = "accuracy", weaving: tuple[str, str] = DEFAULT_WEAVING,
+                 ci: float = DEFAULT_LEVEL) -> ReportTable:
+    """Per setup and overall: baseline, one weaving configuration, and the oracle λ (best on the
+    test sets).
+
+    The weaving configuration is ``weaving`` — fixed before looking at any result (default the
+    paper's, avg over A*) — never the one that happens to score best: picking it on the same test
+    sets the oracle uses would make "weaving − oracle" flatter weaving.
+    """
+    cells = MethodCells(table, metric, ci)
     mergers = [m for m in cells.mergers if ORACLE in cells.configs(m)]
     if not mergers:
         raise ValueError("the oracle table needs oracle trials (pooling: oracle in the spec's poolings); this root has none")
+    config = tuple(weaving)
     columns = [Column("setup", "text", "setup"), Column("merger", "text", "merger"),
-               Column(_baseline_label(cells), "pct", "baseline"), Column("weaving", "text", "weaving"),
-               Column("+weaving", "pct", "woven"), Column("oracle λ", "text", "oracle_lambda"),
-               Column("oracle (test data)", "pct", "oracle"), Column("weaving - oracle", "gain", "weaving_minus_oracle")]
+               Column(_baseline_label(cells), "pct", "baseline"),
+               Column(f"+weaving ({weaving_label(config)})", "pct", "woven")]
+    if ci:
+        columns.append(Column(f"weaving gain {ci:g}% CI", "ci", "weaving_gain_ci"))
+    columns += [Column("oracle λ", "text", "oracle_lambda", test_data=True),
+                Column("oracle", "pct", "oracle", test_data=True),
+                Column("weaving - oracle", "gain", "weaving_minus_oracle", test_data=True)]
+    if ci:
+        columns.append(Column(f"weaving - oracle {ci:g}% CI", "ci", "weaving_minus_oracle_ci", test_data=True))
     rows = []
+    missing = [m for m in mergers if config not in cells.configs(m)]
     for section in _sections(cells):
         label = "all setups (mean)" if section == OVERALL else section
         for merger in mergers:
-            best = cells.best_weaving(merger)
-            configs = tuple(c for c in (FIXED, best, ORACLE) if c is not None and c in cells.configs(merger))
+            configs = tuple(c for c in (FIXED, config, ORACLE) if c in cells.configs(merger))
             means = cells.means(section, merger, configs)
             if means is None:
                 continue
-            woven = means.get(best)
-            rows.append([label, merger, _stat(means.get(FIXED)), "-" if best is None else weaving_label(best),
-                         _stat(woven), format_lams(cells.oracle_lams(section, merger)), Stat(means[ORACLE]),
-                         None if woven is None else woven - means[ORACLE]])
-    caption = _caption(metric, "; weaving = the configuration with the best overall gain; oracle λ = the λ of "
-                               "the grid with the best task-mean accuracy on the test sets, per trial")
+            woven = means.get(config)
+            row = [label, merger, _stat(means.get(FIXED)), _stat(woven)]
+            if ci:
+                pair = woven is not None and FIXED in means
+                row.append(cells.interval(section, merger, configs, config, FIXED) if pair else None)
+            row += [format_lams(cells.oracle_lams(section, merger)), Stat(means[ORACLE]),
+                    None if woven is None else woven - means[ORACLE]]
+            if ci:
+                row.append(None if woven is None else cells.interval(section, merger, configs, config, ORACLE))
+            rows.append(row)
+    caption = _caption(metric, f"; weaving = {weaving_label(config)}, fixed before looking at results (--weaving); "
+                               "oracle λ = the λ of the grid with the best task-mean accuracy on the test sets, "
+                               "per trial")
+    notes = [TEST_DATA_NOTE, *cells.notes, *cells.ci_notes()]
+    if ci:
+        notes.append("the oracle's λ is re-chosen on every bootstrap replicate, so its interval includes the "
+                     "selection")
+    if missing:
+        notes.append(f"no {weaving_label(config)} weaving trials for {', '.join(missing)}; choose another "
+                     "configuration with --weaving POOLING,VARIANT")
     return ReportTable("oracle", "Weaving vs the oracle λ (oracle uses test data)", columns, rows, caption,
-                       [TEST_DATA_NOTE, *cells.notes], sections=1, uses_test_data=True)
+                       notes, sections=1, uses_test_data=True)
 
 
 def _stat(value: float | None) -> Stat | None:
@@ -309,25 +415,27 @@ def weaving_levels(table: pa.Table) -> dict[tuple, list[dict]]:
 # ----------------------------------------------------------------------------------- registry
 
 TABLES: dict[str, Callable[..., ReportTable]] = {
-    "leaderboard": lambda table, by, metric: leaderboard_table(table, by),
-    "weaving-gain": lambda table, by, metric: weaving_gain_table(table, metric),
-    "pooling-ablation": lambda table, by, metric: pooling_ablation_table(table, metric),
-    "oracle": lambda table, by, metric: oracle_table(table, metric),
+    "leaderboard": lambda table, by, metric, weaving, ci: leaderboard_table(table, by),
+    "weaving-gain": lambda table, by, metric, weaving, ci: weaving_gain_table(table, metric, ci),
+    "pooling-ablation": lambda table, by, metric, weaving, ci: pooling_ablation_table(table, metric),
+    "oracle": lambda table, by, metric, weaving, ci: oracle_table(table, metric, weaving, ci),
 }
 TABLE_CHOICES = (*TABLES, "all")
 
 
-def build_tables(table: pa.Table, which: str, by: tuple[str, ...], metric: str = "accuracy") -> tuple[list[ReportTable], list[str]]:
+def build_tables(table: pa.Table, which: str, by: tuple[str, ...], metric: str = "accuracy",
+                 weaving: tuple[str, str] = DEFAULT_WEAVING, ci: float = DEFAULT_LEVEL,
+                 ) -> tuple[list[ReportTable], list[str]]:
     """The requested tables, and for ``all`` a note per table the root cannot support (an explicit
     request for such a table is an error instead, so a script never gets an empty file silently)."""
     if which not in TABLE_CHOICES:
         raise ValueError(f"unknown table {which!r}; choose one of {', '.join(TABLE_CHOICES)}")
     if which != "all":
-        return [TABLES[which](table, by, metric)], []
+        return [TABLES[which](table, by, metric, weaving, ci)], []
     built, skipped = [], []
     for name, builder in TABLES.items():
         try:
-            built.append(builder(table, by, metric))
+            built.append(builder(table, by, metric, weaving, ci))
         except ValueError as exc:
             skipped.append(f"{name} skipped: {exc}")
     return built, skipped

@@ -65,6 +65,9 @@ SCHEMA = pa.schema(
         ("heads_revision", pa.int32()),
         ("finetune_revision", pa.int32()),
         ("revisions", pa.string()),  # all of them as JSON, with pretrain, toy_data and plugin source digests
+        # schema 3: per-example outcomes (benchmark.paired) and DG's balanced accuracy
+        ("balanced_accuracy", pa.float64()),
+        ("correct_bits", pa.binary()),
     ]
 )
 """Columns of every part. Parts written by an older schema lack the newest columns; they read as null."""
@@ -113,6 +116,10 @@ def trial_status(storage: StorageRoot) -> dict[str, str]:
 
 
 def read_results(storage: StorageRoot) -> pa.Table:
-    """Every row of every part (empty table with the schema when there are none)."""
+    """Every row of every part (empty table with the schema when there are none).
+
+    Parts written by an older schema lack the newer columns; the dataset's explicit schema reads
+    them as nulls (e.g. no ``correct_bits`` before schema 2: reported without intervals).
+    """
     dataset = _parts(storage)
     return SCHEMA.empty_table() if dataset is None else dataset.to_table()

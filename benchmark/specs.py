@@ -44,7 +44,7 @@ class PretrainSpec(_Strict):
     lr: float = Field(2e-3, gt=0)
     warmup: int = Field(50, ge=0)
     n_pairs: int = Field(40000, ge=16)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
 
 
 class ModelSpec(_Strict):

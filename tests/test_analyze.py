@@ -107,9 +107,9 @@ def test_output_space_starts_from_the_expert_and_grows_to_all(analysed):
     agreement = _table(summary, "output_space_agreement")
     tasks = spec.setups[0].tasks
     assert {r["n_models"] for r in accuracy} == {1, 2, 3}
-    assert {r["method"] for r in accuracy} == {"soup", "logit_ensemble", "feature_ensemble"}
+    assert {r["method"] for r in accuracy} == {"soup", "logit_ensemble", "prob_ensemble", "feature_ensemble"}
     assert all(0.0 <= r["accuracy"] <= 1.0 and r["n_examples"] == 128 for r in accuracy)
-    # n = 1: soup θ0 + τ1, logit and feature ensembles of one expert are all that expert. θ0 + (θ1 − θ0)
+    # n = 1: soup θ0 + τ1 and every ensemble of one expert are all that expert. θ0 + (θ1 − θ0)
     # equals θ1 only up to fp32 rounding, and the barely trained experts have top-2 logit gaps of ~1e-6,
     # so one near-tie per test set may flip; anything more would be a real difference
     for row in agreement:

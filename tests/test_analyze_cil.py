@@ -133,3 +133,13 @@ def test_cil_output_space_and_scale_evaluate_the_joint_task(tmp_path):
     assert {r["eval_task"] for r in scale if r["target"] != "merge"} == {"digits[0/5]"}  # the expert's own split
     assert {r["eval_task"] for r in scale if r["target"] == "merge"} == {"digits"}
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in accuracy + scale)
+    # agreement rows carry the report's paired test: only-A − only-B right is exactly the
+    # difference of the two methods' correct counts
+    agreement = pq.read_table(summary.out / "output_space_agreement.parquet").to_pylist()
+    correct = {(r["n_models"], r["method"]): r["n_correct"] for r in accuracy}
+    for r in agreement:
+        assert (r["only_a_correct"] - r["only_b_correct"]
+                == correct[r["n_models"], r["method_a"]] - correct[r["n_models"], r["method_b"]])
+        assert 0.0 <= r["mcnemar_p"] <= 1.0
+        assert r["only_a_correct"] + r["only_b_correct"] <= round((1 - r["agreement"]) * accuracy[0]["n_examples"])
+

@@ -122,6 +122,8 @@ CASES = [
     # run identity, seeds, resources, plugins
     ("name-with-a-space", {"name": "my run"}, "'my run' has characters", "use only those"),
     ("negative-seed", {"seeds": [-1]}, "seeds.0", "greater than or equal to 0, got -1"),
+    ("negative-pretrain-seed", {"models.0.pretrain.seed": -7}, "models.0.pretrain.seed",
+     "greater than or equal to 0, got -7"),
     ("zero-timeout", {"resources.trial_timeout_s": 0}, "resources.trial_timeout_s", "greater than 0"),
     ("negative-memory-limit", {"resources.trial_memory_gb": -1}, "resources.trial_memory_gb", "greater than 0"),
     ("plugin-not-installed", {"plugins": ["no_such_lab.mergers"]}, "cannot import plugin 'no_such_lab.mergers'",

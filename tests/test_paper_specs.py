@@ -263,6 +263,8 @@ def test_report_renders_every_paper_table_and_figure(toy_cil_and_dg_run, tmp_pat
     for setup in ("toy-cil-sequential", "toy-cil-independent", "toy-dg-objects"):
         assert setup in text
     assert "test data" in text  # the oracle table says what it used
+    assert "| balanced % |" in text  # DG's balanced accuracy in the leaderboard
+    assert "gain 95% CI" in text and re.search(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", text)  # paired intervals
     names = sorted(p.name for p in figures.glob("*.png"))
     assert names == ["best_lambda_ww-toy-vit.png", "lambda_curves_ww-toy-vit_toy-cil-independent.png",
                      "lambda_curves_ww-toy-vit_toy-cil-sequential.png", "lambda_curves_ww-toy-vit_toy-dg-objects.png"]

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from benchmark import results
+from benchmark.paired import unpack_correct
 from benchmark.pipeline import run_spec
 from benchmark.plan import build_plan
 from benchmark.report import leaderboard_rows
@@ -64,6 +65,10 @@ def test_every_trial_wrote_one_part_with_a_row_per_task(finished_run):
         assert 0.0 <= row["accuracy"] <= 1.0 and row["n_examples"] == 128
         assert row["normalized_accuracy"] == pytest.approx(row["accuracy"] / row["expert_accuracy"])
         assert row["uses_test_data"] is False and row["merge_seconds"] >= 0
+        # schema 2: the per-example outcomes behind n_correct, and balanced accuracy
+        bits = unpack_correct(row["correct_bits"], row["n_examples"])
+        assert int(bits.sum()) == row["n_correct"] and row["schema_version"] == 3
+        assert 0.0 <= row["balanced_accuracy"] <= 1.0
     baseline = [r for r in trial_rows if r["pooling"] == "none"]
     assert baseline and all(r["lam"] == 1.0 and r["collaborative"] is None for r in baseline)
 
@@ -97,3 +102,5 @@ def test_new_axis_value_runs_only_the_new_trials(finished_run):
     ties_grid = [round(0.1 * i, 10) for i in range(1, 19)]
     assert sorted({r["lam"] for r in oracle if r["merger"] == "ties"}) == ties_grid
     assert all(r["uses_test_data"] for r in oracle)
+    # one bit array per λ of the sweep, each consistent with its own count
+    assert all(int(unpack_correct(r["correct_bits"], r["n_examples"]).sum()) == r["n_correct"] for r in oracle)

@@ -45,7 +45,7 @@ def test_all_tables_as_markdown_on_stdout(root, capsys):
     for title in ("### Leaderboard: m1 / s1", "### Weaving gain over the data-free baseline none (λ=1)",
                   "### Pooling-function ablation: s1", "### Weaving vs the oracle λ (oracle uses test data): s1"):
         assert title in out
-    assert "| ties | avg A\\* (best) | 45.00 | 53.00 | +8.00 |" in out
+    assert "| ties | avg A\\* (best on test data) | 45.00 | 53.00 | +8.00 |" in out
 
 
 def test_csv_out_is_written_and_results_are_untouched(root, tmp_path, capsys):
@@ -56,7 +56,7 @@ def test_csv_out_is_written_and_results_are_untouched(root, tmp_path, capsys):
     lines = target.read_text().splitlines()
     assert lines[0].startswith("# table: weaving-gain") and lines[1].startswith("# aggregation: accuracy %")
     rows = list(csv.reader(io.StringIO("\n".join(l for l in lines if not l.startswith("#")))))
-    assert rows[1][:5] == ["ta", "avg A* (best)", "20.0000", "50.0000", "30.0000"]
+    assert rows[1][:5] == ["ta", "avg A* (best on test data)", "20.0000", "50.0000", "30.0000"]
     # written again with other content: replaced in place, no temp debris, results unchanged
     assert main(["report", str(root.root), "--table", "pooling-ablation", "--format", "csv", "--out", str(target)]) == 0
     assert target.read_text().startswith("# table: pooling-ablation")
@@ -75,6 +75,24 @@ def test_latex_out_and_figures(root, tmp_path, capsys):
     assert all(f"wrote figure {figures / n}" in out for n in names)
 
 
+def test_test_data_columns_are_labelled_in_every_format(root, capsys):
+    r = str(root.root)
+    expected = {
+        "table": ["oracle λ (test data)", "weaving - oracle (test data)", "+weaving (avg A*)"],
+        "markdown": ["| oracle λ (test data) | oracle (test data) | weaving - oracle (test data) |",
+                     "+weaving (avg A\\*)"],
+        "latex": [r"oracle $\lambda$ (test data) & oracle (test data) & weaving - oracle (test data)"],
+        "csv": ["oracle_lambda_test_data,oracle_test_data,weaving_minus_oracle_test_data"],
+    }
+    for fmt, needles in expected.items():
+        assert main(["report", r, "--table", "oracle", "--format", fmt]) == 0
+        out = capsys.readouterr().out
+        for needle in needles:
+            assert needle in out, (fmt, needle)
+    assert main(["report", r, "--table", "oracle", "--format", "csv", "--weaving", "randmix,collaborative"]) == 0
+    assert "randmix A*, fixed before looking at results" in capsys.readouterr().out
+
+
 def _error(capsys, argv) -> str:
     assert main(argv) == 2
     out = capsys.readouterr().out.strip()
@@ -90,6 +108,8 @@ def test_usage_errors_are_one_line_with_exit_code_2(root, tmp_path, capsys):
     assert "inside the results dataset" in _error(capsys, ["report", r, "--figures", str(root.results)])
     assert "is a directory" in _error(capsys, ["report", r, "--out", str(tmp_path)])
     assert "drop --by" in _error(capsys, ["report", r, "--table", "oracle", "--by", "merger"])
+    assert "drop --weaving" in _error(capsys, ["report", r, "--table", "weaving-gain", "--weaving", "avg,plain"])
+    assert "give POOLING,VARIANT" in _error(capsys, ["report", r, "--table", "oracle", "--weaving", "avg"])
     assert not (root.results / "x.parquet").exists()
 
 

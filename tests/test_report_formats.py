@@ -131,7 +131,7 @@ def test_csv_of_a_paper_table_has_no_empty_std_columns(tmp_path):
     header, first = list(csv.reader(io.StringIO("\n".join(_data_lines(to_csv([gain]))))))[:2]
     assert not any(h.endswith("_std") for h in header)
     assert header[:5] == ["merger", "weaving", "s1_baseline", "s1_woven", "s1_gain"]
-    assert first[:5] == ["ta", "avg A* (best)", "20.0000", "50.0000", "30.0000"]
+    assert first[:5] == ["ta", "avg A* (best on test data)", "20.0000", "50.0000", "30.0000"]
 
 
 def test_rich_rendering_prints_each_section_with_the_caption():

@@ -10,7 +10,8 @@ import pytest
 from benchmark import results
 from benchmark.report_formats import Stat
 from benchmark.report_tables import (
-    best_lambda_per_task, build_tables, lambda_curves, oracle_table, pooling_ablation_table, weaving_gain_table,
+    best_lambda_per_task, build_tables, lambda_curves, oracle_table, parse_weaving, pooling_ablation_table,
+    weaving_gain_table,
 )
 from benchmark.storage import StorageRoot
 from test_report_fixtures import paper_root, write_oracle, write_trial
@@ -37,7 +38,7 @@ def _approx_row(row, expected):
 
 
 def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
-    report = weaving_gain_table(table)
+    report = weaving_gain_table(table, ci=0)  # the layout without intervals (test_paired_stats has them)
     labels = [c.label for c in report.columns]
     assert labels == ["merger", "weaving",
                       "s1: baseline", "s1: +weaving", "s1: gain",
@@ -45,11 +46,11 @@ def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
                       "overall: baseline", "overall: +weaving", "overall: gain"]
     rows = report.rows
     # weakest overall baseline first (ta .25 < ties .35); per merger the best configuration first
-    assert [(r[0], r[1]) for r in rows] == [("ta", "avg A* (best)"), ("ties", "avg A* (best)"),
+    assert [(r[0], r[1]) for r in rows] == [("ta", "avg A* (best on test data)"), ("ties", "avg A* (best on test data)"),
                                            ("ties", "randmix A*"), ("ties", "magmax A")]
     # ta has weaving on m1 only: its s1 baseline is m1's .20, not the mean .25 over both models
-    _approx_row(rows[0], ["ta", "avg A* (best)", 0.20, 0.50, 0.30, None, None, None, 0.20, 0.50, 0.30])
-    _approx_row(rows[1], ["ties", "avg A* (best)", 0.45, 0.53, 0.08, 0.25, 0.35, 0.10, 0.35, 0.44, 0.09])
+    _approx_row(rows[0], ["ta", "avg A* (best on test data)", 0.20, 0.50, 0.30, None, None, None, 0.20, 0.50, 0.30])
+    _approx_row(rows[1], ["ties", "avg A* (best on test data)", 0.45, 0.53, 0.08, 0.25, 0.35, 0.10, 0.35, 0.44, 0.09])
     _approx_row(rows[2], ["ties", "randmix A*", 0.45, 0.50, 0.05, 0.25, 0.26, 0.01, 0.35, 0.38, 0.03])
     _approx_row(rows[3], ["ties", "magmax A", 0.50, 0.20, -0.30, None, None, None, 0.50, 0.20, -0.30])
     assert "per setup: mean over models that have every compared configuration" in report.caption
@@ -57,7 +58,7 @@ def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
 
 
 def test_weaving_gain_in_normalised_accuracy(table):
-    rows = weaving_gain_table(table, metric="normalized").rows
+    rows = weaving_gain_table(table, metric="normalized", ci=0).rows
     assert rows[0][4] == pytest.approx(0.30 / 0.8)  # expert accuracy is 0.8 on every task
     assert "normalised accuracy %" in weaving_gain_table(table, metric="normalized").caption
     with pytest.raises(ValueError, match="unknown metric"):
@@ -83,15 +84,50 @@ def test_pooling_ablation_rows_merger_columns_pooling_by_variant(table):
 
 
 def test_oracle_table_is_flagged_and_compares_on_the_same_models(table):
-    report = oracle_table(table)
+    report = oracle_table(table, ci=0)
     assert report.uses_test_data and "uses test data" in report.title
     assert any("test sets" in n for n in report.notes)
-    assert [c.label for c in report.columns] == ["setup", "merger", "none (λ=1)", "weaving", "+weaving",
-                                                 "oracle λ", "oracle (test data)", "weaving - oracle"]
+    assert [c.shown_label for c in report.columns] == [
+        "setup", "merger", "none (λ=1)", "+weaving (avg A*)", "oracle λ (test data)", "oracle (test data)",
+        "weaving - oracle (test data)"]
     # only m1/s1 has an oracle sweep, so baseline and weaving are m1's too (.50, .60, not .45, .53)
-    _approx_row(report.rows[0], ["s1", "ties", 0.50, "avg A*", 0.60, "1", 0.65, -0.05])
-    _approx_row(report.rows[1], ["all setups (mean)", "ties", 0.50, "avg A*", 0.60, "1", 0.65, -0.05])
+    _approx_row(report.rows[0], ["s1", "ties", 0.50, 0.60, "1", 0.65, -0.05])
+    _approx_row(report.rows[1], ["all setups (mean)", "ties", 0.50, 0.60, "1", 0.65, -0.05])
     assert len(report.rows) == 2
+    # another configuration, named in advance
+    chosen = oracle_table(table, weaving=parse_weaving("randmix,collaborative"), ci=0)
+    assert chosen.columns[3].label == "+weaving (randmix A*)"
+    _approx_row(chosen.rows[0], ["s1", "ties", 0.50, 0.55, "1", 0.65, -0.10])
+
+
+def _best_is_not_the_default(tmp_path) -> StorageRoot:
+    """randmix gains most on the test sets; the paper's avg A* does not."""
+    storage = StorageRoot.at(tmp_path).ensure()
+    write_trial(storage, {"a": 0.4}, pooling="none")
+    write_trial(storage, {"a": 0.5}, pooling="avg")
+    write_trial(storage, {"a": 0.7}, pooling="randmix")
+    write_oracle(storage, {0.5: {"a": 0.6}, 1.0: {"a": 0.55}})
+    return storage
+
+
+def test_oracle_table_compares_a_configuration_fixed_in_advance_not_the_best_on_test(tmp_path):
+    table = results.read_results(_best_is_not_the_default(tmp_path))
+    gain = weaving_gain_table(table)
+    assert gain.rows[0][1] == "randmix A* (best on test data)"  # the test-set pick is labelled as such
+    report = oracle_table(table, ci=0)
+    _approx_row(report.rows[0], ["s1", "ties", 0.40, 0.50, "0.5", 0.60, -0.10])  # avg A*, not randmix's .70
+    missing = oracle_table(table, weaving=("magmax", "A"), ci=0)
+    assert missing.rows[0][3] is None and any("no magmax A weaving trials for ties" in n for n in missing.notes)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("avg", "give POOLING,VARIANT"), ("avg,collab", "collaborative \\(A\\*\\) or plain"),
+    ("none,plain", "none is not a weaving pooling"), ("oracle,A*", "oracle is not a weaving pooling"),
+])
+def test_weaving_option_is_validated(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_weaving(text)
+    assert parse_weaving(None) == ("avg", "A*") and parse_weaving("magmax, plain") == ("magmax", "A")
 
 
 def test_lambda_curves_average_tasks_at_each_lambda(table):
@@ -144,6 +180,6 @@ def test_paper_tables_flag_a_merger_run_with_several_hyper_parameters(tmp_path):
     write_trial(storage, {"a": 0.4}, pooling="none")
     write_trial(storage, {"a": 0.5}, pooling="avg", merger_params='{"k": 0.1}')
     write_trial(storage, {"a": 0.7}, pooling="avg", merger_params='{"k": 0.2}')
-    report = weaving_gain_table(results.read_results(storage))
+    report = weaving_gain_table(results.read_results(storage), ci=0)
     assert report.notes and "one configuration per merger" in report.notes[0]
     assert report.rows[0][4] == pytest.approx(0.2)  # the pooled value is still reported: .6 − .4

@@ -3,7 +3,7 @@
 - ``geometry``: cosines of task vectors (whole, per block, per tensor); increments and the √(s/t)
   baseline for sequential CIL; sequential vs independent when the root holds both.
 - ``interference``: sign conflicts among top-k entries, MagMax/randmix shares, consensus histogram.
-- ``output-space``: uniform soup vs logit ensemble vs feature ensemble as n experts grows.
+- ``output-space``: uniform soup vs logit, probability and raw-feature ensembles as n grows.
 - ``scale``: accuracy, agreement and KL as α scales a whole model, a task vector and a merge.
 
 Each writes Parquet and PNG under ``<root>/analysis/<spec-name>/`` (or ``out``) and prints a rich

@@ -15,8 +15,11 @@ from benchmark.evaluation import bare_model, image_mean_std, to_model_input
 BATCH_SIZE = 1024
 
 
-def image_features(model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int = BATCH_SIZE) -> torch.Tensor:
-    """L2-normalised image features ``[N, D]`` (float32, CPU) of the model's current image encoder."""
+def image_features(model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int = BATCH_SIZE,
+                   normalize: bool = True) -> torch.Tensor:
+    """Image features ``[N, D]`` (float32, CPU) of the model's current image encoder, L2-normalised
+    as the classifier reads them unless ``normalize=False`` (the raw encoder output, whose norm an
+    ensemble of raw features weighs its members by)."""
     clip = bare_model(model)
     device = next(clip.parameters()).device
     mean, std = image_mean_std(model)
@@ -27,7 +30,8 @@ def image_features(model: torch.nn.Module, images_uint8: torch.Tensor, batch_siz
         with torch.inference_mode():
             for start in range(0, len(images_uint8), batch_size):
                 x = to_model_input(images_uint8[start:start + batch_size].to(device), mean, std)
-                chunks.append(F.normalize(clip.encode_image(x).float(), dim=-1).cpu())
+                features = clip.encode_image(x).float()
+                chunks.append((F.normalize(features, dim=-1) if normalize else features).cpu())
     finally:
         clip.train(was_training)
     return torch.cat(chunks)
@@ -35,8 +39,12 @@ def image_features(model: torch.nn.Module, images_uint8: torch.Tensor, batch_siz
 
 def head_logits(model: torch.nn.Module, head: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """logit_scale.exp() · features · headᵀ (features already normalised; the pretrained scale)."""
-    scale = bare_model(model).logit_scale.detach().exp().cpu().float()
-    return scale * features @ head.cpu().float().T
+    return logit_scale(model) * features @ head.cpu().float().T
+
+
+def logit_scale(model: torch.nn.Module) -> torch.Tensor:
+    """The model's (pre-trained, frozen) logit scale as a CPU float32 scalar."""
+    return bare_model(model).logit_scale.detach().exp().cpu().float()
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> tuple[float, int]:
