@@ -66,8 +66,10 @@ ONE_SHOT_SECONDS_TARGET = {"magmax": 3.4, "ties": 45.6}
 """FusionBench's one-shot figures on the reference machine (issue 15): a one-shot ww merge must not be slower."""
 ONE_SHOT_MEMORY_TARGET = 1.0
 """Peak resident memory of a one-shot call above its inputs, in models (the output)."""
-ONE_SHOT_SLACK_BYTES = 64 << 20
-"""Block temporaries in flight (a few 4 MiB blocks per worker), allowed on top of the one-model target."""
+ONE_SHOT_SLACK_BYTES = 128 << 20
+"""Allowed on top of the one-model target: the blocks in flight (two per worker, each a gathered
+4 MiB block plus the eager kernels' temporaries of that size) and the heap the allocator keeps
+between trims (`ww.streaming`); it depends on neither T nor P."""
 TINY_LAYOUT = (
     ("class_embedding", (16,)),
     ("positional_embedding", (5, 16)),
