@@ -126,7 +126,8 @@ class Job:
 def job(label: str, entries: int) -> Iterator[Job]:
     """Run one merge under ``auto``'s one-shot rule; ``label`` names what it compiles (merger,
     pooling, T), ``entries`` is T x P. On success, if kernels were compiled during it, marks the
-    label's kernels as held by inductor's cache for later processes (`cache_marker`)."""
+    label's kernels as held by inductor's cache for later processes (`cache_marker`). Like `use`,
+    process-wide: merges running in parallel threads see the innermost job."""
     current = Job(label, entries)
     calls_before, failures_before = _compiled_calls[0], _failures[0]
     _jobs.append(current)
