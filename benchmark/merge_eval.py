@@ -211,6 +211,7 @@ def _sub_bank(bank: ww.TaskVectorBank, experts: tuple[int, ...]) -> ww.TaskVecto
                                        [bank.task_names[i] for i in experts])
 
 
+@ww.kernels.expect_many_merges()  # a trial actor merges trial after trial: compiling pays (ww.kernels)
 def run_trial(
     trial: Trial, bank: ww.TaskVectorBank, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict]
 ) -> list[dict]:

@@ -16,6 +16,16 @@ output) measured in the same run is the reference for every ratio. Each row also
 seconds the process used and the machine's 1-minute load average when it started: on a shared
 machine wall-clock times stretch with the load, CPU time much less. Results go to a rich table
 and a Parquet file so runs can be compared.
+
+``--one-shot`` measures what a researcher's script does instead: a fresh process that holds T task
+vectors as ordinary state dicts (one tensor per entry, as loaded from checkpoints), calls
+``ww.merge(name, list_of_state_dicts)`` (or ``ww.weave``) once and gets a dict back, with nothing
+compiled or warmed up beforehand. Each row reports the call's wall seconds (compiling included,
+if the kernel mode compiles), the whole process's wall seconds from the parent's side (start,
+imports, building the inputs, the call), and the peak resident memory during the call above what
+the inputs already occupy. ``--kernels`` takes several modes there so the default ``auto`` can be
+compared with ``eager`` and ``compiled`` in one table; ``--cold-cache`` gives every process an
+empty inductor cache directory.
 """
 
 from __future__ import annotations
@@ -52,6 +62,14 @@ STREAM_TARGET = {  # the issue's targets, as a multiple of the streaming pass
 }
 SECONDS_TARGET = {"tsv_m": 60.0, "iso_c": 60.0, "iso_cts": 60.0}
 WEAVE_TIME_TARGET = 1.5
+ONE_SHOT_SECONDS_TARGET = {"magmax": 3.4, "ties": 45.6}
+"""FusionBench's one-shot figures on the reference machine (issue 15): a one-shot ww merge must not be slower."""
+ONE_SHOT_MEMORY_TARGET = 1.0
+"""Peak resident memory of a one-shot call above its inputs, in models (the output)."""
+ONE_SHOT_SLACK_BYTES = 128 << 20
+"""Allowed on top of the one-model target: the blocks in flight (two per worker, each a gathered
+4 MiB block plus the eager kernels' temporaries of that size) and the heap the allocator keeps
+between trims (`ww.streaming`); it depends on neither T nor P."""
 TINY_LAYOUT = (
     ("class_embedding", (16,)),
     ("positional_embedding", (5, 16)),
@@ -71,6 +89,7 @@ COLUMNS = (
     "kernels", "warmup_seconds",
     "baseline_rss_gb", "peak_models", "ratio_vs_stream", "ratio_vs_merger", "target", "meets_target",
     "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "repeat", "host", "started_at", "error",
+    "process_seconds", "input_seconds", "compiled", "over_input_models", "ratio_vs_eager", "cold_cache",
 )
 
 
@@ -98,9 +117,15 @@ def _parser() -> argparse.ArgumentParser:
                         help="fresh runs per measurement, the fastest reported (default 3 in memory, 1 "
                         "out of core): a first run on a VM mostly times the host backing fresh pages")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic task vectors")
-    parser.add_argument("--kernels", choices=("auto", "compiled", "eager"), default=None,
-                        help="ww's block kernels: torch.compile-d or eager (default: WW_KERNELS, else auto, which "
-                        "compiles for encoder-sized banks); compiling happens in an untimed warm-up, reported apart")
+    parser.add_argument("--kernels", nargs="+", choices=("auto", "compiled", "eager"), default=None,
+                        help="ww's block kernels: torch.compile-d or eager (default: WW_KERNELS, else auto); "
+                        "compiling happens in an untimed warm-up, reported apart (with --one-shot: inside the "
+                        "timed call, and several modes may be given to compare them)")
+    parser.add_argument("--one-shot", action="store_true",
+                        help="one merge per fresh process from a list of state dicts, no warm-up: what a script "
+                        "calling ww.merge once pays (call and process seconds, peak memory above the inputs)")
+    parser.add_argument("--cold-cache", action="store_true",
+                        help="with --one-shot: give every process an empty inductor cache directory")
     parser.add_argument("--in-process", action="store_true",
                         help="measure in this process instead of a fresh subprocess per measurement "
                         "(faster; peaks then include allocator state left by earlier measurements)")
@@ -123,8 +148,14 @@ def main(argv: list[str]) -> int:
             raise ValueError(f"unknown merger or pooling {name!r}; known: {sorted(ww.MERGERS)} and {sorted(ww.POOLINGS)}")
     if args.repeat is None:
         args.repeat = 1 if args.out_of_core else 3
+    if args.one_shot:
+        return one_shot_main(args, mergers, [] if args.weave is None else weave, console)
+    if args.cold_cache:
+        raise ValueError("--cold-cache only applies to --one-shot (the steady-state runs compile in a warm-up)")
+    if args.kernels and len(args.kernels) > 1:
+        raise ValueError("give one --kernels mode (several are compared only with --one-shot)")
     if args.kernels:
-        os.environ["WW_KERNELS"] = args.kernels  # read by the measuring subprocesses
+        os.environ["WW_KERNELS"] = args.kernels[0]  # read by the measuring subprocesses
     if args.tasks < 1 or args.k < 1 or args.repeat < 1:
         raise ValueError("--tasks, --k and --repeat must be positive")
 
@@ -264,6 +295,10 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
         bank = ww.TaskVectorBank.from_flat(data, layout, names)
     from ww import kernels
 
+    # steady state is what a process that merges many times gets (a Tune worker): say so, so
+    # ``auto`` decides as it does there (a one-shot script: --one-shot)
+    many = contextlib.ExitStack()
+    many.enter_context(kernels.expect_many_merges())
     compiled = job["kind"] != "stream" and kernels.compiled_for(bank.data.shape[1])
     warmup = _warm_up(job, bank, Path(bank_path).parent if out_of_core else None) if compiled else 0.0
     try:
@@ -281,6 +316,8 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
         peak = _status("VmHWM")
     except Exception as error:
         return {"error": f"{type(error).__name__}: {error}"}
+    finally:
+        many.close()
     return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load": load, "peak": peak, "baseline": baseline,
             "runtime": runtime, "kernels": None if job["kind"] == "stream" else ("compiled" if compiled else "eager"),
             "warmup": warmup}
@@ -476,6 +513,210 @@ def write_parquet(rows: list[dict], path: Path) -> None:
     temporary = path.with_name(path.name + ".partial")
     pq.write_table(table, temporary)
     os.replace(temporary, path)
+
+
+def one_shot_main(args, mergers: list[str], weave: list[str], console) -> int:
+    """``perf merge --one-shot``: every merger (and weave) once per fresh process, per kernel mode."""
+    import torch
+
+    started = datetime.now(timezone.utc)
+    out = Path(args.out or Path("perf") / f"merge-one-shot-{started.strftime('%Y%m%d-%H%M%S')}.parquet")
+    layout = model_layout(args.model)
+    params = sum(math.prod(shape) for _, shape in layout)
+    model_bytes = params * 4
+    bank_bytes = model_bytes * args.tasks
+    if args.out_of_core:
+        raise ValueError("--one-shot merges state dicts held in memory; drop --out-of-core")
+    if bank_bytes + 2 * model_bytes > 0.6 * _total_memory():
+        raise MemoryError(f"{args.tasks} state dicts of {args.model} ({bank_bytes / 1e9:.1f} GB) plus the output do not "
+                          f"fit in memory here; use fewer --tasks")
+    bank_dir = Path(args.bank_dir or out.parent)
+    bank_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(bank_dir).free
+    if free < bank_bytes * 1.05 + (1 << 28):
+        raise OSError(f"{bank_dir} has {free / 1e9:.1f} GB free; the inputs need {bank_bytes / 1e9:.1f} GB (use --bank-dir)")
+    modes = args.kernels or [os.environ.get("WW_KERNELS", "auto").strip().lower() or "auto"]
+    console.print(
+        f"[bold]perf merge --one-shot[/] {args.model}: {len(layout)} tensors, {params:,} parameters; "
+        f"T = {args.tasks} state dicts ({bank_bytes / 1e9:.2f} GB fp32); kernels {', '.join(modes)}"
+        f"{'; empty inductor cache per process' if args.cold_cache else ''}; {torch.get_num_threads()} threads"
+    )
+    bank_path = Path(tempfile.mkstemp(prefix="ww-perf-bank-", suffix=".safetensors", dir=bank_dir)[1])
+    grid = [round(0.1 * (index + 1), 10) for index in range(args.k)]
+    rows: list[dict] = []
+    try:
+        write_synthetic_bank(bank_path, layout, args.tasks, args.seed)
+        base = {
+            "model": args.model, "tasks": args.tasks, "params": params, "bank_gb": bank_bytes / 1e9,
+            "out_of_core": False, "threads": torch.get_num_threads(), "repeat": args.repeat,
+            "host": socket.gethostname(), "started_at": started.isoformat(), "cold_cache": bool(args.cold_cache),
+        }
+        jobs = [{"kind": "one-shot", "merger": name} for name in mergers]
+        jobs += [{"kind": "one-shot weave", "merger": name, "pooling": pooling, "lambdas": grid}
+                 for name in weave for pooling in args.poolings]
+        for job in jobs:
+            for mode in modes:  # modes side by side, so a change in the machine's load hits them alike
+                result = measure_one_shot({**job, "mode": mode}, bank_path, args.repeat, args.cold_cache)
+                row = _one_shot_row({**job, "mode": mode}, result, bank_bytes, model_bytes, len(grid))
+                row.update(base)
+                rows.append(row)
+                console.print(f"  {row['kind']:14s} {row['merger']:18s} {row['pooling'] or '':8s} {mode:8s} "
+                              f"call {_fmt(row['seconds'], '.2f')} s  process {_fmt(row['process_seconds'], '.1f')} s  "
+                              f"+{_fmt(row['over_input_models'], '.2f')} models"
+                              + (f"  [red]{row['error']}[/]" if row["error"] else ""))
+    finally:
+        bank_path.unlink(missing_ok=True)
+    add_one_shot_targets(rows, model_bytes)
+    render_one_shot(rows, console, title=f"ww one-shot merge · {args.model} · T = {args.tasks} state dicts"
+                                          f"{' · cold inductor cache' if args.cold_cache else ''}")
+    write_parquet(rows, out)
+    console.print(f"saved {out}")
+    return 1 if any(row["error"] for row in rows) else 0
+
+
+def measure_one_shot(job: dict, bank_path: Path, repeat: int, cold_cache: bool = False,
+                     return_output: bool = False) -> dict:
+    """``job`` in ``repeat`` fresh processes (kernel mode ``job["mode"]``); the fastest call's figures.
+
+    The mode and (with ``cold_cache``) an empty inductor cache directory reach the child through
+    its environment, which it inherits when it is spawned.
+    """
+    context = multiprocessing.get_context("spawn")
+    best = None
+    for _ in range(repeat):
+        saved = {key: os.environ.get(key) for key in ("WW_KERNELS", "TORCHINDUCTOR_CACHE_DIR")}
+        with contextlib.ExitStack() as stack:
+            os.environ["WW_KERNELS"] = job["mode"]
+            if cold_cache:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="ww-inductor-"))
+            start = time.perf_counter()
+            try:
+                with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+                    result = pool.submit(_one_shot_child, job, str(bank_path), return_output).result()
+            except Exception as error:  # a crashed child (e.g. killed for memory) is a result too
+                result = {"error": f"{type(error).__name__}: {error}"}
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
+            result["process_seconds"] = time.perf_counter() - start
+        if result.get("error"):
+            return result
+        if best is None or result["seconds"] < best["seconds"]:
+            best = result
+    return best
+
+
+def _one_shot_child(job: dict, bank_path: str, return_output: bool = False) -> dict:
+    """A script's merge: T state dicts of separate tensors in memory, one ww call, a dict out."""
+    try:
+        import torch
+
+        import ww
+        from ww import kernels
+
+        runtime = _status("VmRSS")
+        start = time.perf_counter()
+        bank = ww.open_bank(bank_path)
+        layout = bank.layout
+        pieces = list(bank.slices().values())
+        inputs = [{name: bank.data[row, piece].view(shape).clone() for (name, shape), piece in zip(layout, pieces)}
+                  for row in range(len(bank))]
+        del bank
+        gc.collect()
+        input_seconds = time.perf_counter() - start
+        _reset_peak()
+        baseline = _status("VmRSS")
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        cpu = time.process_time()
+        start = time.perf_counter()
+        if job["kind"] == "one-shot":
+            merged = ww.merge(job["merger"], inputs)
+        else:
+            merged = ww.weave(inputs, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"],
+                              collaborative=True, seed=0)
+        seconds = time.perf_counter() - start
+        cpu_seconds = time.process_time() - cpu
+        peak = _status("VmHWM")
+        if not isinstance(merged, dict) or [(name, tuple(t.shape)) for name, t in merged.items()] != list(layout):
+            raise RuntimeError("the merge did not return a state dict shaped like its inputs")
+        result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "load": load, "peak": peak, "baseline": baseline,
+                  "runtime": runtime, "input_seconds": input_seconds, "compiled": kernels.compiled_kernels(),
+                  "dtype": str(next(iter(merged.values())).dtype) if merged else None, "threads": torch.get_num_threads()}
+        if return_output:
+            result["output"] = {name: tensor.clone() for name, tensor in merged.items()}
+        return result
+    except Exception as error:
+        return {"error": f"{type(error).__name__}: {error}"}
+
+
+def _one_shot_row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k: int) -> dict:
+    row = {column: None for column in COLUMNS}
+    weave = job["kind"] != "one-shot"
+    row.update(kind=job["kind"], merger=job["merger"], pooling=job.get("pooling"), kernels=job["mode"],
+               k=k if weave else None, collaborative=True if weave else None, error=result.get("error"),
+               process_seconds=result.get("process_seconds"))
+    if not result.get("error"):
+        seconds = result["seconds"]
+        row.update(
+            seconds=seconds,
+            cpu_seconds=result["cpu_seconds"],
+            load_1min=result["load"],
+            gb_per_s=bank_bytes / seconds / 1e9 if seconds > 0 else None,
+            peak_rss_gb=result["peak"] / 1e9,
+            baseline_rss_gb=result["baseline"] / 1e9,
+            peak_models=(result["peak"] - result["runtime"]) / model_bytes,
+            over_input_models=(result["peak"] - result["baseline"]) / model_bytes,
+            input_seconds=result["input_seconds"],
+            compiled=",".join(result["compiled"]),
+        )
+    return row
+
+
+def add_one_shot_targets(rows: list[dict], model_bytes: int) -> None:
+    """Every one-shot row: peak above its inputs <= one model; ``auto`` rows: no slower than ``eager``;
+    MagMax and TIES merges: no slower than FusionBench (`ONE_SHOT_SECONDS_TARGET`)."""
+    eager = {(row["kind"], row["merger"], row["pooling"]): row["seconds"] for row in rows
+             if row["kernels"] == "eager" and row["seconds"]}
+    memory_limit = ONE_SHOT_MEMORY_TARGET + ONE_SHOT_SLACK_BYTES / model_bytes
+    for row in rows:
+        if row["seconds"] is None:
+            continue
+        targets = [f"<= {ONE_SHOT_MEMORY_TARGET:g} model over input"]
+        met = row["over_input_models"] <= memory_limit
+        reference = eager.get((row["kind"], row["merger"], row["pooling"]))
+        if reference:
+            row["ratio_vs_eager"] = row["seconds"] / reference
+            if row["kernels"] == "auto":
+                targets.append("<= eager")
+                met = met and row["seconds"] <= reference
+        if row["kind"] == "one-shot" and row["merger"] in ONE_SHOT_SECONDS_TARGET:
+            limit = ONE_SHOT_SECONDS_TARGET[row["merger"]]
+            targets.append(f"<= {limit:g} s")
+            met = met and row["seconds"] <= limit
+        row["target"], row["meets_target"] = ", ".join(targets), met
+
+
+def render_one_shot(rows: list[dict], console, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    headers = ("kind", "merger", "pooling", "kernels", "compiled", "call s", "process s", "inputs s", "CPU s", "load",
+               "peak GB", "over inputs (models)", "x eager", "target", "ok")
+    for header in headers:
+        table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "kernels", "compiled", "target") else "right")
+    for row in rows:
+        ok = "" if row["meets_target"] is None else ("[green]yes[/]" if row["meets_target"] else "[red]no[/]")
+        table.add_row(
+            row["kind"], row["merger"] or "", row["pooling"] or "", row["kernels"] or "", row["compiled"] or "",
+            _fmt(row["seconds"], ".2f"), _fmt(row["process_seconds"], ".1f"), _fmt(row["input_seconds"], ".1f"),
+            _fmt(row["cpu_seconds"], ".1f"), _fmt(row["load_1min"], ".1f"), _fmt(row["peak_rss_gb"], ".2f"),
+            _fmt(row["over_input_models"], ".2f"), _fmt(row["ratio_vs_eager"], ".2f"),
+            row["target"] or (row["error"] or ""), ok,
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

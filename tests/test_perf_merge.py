@@ -79,3 +79,49 @@ def test_an_out_of_core_warm_up_merges_a_memory_mapped_cut_and_removes_it(tmp_pa
     # out of core: the cut is read from a file like the real bank (no sampler: the two-pass path)
     assert seen == [True, False]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bank.safetensors"]
+
+
+def test_one_shot_merges_state_dicts_in_fresh_processes_and_reports_every_mode(tmp_path):
+    out = tmp_path / "one-shot.parquet"
+    code = perf_merge.main(["--model", "tiny", "--tasks", "3", "--k", "4", "--one-shot", "--mergers", "ties",
+                            "--weave", "ties", "--poolings", "randmix", "--kernels", "auto", "eager",
+                            "--repeat", "1", "--out", str(out)])
+    assert code == 0
+    rows = pq.read_table(out).to_pylist()
+    assert set(rows[0]) == set(perf_merge.COLUMNS)
+    assert [(row["kind"], row["merger"], row["pooling"], row["kernels"]) for row in rows] == [
+        ("one-shot", "ties", None, "auto"), ("one-shot", "ties", None, "eager"),
+        ("one-shot weave", "ties", "randmix", "auto"), ("one-shot weave", "ties", "randmix", "eager"),
+    ]
+    for row in rows:
+        assert row["error"] is None and row["seconds"] > 0 and row["process_seconds"] > row["seconds"]
+        assert row["compiled"] == "" and row["over_input_models"] is not None and row["ratio_vs_eager"] > 0
+    assert rows[0]["target"] == "<= 1 model over input, <= eager, <= 45.6 s"
+    assert rows[1]["target"] == "<= 1 model over input, <= 45.6 s"
+    assert not list(tmp_path.glob("ww-perf-bank-*"))
+
+
+@pytest.mark.parametrize("kind", ["one-shot", "one-shot weave"])
+def test_a_one_shot_child_returns_the_eager_result(tmp_path, kind):
+    import torch
+
+    import ww
+
+    path = tmp_path / "bank.safetensors"
+    perf_merge.write_synthetic_bank(path, perf_merge.model_layout("tiny"), tasks=3, seed=1)
+    job = {"kind": kind, "merger": "ties", "pooling": "avg", "lambdas": [0.5, 1.0], "mode": "auto"}
+    result = perf_merge.measure_one_shot(job, path, repeat=1, cold_cache=True, return_output=True)
+    assert result.get("error") is None and result["compiled"] == []
+    bank = ww.open_bank(path)
+    with ww.kernels.use("eager"):
+        expected = (ww.merge("ties", bank) if kind == "one-shot"
+                    else ww.weave(bank, "ties", lambdas=[0.5, 1.0], pooling="avg", collaborative=True, seed=0))
+    assert list(result["output"]) == list(expected)
+    assert all(torch.equal(result["output"][name], expected[name]) for name in expected)
+
+
+def test_one_shot_flags_refuse_what_they_cannot_do(tmp_path):
+    with pytest.raises(ValueError, match="several are compared only with --one-shot"):
+        perf_merge.main(["--model", "tiny", "--kernels", "auto", "eager", "--out", str(tmp_path / "x.parquet")])
+    with pytest.raises(ValueError, match="--cold-cache only applies to --one-shot"):
+        perf_merge.main(["--model", "tiny", "--cold-cache", "--out", str(tmp_path / "x.parquet")])

@@ -8,13 +8,15 @@ into ``data``: it may be backed by a read-only buffer.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .layout import Layout, layout_numel, layout_slices, normalize_layout
-from .streaming import TaskStream, bank_stream
+from .precision import compute_dtype
+from .streaming import DEFAULT_BLOCK_ENTRIES, TaskStream, bank_stream
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -74,24 +76,12 @@ class TaskVectorBank:
         """Stack task-vector state dicts (a list, or a dict task name -> state dict) into a bank.
 
         All state dicts must hold the same float tensors (names, shapes, one dtype); the layout
-        follows the first one's key order. The inputs are copied, never modified.
+        follows the first one's key order. The inputs are copied, never modified: the bank is a
+        second copy of them (`ww.merge` and `ww.weave` read state dicts in place instead, through
+        `StateDictTasks`). The copy is filled tensor by tensor, so nothing beyond the inputs and
+        the bank is ever held.
         """
-        if isinstance(task_vectors, Mapping):
-            if task_vectors and all(isinstance(v, torch.Tensor) for v in task_vectors.values()):
-                raise ValueError(
-                    "got a single state dict; pass a list of task-vector state dicts "
-                    "or a dict task name -> state dict"
-                )
-            names = tuple(str(name) for name in task_vectors) if task_names is None else task_names
-            state_dicts = list(task_vectors.values())
-        else:
-            state_dicts = list(task_vectors)
-            names = _default_task_names(len(state_dicts)) if task_names is None else task_names
-        if not state_dicts:
-            raise ValueError("a task-vector bank needs at least one task vector")
-        layout, dtype = _layout_of(state_dicts[0], "task vector 0")
-        for index, state_dict in enumerate(state_dicts[1:], start=1):
-            _check_matches(state_dict, layout, dtype, f"task vector {index}")
+        state_dicts, names, layout, dtype = _parse_state_dicts(task_vectors, task_names)
         first = next(iter(state_dicts[0].values()), None)
         device = first.device if first is not None else torch.device("cpu")
         data = torch.empty((len(state_dicts), layout_numel(layout)), dtype=dtype, device=device)
@@ -118,6 +108,11 @@ class TaskVectorBank:
             block_entries=block_entries,
             workers=workers,
         )
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The task vectors' dtype (what a merge returns)."""
+        return self.data.dtype
 
     @property
     def file_backed(self) -> bool:
@@ -147,6 +142,119 @@ class TaskVectorBank:
                 raise ValueError(f"unknown task {task!r}; tasks: {', '.join(self.task_names)}")
             task = self.task_names.index(task)
         return self.unflatten(self.data[task])
+
+
+class StateDictTasks:
+    """T task-vector state dicts read in place: what `ww.merge` and `ww.weave` run on when given
+    state dicts, so a merge holds the caller's inputs plus its output and a few blocks, never a
+    stacked ``[T, P]`` copy of the inputs.
+
+    Blocks are gathered from the T tensors of one name as they are read (a block is a few MiB, so
+    the gather stays in cache); the inputs are only read, never modified or retained beyond the
+    merge. Tensors that are not contiguous are copied once (a flat view of them is not possible).
+    """
+
+    def __init__(
+        self,
+        task_vectors: Sequence[StateDict] | Mapping[str, StateDict],
+        task_names: Sequence[str] | None = None,
+    ) -> None:
+        state_dicts, names, layout, dtype = _parse_state_dicts(task_vectors, task_names)
+        self.layout: Layout = layout
+        self.task_names: tuple[str, ...] = tuple(str(name) for name in names)
+        if len(self.task_names) != len(state_dicts):
+            raise ValueError(f"{len(self.task_names)} task names for {len(state_dicts)} task vectors")
+        if len(set(self.task_names)) != len(self.task_names):
+            raise ValueError(f"task names must be unique, got {self.task_names}")
+        self.dtype: torch.dtype = dtype
+        # per tensor name, the T flat views (contiguous tensors only; others copied once)
+        self._flats = {name: [state_dict[name].reshape(-1) for state_dict in state_dicts] for name, _ in layout}
+        first = next(iter(self._flats.values()))[0]
+        self._device = first.device
+        slices = layout_slices(layout)
+        self._starts = [piece.start for piece in slices.values()]
+        self._names = list(slices)
+        self._ranges = {name: (piece.start, piece.stop) for name, piece in slices.items()}
+
+    def __len__(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def num_params(self) -> int:
+        return layout_numel(self.layout)
+
+    def _load(self, block) -> torch.Tensor:
+        out = torch.empty((len(self), block.stop - block.start), dtype=compute_dtype(self.dtype), device=self._device)
+        span = self._ranges.get(block.name)
+        if span is not None and span[0] <= block.start and block.stop <= span[1]:  # a block inside one tensor
+            lo = block.start - span[0]
+            for row, flat in zip(out, self._flats[block.name]):
+                row.copy_(flat[lo:lo + block.stop - block.start])
+            return out
+        # any other range (a whole-vector read): tensor by tensor
+        index = max(0, bisect.bisect_right(self._starts, block.start) - 1)
+        while index < len(self._names) and self._starts[index] < block.stop:
+            name = self._names[index]
+            start, stop = self._ranges[name]
+            lo, hi = max(start, block.start), min(stop, block.stop)
+            if hi > lo:
+                for row, flat in zip(out, self._flats[name]):
+                    row[lo - block.start:hi - block.start].copy_(flat[lo - start:hi - start])
+            index += 1
+        return out
+
+    def _sample(self, sampled) -> torch.Tensor:
+        indices = sampled.indices.to(self._device)
+        rows = [flat.index_select(0, indices) for flat in self._flats[sampled.name]]
+        return torch.stack(rows).to(compute_dtype(self.dtype))
+
+    def stream(self, *, block_entries: int | None = None, workers: int | None = None) -> TaskStream:
+        """The task vectors as a `TaskStream`, block by block.
+
+        Not ``in_memory``: the rows are resident, but a merge of state dicts promises the inputs
+        plus one model, so mergers do not add a ``[T, P]`` cache of their own (PCB recomputes).
+        """
+        return TaskStream(
+            loader=self._load,
+            num_tasks=len(self),
+            layout=self.layout,
+            dtype=compute_dtype(self.dtype),
+            labels=self.task_names,
+            block_entries=block_entries or DEFAULT_BLOCK_ENTRIES,
+            workers=workers,
+            in_memory=False,
+            sampler=self._sample,
+        )
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A flat ``[P]`` vector as a state dict of views into it (no copy; they share storage)."""
+        if flat.dim() != 1 or flat.shape[0] != self.num_params:
+            raise ValueError(f"expected a flat vector of {self.num_params} entries, got {tuple(flat.shape)}")
+        shapes = dict(self.layout)
+        return {name: flat[start:stop].view(shapes[name]) for name, (start, stop) in self._ranges.items()}
+
+
+def _parse_state_dicts(
+    task_vectors: Sequence[StateDict] | Mapping[str, StateDict], task_names: Sequence[str] | None
+) -> tuple[list[StateDict], Sequence[str], Layout, torch.dtype]:
+    """The state dicts, their task names, the common layout and dtype; ValueError on any mismatch."""
+    if isinstance(task_vectors, Mapping):
+        if task_vectors and all(isinstance(v, torch.Tensor) for v in task_vectors.values()):
+            raise ValueError(
+                "got a single state dict; pass a list of task-vector state dicts "
+                "or a dict task name -> state dict"
+            )
+        names = tuple(str(name) for name in task_vectors) if task_names is None else task_names
+        state_dicts = list(task_vectors.values())
+    else:
+        state_dicts = list(task_vectors)
+        names = _default_task_names(len(state_dicts)) if task_names is None else task_names
+    if not state_dicts:
+        raise ValueError("a task-vector bank needs at least one task vector")
+    layout, dtype = _layout_of(state_dicts[0], "task vector 0")
+    for index, state_dict in enumerate(state_dicts[1:], start=1):
+        _check_matches(state_dict, layout, dtype, f"task vector {index}")
+    return state_dicts, names, layout, dtype
 
 
 def _default_task_names(count: int) -> tuple[str, ...]:
@@ -195,3 +303,16 @@ def as_bank(task_vectors: TaskVectorBank | Sequence[StateDict] | Mapping[str, St
             "task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict"
         )
     return TaskVectorBank.from_state_dicts(task_vectors)
+
+
+def as_tasks(
+    task_vectors: TaskVectorBank | Sequence[StateDict] | Mapping[str, StateDict],
+) -> TaskVectorBank | StateDictTasks:
+    """What a merge runs on: a bank as it is, state dicts read in place (`StateDictTasks`, no copy)."""
+    if isinstance(task_vectors, TaskVectorBank):
+        return task_vectors
+    if isinstance(task_vectors, (str, bytes, torch.Tensor)):
+        raise ValueError(
+            "task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict"
+        )
+    return StateDictTasks(task_vectors)

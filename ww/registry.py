@@ -63,11 +63,13 @@ class MergerRecord:
 
     def __call__(self, task_vectors, **params: object) -> torch.Tensor:
         """M at λ = 1 of a bank (or list/dict of state dicts) as a flat ``[P]`` tensor in its dtype."""
-        from .bank import as_bank
+        from . import kernels
+        from .bank import as_tasks
 
         resolved = self.resolve(params)
-        bank = as_bank(task_vectors)
-        return self.run(bank.stream(), resolved).to(bank.data.dtype)
+        tasks = as_tasks(task_vectors)
+        with kernels.job(f"merge-{self.name}-T{len(tasks)}", len(tasks) * tasks.num_params):
+            return self.run(tasks.stream(), resolved).to(tasks.dtype)
 
 
 _MERGERS: dict[str, MergerRecord] = {}

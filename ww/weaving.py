@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from .bank import as_bank
+from . import kernels
+from .bank import as_tasks
 from .candidates import Candidates, candidate_stream
 from .counter_rng import stream_key
-from .kernels import compiled_for
 from .names import unknown_name_error
 from .pooling import POOLINGS, PoolingRecord
 from .registry import MERGERS, default_lambdas, get_merger
@@ -40,8 +40,9 @@ def weave(
     `pooling_seed` (``seed``). ``seed`` drives randmix pooling. ``merger_params`` go to the base merger.
     All arguments are validated before the merge; the inputs are never modified.
 
-    Memory: the output plus bounded block temporaries beyond the bank (plus M itself when a merger
-    pools), whatever K is; a bank from `ww.open_bank` is woven out-of-core.
+    Memory: the output plus bounded block temporaries beyond the inputs (plus M itself when a
+    merger pools), whatever K is; state dicts are read in place (no stacked copy), and a bank from
+    `ww.open_bank` is woven out-of-core. Whether kernels compile: `ww.kernels`.
     """
     record = get_merger(merger)
     if merger_params is not None and not isinstance(merger_params, Mapping):
@@ -55,17 +56,19 @@ def weave(
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ValueError(f"seed must be an int, got {seed!r}")
 
-    bank = as_bank(task_vectors)
-    tasks = bank.stream()
-    if pooling in POOLINGS:
-        pooled = _fused(record, merger_params, tasks, POOLINGS[pooling], grid, collaborative, seed)
-    else:
-        merged = record.run(tasks, merger_params)
-        candidates = candidate_stream(tasks, merged, grid, collaborative)
-        pool_record = get_merger(pooling)
-        pool_params = {"seed": pooling_seed(seed)} if "seed" in pool_record.defaults else None
-        pooled = pool_record.run(candidates, pool_params)
-    return bank.unflatten(pooled.to(bank.data.dtype))
+    source = as_tasks(task_vectors)
+    tasks = source.stream()
+    label = f"weave-{merger}-{pooling}-{'collaborative' if collaborative else 'plain'}-T{len(source)}"
+    with kernels.job(label, len(source) * source.num_params):
+        if pooling in POOLINGS:
+            pooled = _fused(record, merger_params, tasks, POOLINGS[pooling], grid, collaborative, seed)
+        else:
+            merged = record.run(tasks, merger_params)
+            candidates = candidate_stream(tasks, merged, grid, collaborative)
+            pool_record = get_merger(pooling)
+            pool_params = {"seed": pooling_seed(seed)} if "seed" in pool_record.defaults else None
+            pooled = pool_record.run(candidates, pool_params)
+    return source.unflatten(pooled.to(source.dtype))
 
 
 def pooling_seed(seed: int) -> int:
@@ -91,7 +94,7 @@ def _fused(record, merger_params, tasks: TaskStream, pool: PoolingRecord, grid, 
         return kernel(rows, merged, grid, block, seed=seed)
 
     fuse = None
-    if pool.fused is not None and compiled_for(tasks.num_params):
+    if pool.fused is not None and kernels.compiled_for(tasks.num_params):
 
         def fuse(merge, params):
             return pool.fused(merge, params, grid, collaborative, seed, tasks.num_params)
