@@ -11,6 +11,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -31,6 +32,10 @@ class RunSummary:
     trials_skipped: int = 0
     trials_blocked: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: per-stage detail for callers that measure a run (``run_bench.py rehearse``)
+    prepared: dict = field(default_factory=dict)
+    expert_outcomes: list = field(default_factory=list)
+    trial_metrics: list[dict] = field(default_factory=list)
 
 
 def init_ray() -> None:
@@ -109,8 +114,11 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console) -> tuple[list
     return experts_todo, trials_todo
 
 
-def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
+def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None,
+             on_stage: Callable[[str], None] | None = None) -> RunSummary:
+    """Run the spec; ``on_stage(name)`` is called as each timed stage ends (a caller's meter)."""
     console = console or Console()
+    stage_done = on_stage or (lambda name: None)
     plan = build_plan(spec)
     check_inputs(spec)
     summary = RunSummary(plan=plan)
@@ -134,6 +142,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     clock = time.perf_counter()
     init_ray()
     summary.seconds["ray_init"] = time.perf_counter() - clock
+    stage_done("ray_init")
     require_shared_root(storage)  # every node must see a local root, or nothing can be resumed
 
     import ray
@@ -160,9 +169,18 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                  for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     storage.uri())
+    prepared = {}
     with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
-        prepared = {k: _get_input_checked(ref) for k, ref in prepared_refs.items()}
+        for k, stream in prepared_refs.items():  # each a stream of progress lines, then the result
+            for ref in stream:
+                kind, value = _get_input_checked(ref)
+                if kind == "progress":
+                    console.print(f"  {value}", highlight=False, markup=False)
+                else:
+                    prepared[k] = value
     summary.seconds["prepare"] = time.perf_counter() - clock
+    summary.prepared = prepared
+    stage_done("prepare")
     console.print(f"θ0, tensors and heads ready ({summary.seconds['prepare']:.0f} s)")
 
     # experts (Ray Train), concurrently
@@ -171,6 +189,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     summary.experts_trained = sum(o.ok for o in outcomes)
     summary.experts_failed = [f"{o.job.task} (seed {o.job.seed}): {o.detail}" for o in outcomes if not o.ok]
     summary.seconds["experts"] = time.perf_counter() - clock
+    summary.expert_outcomes = outcomes
+    stage_done("experts")
 
     # references, banks (ray.put once each), grid
     clock = time.perf_counter()
@@ -198,6 +218,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
             bank_refs[trial.bank_key] = ray.put(bank)
         runnable.append(trial)
     summary.seconds["banks"] = time.perf_counter() - clock
+    stage_done("banks")
     if summary.trials_blocked:
         console.print(f"[red]{summary.trials_blocked} trial(s) skipped: their experts failed[/] "
                       + "; ".join(summary.experts_failed))
@@ -208,6 +229,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                            plugins=spec.plugins)
     summary.trials_run = len(metrics)
     summary.seconds["grid"] = time.perf_counter() - clock
+    summary.trial_metrics = metrics
+    stage_done("grid")
     errors = [m for m in metrics if m.get("status") != "ok"]
     console.print(f"grid: {len(metrics)} trial(s) in {summary.seconds['grid']:.0f} s"
                   + (f", [red]{len(errors)} error(s)[/]" if errors else ""))
