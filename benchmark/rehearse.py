@@ -139,7 +139,7 @@ def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, si
                              "drop the option")
         resources["bank_route"] = bank_route
     return {
-        "name": f"rehearse-{setup}-{model}-{len(_expert_count(setups))}",
+        "name": f"rehearse-{setup}-{model}-{len(_expert_tasks(setups))}",
         "models": [{"name": model, "pretrained": str(theta0)}],
         "setups": setups,
         "mergers": (grid or {}).get("mergers") or paper["mergers"],
@@ -151,7 +151,7 @@ def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, si
     }
 
 
-def _expert_count(setups: list[dict]) -> list[str]:
+def _expert_tasks(setups: list[dict]) -> list[str]:
     from benchmark.specs import SetupSpec
 
     return [t for s in setups for t in SetupSpec(**s).expert_tasks()]
@@ -524,7 +524,7 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
         else:
             os.environ[data.DATA_ROOT_ENV] = previous_root
     rows = stage_rows(meter, summary, storage)
-    title = (f"Rehearsal: {model} · {setup} · {len(_expert_count(spec_dict['setups']))} expert(s) · "
+    title = (f"Rehearsal: {model} · {setup} · {len(_expert_tasks(spec_dict['setups']))} expert(s) · "
              f"{len(summary.plan.trials)} trial(s) · {sizes.steps} step(s) × batch {sizes.batch_size}")
     print_stage_table(rows, console, title)
     meta = {"model": model, "setup": setup, "tasks": n_tasks, "sizes": sizes.__dict__, "spec": spec_dict,

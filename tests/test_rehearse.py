@@ -55,11 +55,15 @@ def test_rehearsal_b32_two_tasks_reaches_results_and_measures_every_stage(ray_se
 
     if os.environ[data.DATA_ROOT_ENV] != str(_SCRATCH / "data"):
         pytest.skip(f"{data.DATA_ROOT_ENV} is set by the caller: the fakes cannot reach the session's Ray workers")
+    from benchmark.specs import ResourcesSpec
+
+    # the memory-mapped bank route, where this version of the harness has it (resources.bank_route)
+    route = "file" if "bank_route" in ResourcesSpec.model_fields else None
     console = Console(record=True, width=220)
     grid = {"mergers": ["task_arithmetic", "tsv_m"], "poolings": ["none", "avg"], "variants": ["collaborative"]}
     try:
         result = rehearse("ViT-B-32", "mtl", 2, _SCRATCH, sizes=Sizes(steps=2, batch_size=4, test_images=8),
-                          grid=grid, data_root=_SCRATCH / "data", console=console)
+                          grid=grid, bank_route=route, data_root=_SCRATCH / "data", console=console)
         table = pq.read_table(result.table_path).to_pylist()
         results = read_results(result.storage).to_pylist()
         bulky_left = [p.name for p in (_SCRATCH / "theta0", _SCRATCH / "data", _SCRATCH / "root" / "experts")
@@ -82,7 +86,8 @@ def test_rehearsal_b32_two_tasks_reaches_results_and_measures_every_stage(ray_se
         assert by_stage[name]["seconds"] > 0 and by_stage[name]["driver_peak_rss_bytes"] > 0, name
     for name in ("prepare", "experts", "grid"):
         assert by_stage[name]["worker_peak_rss_bytes"] > 100 * 2**20, name  # a process holding a ViT-B-32
-    assert by_stage["grid"]["object_store_peak_bytes"] > 2 * 300 * 2**20  # the bank: two B-32 task vectors
+    if route is None:  # the bank travels through the object store: two B-32 task vectors
+        assert by_stage["grid"]["object_store_peak_bytes"] > 2 * 300 * 2**20
     for name in ("prepare", "experts"):
         assert by_stage[name]["bytes_written"] > 0, name
     experts = [r for r in table if r["stage"] == "expert"]
