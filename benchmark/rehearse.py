@@ -382,20 +382,25 @@ def stage_rows(meter: Meter, summary, storage) -> list[dict]:
                 if checkpoints is None:  # Ray Train checkpoints left under the run's folder
                     checkpoints = tree_bytes(Path(run_dir)) if Path(run_dir).exists() else 0
                 expert_bytes = int(manifest.get("bytes", 0))
+                outcome_text = (f"test acc {detail['test_accuracy']:.3f}" if "test_accuracy" in detail else
+                                "" if outcome.ok else f"FAILED: {outcome.detail}")
                 rows.append({"stage": "expert", "item": f"{job.task} (seed {job.seed})",
                              "seconds": detail.get("seconds"), "driver_peak_rss_bytes": None,
                              "worker_peak_rss_bytes": detail.get("peak_rss_bytes"),
                              "workers_total_peak_rss_bytes": None, "object_store_peak_bytes": None,
                              "bytes_written": expert_bytes + int(checkpoints),
-                             "detail": (f"test acc {detail['test_accuracy']:.3f}; " if "test_accuracy" in detail else
-                                        ("" if outcome.ok else f"FAILED: {outcome.detail}; "))
-                                       + f"expert {human_bytes(expert_bytes)}, checkpoints {human_bytes(int(checkpoints))}"})
+                             "detail": f"{outcome_text}; expert {human_bytes(expert_bytes)}, "
+                                       f"checkpoints {human_bytes(int(checkpoints))}"})
         if name == "grid":
             by_key = {t.key: t for t in summary.plan.trials}
             for metrics in summary.trial_metrics:
                 trial = by_key.get(metrics.get("trial_key", ""))
                 pid, start, end = metrics.get("worker_pid"), metrics.get("started_at"), metrics.get("ended_at")
                 peak = meter.window(start, end, pid)["worker_peak_rss_bytes"] if pid and start else None
+
+                def figure(name: str, metrics: dict = metrics) -> float:
+                    return float(metrics.get(name, float("nan")))
+
                 part = None
                 if trial is not None:
                     part = results.part_path(storage, trial.model["name"], SetupSpec(**trial.setup).name, trial.key)
@@ -404,9 +409,8 @@ def stage_rows(meter: Meter, summary, storage) -> list[dict]:
                              "worker_peak_rss_bytes": peak, "workers_total_peak_rss_bytes": None,
                              "object_store_peak_bytes": None,
                              "bytes_written": Path(part).stat().st_size if part and Path(part).exists() else None,
-                             "detail": f"{metrics.get('status', '?')}; mean acc {metrics.get('mean_accuracy', float('nan')):.3f}; "
-                                       f"merge {metrics.get('merge_seconds', float('nan')):.1f} s, "
-                                       f"eval {metrics.get('eval_seconds', float('nan')):.1f} s"})
+                             "detail": f"{metrics.get('status', '?')}; mean acc {figure('mean_accuracy'):.3f}; "
+                                       f"merge {figure('merge_seconds'):.1f} s, eval {figure('eval_seconds'):.1f} s"})
     return rows
 
 
@@ -508,8 +512,8 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
         data_root.mkdir(parents=True, exist_ok=True)
         write_fake_data(datasets_of(spec_dict), data_root, sizes)
     meter.mark("fakes")
-    console.print(f"θ0 {theta0} ({human_bytes(theta0.stat().st_size)}), fake data {human_bytes(tree_bytes(data_root))} "
-                  f"under {data_root}", highlight=False)
+    console.print(f"θ0 {theta0} ({human_bytes(theta0.stat().st_size)}), "
+                  f"fake data {human_bytes(tree_bytes(data_root))} under {data_root}", highlight=False)
     previous_root = os.environ.get(data.DATA_ROOT_ENV)
     os.environ[data.DATA_ROOT_ENV] = str(data_root)  # Ray workers started from here inherit it
     try:
