@@ -105,10 +105,12 @@ def _mtl_tasks(n: int) -> list[str]:
 
 
 def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, sizes: Sizes,
-                   bank_route: str | None = None, grid: dict | None = None) -> dict:
+                   bank_route: str | None = None, grid: dict | None = None, cpus: int | None = None) -> dict:
     """The paper's spec for ``setup`` reduced to ``model`` (at ``theta0``) and the rehearsal's sizes.
 
     ``grid`` may replace the paper's ``mergers``, ``poolings`` or ``variants`` (a quicker rehearsal).
+    Every fine-tune, the preparation and every trial get ``cpus`` (default: this machine's, at most
+    8): one runs at a time, so each stage's memory is that of one process at real size.
     """
     from benchmark.specs import ResourcesSpec
 
@@ -130,7 +132,7 @@ def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, si
         recipe = {k: v for k, v in entry["finetune"].items() if k != "epochs"}
         entry["finetune"] = {**recipe, "steps": sizes.steps, "batch_size": sizes.batch_size}
         setups.append(entry)
-    cpus = max(1, min(os.cpu_count() or 1, 8))
+    cpus = max(1, min(cpus or os.cpu_count() or 1, 8))
     resources = {"expert_workers": 1, "cpus_per_expert_worker": cpus, "gpus_per_expert_worker": 0,
                  "prepare_cpus": cpus, "trial_cpus": cpus, "trial_gpus": 0}
     if bank_route is not None:
@@ -502,7 +504,11 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
     data_root = Path(data_root).expanduser().resolve() if data_root else scratch / "data"
     check_workers_see(data_root)
     storage = StorageRoot.at(scratch / "root")
-    spec_dict = rehearsal_spec(model, setup, n_tasks, theta0, sizes, bank_route, grid)
+    import ray
+
+    # a Ray already running (a notebook, the test session) may count more CPUs than the machine has
+    cpus = int(ray.cluster_resources().get("CPU", 1)) if ray.is_initialized() else None
+    spec_dict = rehearsal_spec(model, setup, n_tasks, theta0, sizes, bank_route, grid, cpus)
     spec = parse_spec(spec_dict, f"rehearsal of {SPEC_FILES[setup]}")
 
     meter = Meter(Path(storage.root))
