@@ -1,4 +1,4 @@
-"""Command line: ``run_bench.py [run SPEC] [--root DIR] [--dry-run] | report [ROOT]``.
+"""Command line: ``run_bench.py [run SPEC] [--root DIR] [--dry-run] | report [ROOT] | rehearse | ...``.
 
 With no arguments it runs the embedded quickstart spec end to end. Usage errors (a bad spec, a
 missing file) print one line naming the problem and the fix and exit with code 2; ``--debug``
@@ -63,6 +63,25 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     data = sub.add_parser("data", help="check / prepare real datasets under the data root (see docs/DATA.md)")
     data.add_argument("args", nargs=argparse.REMAINDER, help="check [--data-root DIR] | prepare NAME")
+    rehearse = sub.add_parser("rehearse", help="the paper's pipeline at a real model's size on this machine (random θ0, "
+                              "fake data), every stage measured")
+    rehearse.add_argument("--model", default="ViT-B-32", choices=("ViT-B-32", "ViT-B-16", "ViT-L-14"))
+    rehearse.add_argument("--setup", default="mtl", choices=("mtl", "cil", "dg"),
+                          help="which of the paper's specs to rehearse (default: mtl)")
+    rehearse.add_argument("--tasks", type=int, default=None,
+                          help="experts to merge (default: the paper's; mtl: 2-20, below 8 the fewest-class tasks, "
+                               "above 8 the 20-task extension)")
+    rehearse.add_argument("--root", default="ww-rehearse", help="scratch folder: θ0, fake data, storage root, stage table")
+    rehearse.add_argument("--keep", action="store_true", help="keep θ0, fake data, caches, experts and Ray runs")
+    rehearse.add_argument("--steps", type=int, default=2, help="fine-tuning steps per expert (default: 2)")
+    rehearse.add_argument("--batch-size", type=int, default=8, help="fine-tuning batch (default: 8)")
+    rehearse.add_argument("--test-images", type=int, default=32, help="test images per task (default: 32)")
+    for axis in ("mergers", "poolings", "variants"):
+        rehearse.add_argument(f"--{axis}", default=None, metavar="A,B",
+                              help=f"comma-separated {axis} instead of the paper's (a quicker rehearsal)")
+    rehearse.add_argument("--bank-route", default=None, choices=("auto", "object_store", "file"),
+                          help="resources.bank_route of the rehearsed spec (default: the spec's)")
+    rehearse.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     perf = sub.add_parser("perf", help="performance benchmarks: merge (mergers/weaving, synthetic bank), eval (cached vs decoded eval), "
                           "grid (Ray Tune orchestration overhead and bytes read per trial)")
     perf.add_argument("what", choices=sorted(PERF_COMMANDS), help="which benchmark")
@@ -129,6 +148,21 @@ def ray_log_path(storage) -> Path:
     if storage.on_local_disk:
         return Path(storage.root) / "logs" / "ray.log"
     return Path(tempfile.gettempdir()) / "ww-logs" / "ray.log"
+
+
+def cmd_rehearse(args, console: Console) -> int:
+    from benchmark.rehearse import Sizes, rehearse
+
+    for name in ("steps", "batch_size", "test_images"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+    result = rehearse(args.model, args.setup, args.tasks, args.root, keep=args.keep,
+                      sizes=Sizes(args.steps, args.batch_size, args.test_images), bank_route=args.bank_route,
+                      grid={axis: getattr(args, axis).split(",") for axis in ("mergers", "poolings", "variants")
+                            if getattr(args, axis)},
+                      console=console)
+    summary = result.summary
+    return 1 if (summary.experts_failed or summary.trials_blocked) else 0
 
 
 def cmd_report(args, console: Console) -> int:
@@ -222,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data,
-                    "analyze": cmd_analyze}
+                    "analyze": cmd_analyze, "rehearse": cmd_rehearse}
         return commands[args.command](args, console)
     except (SpecError, FileNotFoundError, PermissionError, ValueError, InsufficientSpaceError) as exc:
         if args.debug:

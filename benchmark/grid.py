@@ -99,6 +99,7 @@ class MergeTrial(tune.Trainable):
         return {
             "done": True,
             "status": status,
+            "trial_key": trial.key,
             "trial_seconds": time.perf_counter() - start,
             "started_at": started_at,
             "ended_at": time.time(),

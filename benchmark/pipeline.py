@@ -13,6 +13,7 @@ import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -35,6 +36,10 @@ class RunSummary:
     trials_skipped: int = 0
     trials_blocked: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
+    #: per-stage detail for callers that measure a run (``run_bench.py rehearse``)
+    prepared: dict = field(default_factory=dict)
+    expert_outcomes: list = field(default_factory=list)
+    trial_metrics: list[dict] = field(default_factory=list)
 
 
 def init_ray() -> None:
@@ -118,29 +123,50 @@ def _get_input_checked(ref):
 
 
 def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Console) -> dict:
-    """The prepare tasks' results; a toy θ0 pre-training shows its steps (the task records them in the root)."""
-    import ray
+    """The prepare tasks' results. Each task streams progress lines (tensors cached, heads computed)
+    before its result; a toy θ0 pre-training also shows its steps, which the task records in the root."""
+    import threading
 
     from benchmark.models import _toy_checkpoint
     from benchmark.prepare import pretrain_progress_path
 
+    prepared: dict = {}
+
+    def consume(log) -> None:
+        for key, stream in refs.items():
+            for ref in stream:
+                kind, value = _get_input_checked(ref)
+                if kind == "progress":
+                    log(str(value))
+                else:
+                    prepared[key] = value
+
     toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()]
     if not toys:
-        with console.status("preparing tensors and zero-shot heads"):
-            return {k: _get_input_checked(ref) for k, ref in refs.items()}
-    pending = list(refs.values())
+        consume(lambda line: console.print(f"  {line}", highlight=False, markup=False))
+        return prepared
     with StageProgress(console, "pre-training θ0", sum(m.pretrain.steps for m in toys), "steps") as bar:
-        while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
-            done, loss = 0, None
-            for model in toys:
-                try:
-                    last = json.loads(pretrain_progress_path(storage, model).read_text())
-                except (OSError, ValueError):
-                    continue
-                done, loss = done + last["step"], last["loss"]
-            bar.update(done, "" if loss is None else f"loss {loss:.2f}")
-    return {k: _get_input_checked(ref) for k, ref in refs.items()}
+        stop = threading.Event()
+
+        def poll() -> None:
+            while not stop.wait(0.5):
+                done, loss = 0, None
+                for model in toys:
+                    try:
+                        last = json.loads(pretrain_progress_path(storage, model).read_text())
+                    except (OSError, ValueError):
+                        continue
+                    done, loss = done + last["step"], last["loss"]
+                bar.update(done, "" if loss is None else f"loss {loss:.2f}")
+
+        poller = threading.Thread(target=poll, name="pretrain-progress", daemon=True)
+        poller.start()
+        try:
+            consume(bar.log)
+        finally:
+            stop.set()
+            poller.join()
+    return prepared
 
 
 def _bank_built(storage: StorageRoot, key: str) -> bool:
@@ -194,8 +220,11 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console,
     return experts_todo, trials_todo
 
 
-def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None) -> RunSummary:
+def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None,
+             on_stage: Callable[[str], None] | None = None) -> RunSummary:
+    """Run the spec; ``on_stage(name)`` is called as each timed stage ends (a caller's meter)."""
     console = console or Console()
+    stage_done = on_stage or (lambda name: None)
     plan = build_plan(spec)
     if not dry_run:
         check_inputs(spec)
@@ -230,6 +259,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     clock = time.perf_counter()
     init_ray()
     summary.seconds["ray_init"] = time.perf_counter() - clock
+    stage_done("ray_init")
     require_shared_root(storage)  # every node must see a local root, or nothing can be resumed
     # the object store's real size is known now: the routes are final, and must fit in memory
     from benchmark.bank import available_memory, object_store_capacity
@@ -266,6 +296,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                                                                     storage.uri())
     prepared = _wait_prepared(prepared_refs, spec, storage, console)
     summary.seconds["prepare"] = time.perf_counter() - clock
+    summary.prepared = prepared
+    stage_done("prepare")
     console.print(f"θ0, tensors and heads ready ({summary.seconds['prepare']:.0f} s)")
 
     # experts (Ray Train), concurrently
@@ -278,6 +310,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     summary.experts_trained = sum(o.ok for o in outcomes)
     summary.experts_failed = [f"{o.job.task} (seed {o.job.seed}): {o.detail}" for o in outcomes if not o.ok]
     summary.seconds["experts"] = time.perf_counter() - clock
+    summary.expert_outcomes = outcomes
+    stage_done("experts")
 
     # references, banks (ray.put once each, or a file in the node's cache), grid
     clock = time.perf_counter()
@@ -310,6 +344,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
             del bank  # the object store holds it now: the driver's copy goes
         runnable.append(trial)
     summary.seconds["banks"] = time.perf_counter() - clock
+    stage_done("banks")
     if summary.trials_blocked:
         console.print(f"[red]{summary.trials_blocked} trial(s) skipped: their experts failed[/] "
                       + "; ".join(summary.experts_failed))
@@ -326,6 +361,8 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                            plugins=spec.plugins, on_trial_done=trial_done)
     summary.trials_run = len(metrics)
     summary.seconds["grid"] = time.perf_counter() - clock
+    summary.trial_metrics = metrics
+    stage_done("grid")
     errors = [m for m in metrics if m.get("status") != "ok"]
     console.print(f"grid: {len(metrics)} trial(s) in {summary.seconds['grid']:.0f} s"
                   + (f", [red]{len(errors)} error(s)[/]" if errors else ""))

@@ -9,6 +9,7 @@ evaluates the expert on its test split and writes it to the expert store.
 from __future__ import annotations
 
 import dataclasses
+import resource
 import time
 from typing import Callable
 
@@ -66,6 +67,9 @@ def train_expert_loop(config: dict) -> None:
                            "(lower finetune.lr or use precision: fp32)")
         test_images, test_labels = eval_cache.load_split(storage, job.task, "test", data, resolution=base.resolution)
         metrics["test_accuracy"] = evaluate(model.eval(), head.to(device), test_images, test_labels)["accuracy"]
+        # this worker's peak resident memory (θ0, AdamW state, activations, train tensors): what a
+        # node must hold per fine-tune (``run_bench.py rehearse`` reports it)
+        metrics["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         expert_store.save_expert(job, storage, visual.state_dict(), metrics)
     ray.train.report({k: float(v) for k, v in metrics.items()})
 

@@ -9,8 +9,13 @@ downloading anything.
 Every image is a flat colour that encodes its label (:func:`label_colour`), and grey-level formats
 use 20 · label, so a test can check that a label survived the
 layout, the split logic, the decoding and the cache. torchvision checks MD5 sums of some files
-(CIFAR, STL10, SVHN, Flowers102, FER2013) on every load; fakes cannot match them, so callers
-reading those fakes disable the check (see :func:`skip_torchvision_md5`).
+(CIFAR, STL10, SVHN, Flowers102, FER2013) on every load; fakes cannot match them, so their writers
+leave a :data:`~benchmark.datasets.layouts.FAKE_MARKER` file next to the data, and the registry
+skips the check for folders holding it (real downloads keep it; see :func:`skip_torchvision_md5`).
+
+Writers of datasets with many classes take ``test_images``: the test split then holds that many
+images spread over the classes (the head still covers every class), so a rehearsal at real
+resolution evaluates a few dozen images per task instead of one per class.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+import threading
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,7 +31,7 @@ import numpy as np
 from PIL import Image
 
 from benchmark.datasets import classnames as names
-from benchmark.datasets.layouts import hash_fraction
+from benchmark.datasets.layouts import FAKE_MARKER, hash_fraction
 
 #: torchvision modules that verify MD5 sums of the files they read.
 MD5_CHECKING_MODULES = ("cifar", "stl10", "svhn", "flowers102", "fer2013")
@@ -53,9 +59,18 @@ def _image(path: Path, label: int, size: tuple[int, int]) -> None:
     Image.new("RGB", size, label_colour(label)).save(path, fmt, **options)
 
 
+_MD5_LOCK = threading.Lock()
+_MD5_SKIPS = [0]  # how many callers are inside skip_torchvision_md5 (nested or in other threads)
+_MD5_SAVED: list = []
+
+
 @contextlib.contextmanager
 def skip_torchvision_md5() -> Iterator[None]:
-    """Let torchvision read fakes: existence is checked, MD5 sums are not (restored on exit)."""
+    """Let torchvision read fakes: existence is checked, MD5 sums are not (restored on exit).
+
+    Re-entrant and thread-safe: the originals come back when the last caller leaves, so two
+    threads reading fakes at once cannot leave the check disabled for good.
+    """
     import importlib
 
     from torchvision.datasets import utils
@@ -63,18 +78,38 @@ def skip_torchvision_md5() -> Iterator[None]:
     def exists_only(fpath, md5=None):
         return Path(fpath).is_file()
 
-    saved = []
-    for name in MD5_CHECKING_MODULES:
-        module = importlib.import_module(f"torchvision.datasets.{name}")
-        saved.append((module, module.check_integrity))
-        module.check_integrity = exists_only
-    saved.append((utils, utils.check_integrity))
-    utils.check_integrity = exists_only
+    with _MD5_LOCK:
+        if _MD5_SKIPS[0] == 0:
+            for name in MD5_CHECKING_MODULES:
+                module = importlib.import_module(f"torchvision.datasets.{name}")
+                _MD5_SAVED.append((module, module.check_integrity))
+                module.check_integrity = exists_only
+            _MD5_SAVED.append((utils, utils.check_integrity))
+            utils.check_integrity = exists_only
+        _MD5_SKIPS[0] += 1
     try:
         yield
     finally:
-        for module, original in saved:
-            module.check_integrity = original
+        with _MD5_LOCK:
+            _MD5_SKIPS[0] -= 1
+            if _MD5_SKIPS[0] == 0:
+                for module, original in _MD5_SAVED:
+                    module.check_integrity = original
+                _MD5_SAVED.clear()
+
+
+def _mark_fake(folder: Path) -> None:
+    """Say that ``folder`` holds a fake (the registry then skips torchvision's MD5 check there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / FAKE_MARKER).write_text("written by benchmark.datasets.fake: MD5 sums cannot match\n")
+
+
+def _test_labels(n_classes: int, per_class: int, test_images: int | None) -> set[int]:
+    """Labels that get test images: all of them, or ``test_images // per_class`` spread evenly."""
+    if test_images is None or test_images >= n_classes * per_class:
+        return set(range(n_classes))
+    k = max(1, test_images // per_class)
+    return {int(i) for i in np.linspace(0, n_classes - 1, k).round()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,14 +144,18 @@ def write_sun397_folders(root: Path, per_class: int = 1, size=(24, 20), n_classe
     _split_folders(root, "sun397", sorted(folders), per_class, size, test_dir="val")
 
 
-def write_sun397_partitions(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 397) -> None:
+def write_sun397_partitions(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 397,
+                            test_images: int | None = None) -> None:
     base = root / "SUN397"
     classes = sorted(f"/{chr(97 + i % 26)}/fake_scene_{i:03d}" for i in range(n_classes))
     base.mkdir(parents=True, exist_ok=True)
     (base / "ClassName.txt").write_text("\n".join(classes) + "\n")
     lists = {"Training_01.txt": [], "Testing_01.txt": []}
+    tested = _test_labels(n_classes, per_class, test_images)
     for label, cls in enumerate(classes):
         for listing, tag in (("Training_01.txt", "tr"), ("Testing_01.txt", "te")):
+            if tag == "te" and label not in tested:
+                continue
             for k in range(per_class):
                 rel = f"{cls}/sun_{tag}{k}.jpg"
                 _image(base / rel.lstrip("/"), label, size)
@@ -141,11 +180,14 @@ def write_dtd_folders(root: Path, per_class: int = 1, size=(24, 20)) -> None:
     _split_folders(root, "dtd", names.DTD, per_class, size, test_dir="val")
 
 
-def write_resisc45(root: Path, per_class: int = 1, size=(24, 20)) -> None:
+def write_resisc45(root: Path, per_class: int = 1, size=(24, 20), test_images: int | None = None) -> None:
     base = root / "resisc45"
     lists = {"train": [], "val": [], "test": []}
+    tested = _test_labels(len(names.RESISC45_FOLDERS), per_class, test_images)
     for label, folder in enumerate(names.RESISC45_FOLDERS):
         for split in lists:
+            if split == "test" and label not in tested:
+                continue
             for k in range(per_class):
                 name = f"{folder}_{split}{k:03d}.jpg"
                 _image(base / "NWPU-RESISC45" / folder / name, label, size)
@@ -235,25 +277,32 @@ def write_svhn(root: Path, per_class: int = 2, subdir: str = "svhn") -> None:
         labels = np.repeat(np.arange(10), per_class)
         x = np.stack([np.broadcast_to(np.array(label_colour(int(c)), np.uint8), (32, 32, 3)) for c in labels], axis=-1)
         savemat(base / f"{split}_32x32.mat", {"X": x, "y": np.where(labels == 0, 10, labels).reshape(-1, 1)})
+    _mark_fake(base)
 
 
-def write_gtsrb(root: Path, per_class: int = 1, size=(24, 20)) -> None:
+def write_gtsrb(root: Path, per_class: int = 1, size=(24, 20), test_images: int | None = None) -> None:
     base = root / "gtsrb"
     rows = ["Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2;ClassId"]
+    tested = _test_labels(43, per_class, test_images)
     for label in range(43):
         for k in range(per_class):
             _image(base / "GTSRB" / "Training" / f"{label:05d}" / f"{label:05d}_{k:05d}.ppm", label, size)
+            if label not in tested:
+                continue
             name = f"{label:03d}{k:02d}.ppm"
             _image(base / "GTSRB" / "Final_Test" / "Images" / name, label, size)
             rows.append(f"{name};{size[0]};{size[1]};0;0;{size[0]};{size[1]};{label}")
     (base / "GT-final_test.csv").write_text("\n".join(rows) + "\n")
 
 
-def write_dtd_torchvision(root: Path, per_class: int = 1, size=(24, 20)) -> None:
+def write_dtd_torchvision(root: Path, per_class: int = 1, size=(24, 20), test_images: int | None = None) -> None:
     base = root / "dtd" / "dtd"
     lists = {"train1.txt": [], "val1.txt": [], "test1.txt": []}
+    tested = _test_labels(len(names.DTD), per_class, test_images)
     for label, cls in enumerate(names.DTD):
         for listing in lists:
+            if listing == "test1.txt" and label not in tested:
+                continue
             for k in range(per_class):
                 name = f"{cls}_{listing[:-5]}{k}.jpg"
                 _image(base / "images" / cls / name, label, size)
@@ -263,7 +312,8 @@ def write_dtd_torchvision(root: Path, per_class: int = 1, size=(24, 20)) -> None
         (base / "labels" / listing).write_text("\n".join(rows) + "\n")
 
 
-def write_cars(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 196) -> None:
+def write_cars(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 196,
+               test_images: int | None = None) -> None:
     from scipy.io import savemat
 
     base = root / "stanford_cars"
@@ -273,7 +323,10 @@ def write_cars(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 1
     for split, folder, mat in (("train", "cars_train", base / "devkit" / "cars_train_annos.mat"),
                                ("test", "cars_test", base / "cars_test_annos_withlabels.mat")):
         records = []
+        tested = _test_labels(n_classes, per_class, test_images) if split == "test" else range(n_classes)
         for label in range(n_classes):
+            if label not in tested:
+                continue
             for k in range(per_class):
                 fname = f"{split}{label:03d}{k}.jpg"
                 _image(base / folder / fname, label, size)
@@ -297,6 +350,7 @@ def write_flowers102(root: Path, per_class: int = 2, size=(24, 20)) -> None:
                 image_id += 1
     savemat(base / "imagelabels.mat", {"labels": np.array(labels).reshape(1, -1)})
     savemat(base / "setid.mat", {k: np.array(v).reshape(1, -1) for k, v in ids.items()})
+    _mark_fake(base)
 
 
 def write_fer2013(root: Path, per_class: int = 2) -> None:
@@ -308,6 +362,7 @@ def write_fer2013(root: Path, per_class: int = 2) -> None:
         for usage in ("Training", "PublicTest", "PrivateTest"):
             rows += [f"{label},{pixels},{usage}"] * per_class
     (base / "fer2013.csv").write_text("\n".join(rows) + "\n")
+    _mark_fake(base)
 
 
 def write_oxford_pets(root: Path, per_class: int = 1, size=(24, 20)) -> None:
@@ -334,6 +389,7 @@ def write_stl10(root: Path, per_class: int = 2) -> None:
         (base / f"{split}_X.bin").write_bytes(np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes())
         (base / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
     (base / "unlabeled_X.bin").write_bytes(b"")
+    _mark_fake(base)
 
 
 def write_cifar(root: Path, hundred: bool = False, per_class: int = 2) -> None:
@@ -353,6 +409,7 @@ def write_cifar(root: Path, hundred: bool = False, per_class: int = 2) -> None:
         (base / name).write_bytes(pickle.dumps(content))
     meta = {"fine_label_names": [f"c{i}" for i in range(100)]} if hundred else {"label_names": list(names.CIFAR10)}
     (base / ("meta" if hundred else "batches.meta")).write_bytes(pickle.dumps(meta))
+    _mark_fake(base)
 
 
 def write_food101(root: Path, per_class: int = 1, size=(24, 20)) -> None:

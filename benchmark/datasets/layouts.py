@@ -31,6 +31,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from PIL import Image
 
+#: A file of this name in a dataset's folder says the data are a fake (``benchmark.datasets.fake``):
+#: torchvision's MD5 check, which no fake can pass, is skipped for that folder only.
+FAKE_MARKER = ".ww-fake"
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -250,9 +254,21 @@ class TorchvisionLayout(Layout):
                              f"pip install {module}")
         return Probe(True, f"torchvision {self.cls} under {here}")
 
+    def is_fake(self, root: Path) -> bool:
+        """The folder of the layout's first marker holds :data:`FAKE_MARKER` (written by the fakes)."""
+        return ((self._root(root) / self.markers[0]).parent / FAKE_MARKER).is_file()
+
     def read(self, root: Path, split: str, domain: str | None) -> Samples:
         import torchvision.datasets as tvd
 
+        if self.is_fake(root):  # real downloads keep torchvision's MD5 check
+            from benchmark.datasets.fake import skip_torchvision_md5
+
+            with skip_torchvision_md5():
+                return self._read(root, split, tvd)
+        return self._read(root, split, tvd)
+
+    def _read(self, root: Path, split: str, tvd: Any) -> Samples:
         cls = getattr(tvd, self.cls)
         # FER2013 has no download argument; every other class gets download=False spelled out
         offline = {"download": False} if "download" in inspect.signature(cls).parameters else {}
