@@ -264,9 +264,14 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     # the object store's real size is known now: the routes are final, and must fit in memory
     from benchmark.bank import available_memory, object_store_capacity
 
+    planned = {b.key: b.route for b in banks}
     store_bytes = object_store_capacity()[0]
     banks = plan_banks(plan, trials_todo, store_bytes)
     routes = {b.key: b.route for b in banks}
+    for bank in banks:
+        if planned.get(bank.key) != bank.route:
+            console.print(f"bank {bank.label}: {bank.route.replace('_', ' ')} route after all (Ray's object store "
+                          f"holds {human_bytes(store_bytes or 0)})", highlight=False)
     res = spec.resources
     check_memory(banks, res, len(trials_todo), store_bytes=store_bytes,
                  driver_available=available_memory(), nodes=ray_nodes_memory())

@@ -155,7 +155,12 @@ def _load_checkpoint(checkpoint) -> dict | None:
     import torch
 
     with checkpoint.as_directory() as directory:
-        return torch.load(Path(directory) / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
+        path = Path(directory) / CHECKPOINT_FILE
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        # the totals it carries were taken before it was written: count the checkpoint itself too
+        state[WRITTEN_KEY] = int(state.get(WRITTEN_KEY, 0)) + path.stat().st_size
+        state[COUNT_KEY] = int(state.get(COUNT_KEY, 0)) + 1
+        return state
 
 
 @ray.remote(num_cpus=0)
