@@ -291,3 +291,18 @@ def test_global_selection_matches_a_sort_on_a_large_fp32_bank():
     agree = (trimmed * gamma > 0).to(rows.dtype)
     expected = (trimmed * agree).sum(0) / agree.sum(0).clamp(min=1)
     assert torch.equal(torch.cat([merged["a"].reshape(-1), merged["b"]]), expected)
+
+
+@pytest.mark.parametrize("tasks, seed", [(3, 0), (8, 2)])
+def test_every_merger_on_fp32_banks_stays_within_1e_5_of_its_fp64_reference(tasks, seed):
+    """Real banks are fp32: each merger's fp32 output against its reference computed in fp64 on the
+    same (fp32-rounded) inputs, relative to the largest reference entry of each tensor."""
+    taus32 = [{k: v.float() for k, v in t.items()} for t in random_taus(tasks, seed)]
+    for name, reference in REFERENCES.items():
+        expected = reference([{k: v.double() for k, v in t.items()} for t in taus32])
+        merged = ww.merge(name, taus32)
+        for key in LAYOUT:
+            assert merged[key].dtype == torch.float32
+            scale = expected[key].abs().max().clamp_min(1e-300)
+            error = ((merged[key].double() - expected[key]).abs().max() / scale).item()
+            assert error <= 1e-5, f"{name} {key}: {error:.1e}"
