@@ -160,7 +160,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
                  for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
         prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
                                                                     storage.uri())
-    with console.status("preparing θ0 (toy pre-training on first run), tensors and zero-shot heads"):
+    with console.status("preparing θ0 (shipped, or pre-trained for another toy recipe), tensors and zero-shot heads"):
         prepared = {k: _get_input_checked(ref) for k, ref in prepared_refs.items()}
     summary.seconds["prepare"] = time.perf_counter() - clock
     console.print(f"θ0, tensors and heads ready ({summary.seconds['prepare']:.0f} s)")
