@@ -100,3 +100,18 @@ def test_the_cli_reports_a_corrupted_file_on_one_line(relocated, tmp_path, capsy
 def test_manifest_is_plain_json_with_the_recipe(manifest):
     assert json.loads(json.dumps(manifest)) == manifest
     assert set(manifest["recipe"]) == set(PretrainSpec.model_fields)
+
+
+def test_a_normal_install_carries_the_shipped_pair():
+    """The wheel's package data names both files (an editable install reads the tree itself)."""
+    import re
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "pyproject.toml").read_text()  # tomllib is 3.11+, the project supports 3.10
+    section = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
+    patterns = re.findall(r'"([^"]+)"', re.search(r"^benchmark\s*=\s*\[(.*)\]", section, re.M).group(1))
+    for path in (shipped.SHIPPED_WEIGHTS, shipped.manifest_path(shipped.SHIPPED_WEIGHTS)):
+        relative = path.relative_to(root / "benchmark").as_posix()
+        assert any(fnmatch(relative, p) for p in patterns), (relative, patterns)
