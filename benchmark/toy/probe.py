@@ -221,7 +221,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cil-splits", type=int, default=5)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (default 1: on a shared machine two threads wait on each other; 0 = torch's default)")
     p.add_argument("--json", type=Path, default=None, help="also write every row to this JSON file")
     return p
 
