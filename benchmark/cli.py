@@ -82,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     rehearse.add_argument("--bank-route", default=None, choices=("auto", "object_store", "file"),
                           help="resources.bank_route of the rehearsed spec (default: the spec's)")
     rehearse.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    toy = sub.add_parser("toy", help="the embedded toy world: pretrain (rebuild the shipped θ0), probe (measure a world)")
+    toy.add_argument("args", nargs=argparse.REMAINDER, help="pretrain [--out FILE] | probe [...] (see toy CMD --help)")
     perf = sub.add_parser("perf", help="performance benchmarks: merge (mergers/weaving, synthetic bank), eval (cached vs decoded eval), "
                           "grid (Ray Tune orchestration overhead and bytes read per trial)")
     perf.add_argument("what", choices=sorted(PERF_COMMANDS), help="which benchmark")
@@ -107,6 +109,12 @@ def cmd_data(args, console: Console) -> int:
     from benchmark.data_cli import main as data_main
 
     return data_main(args.args)
+
+
+def cmd_toy(args, console: Console) -> int:
+    from benchmark.toy.commands import main as toy_main
+
+    return toy_main(args.args)
 
 
 def cmd_run(args, console: Console) -> int:
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data,
-                    "analyze": cmd_analyze, "rehearse": cmd_rehearse}
+                    "analyze": cmd_analyze, "rehearse": cmd_rehearse, "toy": cmd_toy}
         return commands[args.command](args, console)
     except (SpecError, FileNotFoundError, PermissionError, ValueError, InsufficientSpaceError) as exc:
         if args.debug:

@@ -2,8 +2,9 @@
 
 Two sources behind one function:
 
-- the embedded toy (``pretrained: toy``), pre-trained once by a short contrastive run and cached
-  under ``<root>/cache/pretrained``;
+- the embedded toy (``pretrained: toy``): the θ0 shipped with the package when the spec's recipe is
+  the one it was made for (hash-verified, ``benchmark.toy.shipped``), else pre-trained once by a
+  contrastive run; either way cached under ``<root>/cache/pretrained``;
 - open_clip's real models (``ViT-B-32``, ``ViT-B-16``, ``ViT-L-14``, ... with any pretrained tag
   open_clip lists, ``openai`` by default), resolved strictly offline: from the Hugging Face cache
   open_clip downloads into (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
@@ -174,9 +175,14 @@ def resolve_pretrained(name: str, pretrained: str) -> Path:
 
 
 def check_weights_available(spec: "ModelSpec") -> None:
-    """Fail before any work when a real θ0's weights are missing (the toy is produced by the run)."""
+    """Fail before any work when a real θ0's weights are missing, or when the shipped toy θ0 this
+    spec would use is corrupted (another toy recipe is pre-trained by the run)."""
     if not spec.is_toy:
         resolve_pretrained(spec.name, spec.pretrained)
+        return
+    from benchmark.toy.shipped import shipped_for
+
+    shipped_for(base_key(spec))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,11 +190,15 @@ def check_weights_available(spec: "ModelSpec") -> None:
 
 
 def base_key(spec: "ModelSpec") -> str:
-    """Key of θ0: the model name, its pretrained tag (or file path) and (toy) the pre-training recipe
-    and the revision of the code that runs it (``pretrain`` of `benchmark.keys.REVISIONS`)."""
+    """Key of θ0: the model name, its pretrained tag (or file path) and, for the toy, the pre-training
+    recipe, the architecture and the revision of the code that runs it (``pretrain`` of
+    `benchmark.keys.REVISIONS`): the shipped θ0 serves exactly one key; any change pre-trains anew."""
     payload = {"name": spec.name, "pretrained": spec.pretrained, "pretrain": spec.pretrain}
     if spec.is_toy:
+        from benchmark.toy.model import toy_model_config
+
         payload["pretrain_revision"] = revision("pretrain")
+        payload["architecture"] = toy_model_config()
     return content_key("base", payload)
 
 
@@ -244,13 +254,23 @@ def _toy_checkpoint(spec: "ModelSpec", storage: StorageRoot) -> Path:
 
 
 def ensure_base_model(spec: "ModelSpec", storage: StorageRoot, log=print) -> dict[str, float]:
-    """Make θ0 available: pre-train and cache the toy once; check real weights resolve offline."""
+    """Make θ0 available: cache the toy once (the shipped θ0 or a pre-training); check real weights resolve offline."""
     if not spec.is_toy:
         load_base_model(spec, storage)
         return {}
     path = _toy_checkpoint(spec, storage)
     if path.exists():
         return {"cached": 1.0}
+    from benchmark.toy.shipped import shipped_for
+
+    shipped = shipped_for(base_key(spec))  # verified against its manifest, or None for another recipe
+    if shipped is not None:
+        import shutil
+
+        with atomic_write(path) as tmp:
+            shutil.copyfile(shipped, tmp)
+        write_text_atomic(path.with_suffix(".json"), json.dumps({"shipped": str(shipped)}, indent=1))
+        return {"shipped": 1.0}
     from safetensors.torch import save_file
 
     from benchmark.toy import PretrainRecipe, create_toy_model, pretrain

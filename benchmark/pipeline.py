@@ -141,7 +141,11 @@ def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Consol
                 else:
                     prepared[key] = value
 
-    toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()]
+    from benchmark.models import base_key
+    from benchmark.toy.shipped import shipped_for
+
+    toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()
+            and shipped_for(base_key(m)) is None]  # the shipped θ0 is copied, not pre-trained
     if not toys:
         consume(lambda line: console.print(f"  {line}", highlight=False, markup=False))
         return prepared

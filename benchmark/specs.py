@@ -37,7 +37,10 @@ class _Strict(BaseModel):
 
 
 class PretrainSpec(_Strict):
-    """Toy only: the short contrastive pre-training that gives θ0 its zero-shot ability."""
+    """Toy only: the contrastive pre-training that gives θ0 its zero-shot ability.
+
+    The defaults are the recipe of the θ0 shipped with the package (``benchmark.toy.shipped``): a
+    spec that keeps them uses that file, one that changes any of them pre-trains its own θ0."""
 
     steps: int = Field(600, ge=1)
     batch_size: int = Field(256, ge=2)

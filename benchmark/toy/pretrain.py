@@ -1,8 +1,9 @@
-"""Contrastive pre-training of the toy CLIP: the short run that gives θ0 real zero-shot ability.
+"""Contrastive pre-training of the toy CLIP: the run that gives θ0 real zero-shot ability.
 
 Merging is only interesting from a pre-trained θ0 (task vectors from a random init do not add
-up), and the embedded default cannot download one, so it trains one in a couple of minutes on
-the suite's pre-training pairs. The objective is CLIP's symmetric InfoNCE with one change: the
+up), and the embedded default cannot download one, so it is trained on the suite's pre-training
+pairs — once, by the maintainers, and shipped (``benchmark.toy.shipped``); this module is what
+``run_bench.py toy pretrain`` and any other recipe run. The objective is CLIP's symmetric InfoNCE with one change: the
 toy captions repeat (a few thousand distinct strings), and plain CLIP loss would push an image
 away from every other image's identical caption. Captions are therefore deduplicated per batch:
 
@@ -33,7 +34,7 @@ _MAX_LOGIT_SCALE = math.log(100.0)
 
 @dataclass
 class PretrainRecipe:
-    """Pre-training hyper-parameters; the defaults fit ~2 minutes on two CPU cores (TOY_NOTES)."""
+    """Pre-training hyper-parameters; the defaults are the shipped θ0's recipe (``PretrainSpec``)."""
 
     steps: int = 600
     batch_size: int = 256
