@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -70,13 +71,33 @@ def _busy_workers_on(cluster: LocalCluster, node_ip: str) -> list[str]:
     return busy
 
 
+def _stage_project(cluster: LocalCluster) -> Path:
+    """A copy of the project's sources owned by the launch user.
+
+    ``file_mounts: {"~/ww": "."}`` makes ``ray up`` hash and sync everything under the folder it
+    runs in; a clone holds more than sources (CI's virtual environment, root-only test caches such
+    as ``.hypothesis``), which the user cannot read and nobody wants copied to every node."""
+    project = cluster.user_dir("project")
+    shutil.rmtree(project)
+    project.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache")
+    for folder in ("ww", "benchmark", "tests"):
+        shutil.copytree(REPO / folder, project / folder, ignore=ignore)
+    for name in ("run_bench.py", "pyproject.toml", "README.md", CONFIG.name):
+        shutil.copy2(REPO / name, project / name)
+    for path in [project, *project.rglob("*")]:
+        os.chown(path, cluster.uid, cluster.gid, follow_symlinks=False)
+    return project
+
+
 def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("creates a user and starts sshd: run as root (CI does)")
     timings: dict[str, float] = {}
     log = tmp_path / "launch.log"
-    ray = f"ray {{}} {CONFIG}"
     with LocalCluster(tmp_path) as cluster:
+        project = _stage_project(cluster)  # what `ray up` hashes and syncs: the sources, not a venv or caches
+        ray = f"ray {{}} {project / CONFIG.name}"
         shared = cluster.user_dir("shared-root")  # one host: both nodes see the user's home
         root = shared / f"run-{time.time_ns()}"  # the user may outlive a test run
         spec_dir = cluster.user_dir("specs")
@@ -90,7 +111,7 @@ def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
         submit = f"{ray.format('submit')} run_bench.py run {spec_path} --root {root}"
         try:
             start = time.perf_counter()
-            cluster.user_shell(f"{ray.format('up')} -y --no-config-cache", cwd=REPO, timeout=600)
+            cluster.user_shell(f"{ray.format('up')} -y --no-config-cache", cwd=project, timeout=600)
             deadline = time.monotonic() + 180  # the autoscaler starts the worker after the head
             while cluster.raylet_pid("127.0.0.2") is None:
                 assert time.monotonic() < deadline, "the worker node (127.0.0.2) never started"
@@ -100,7 +121,7 @@ def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
             # --- `ray submit`; the worker's raylet is killed once the grid has started ---
             clock = time.perf_counter()
             with log.open("w") as out:
-                running = cluster.user_shell(submit, cwd=REPO, timeout=None, background=True, stdout=out)
+                running = cluster.user_shell(submit, cwd=project, timeout=None, background=True, stdout=out)
                 deadline = time.monotonic() + 1200
                 grid = root / "runs" / "grid"  # Tune's experiment folder: the grid has started
                 while not grid.exists():
@@ -118,7 +139,7 @@ def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
             resubmits = 0
             if rc != 0 or ok != _expected(spec):
                 resubmits = 1  # the documented recovery: the same command again resumes
-                again = cluster.user_shell(submit, cwd=REPO, timeout=1200, check=False)
+                again = cluster.user_shell(submit, cwd=project, timeout=1200, check=False)
                 assert again.returncode == 0, (again.stdout + again.stderr)[-5000:]
                 timings["resubmit_s"] = time.perf_counter() - clock - timings["run_s"]
             ok, every, statuses = _rows_per_trial(root)
@@ -126,7 +147,7 @@ def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
             assert statuses == {"ok"}
         finally:
             clock = time.perf_counter()
-            down = cluster.user_shell(f"{ray.format('down')} -y", cwd=REPO, timeout=300, check=False)
+            down = cluster.user_shell(f"{ray.format('down')} -y", cwd=project, timeout=300, check=False)
             timings["down_s"] = time.perf_counter() - clock
         assert down.returncode == 0, down.stderr[-3000:]
     report = {**{k: round(v, 1) for k, v in timings.items()}, "run_rc": rc, "resubmits": resubmits}
