@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -69,6 +70,16 @@ def _busy_workers_on(cluster: LocalCluster, node_ip: str) -> list[str]:
         if ppid == raylet and title.startswith("ray::") and not title.startswith("ray::IDLE"):
             busy.append(title)
     return busy
+
+
+@pytest.fixture(autouse=True)
+def _forget_the_plugin_mergers():
+    """The plan built here imports the spec's plugin (tests.fault_mergers) into this process: take
+    its mergers out of the registry afterwards, as every other test that uses them does."""
+    yield
+    module = sys.modules.get("tests.fault_mergers")
+    if module is not None:
+        module.forget()
 
 
 def _stage_project(cluster: LocalCluster) -> Path:
