@@ -103,11 +103,12 @@ def largest_magnitude(values: torch.Tensor) -> torch.Tensor:
 def sparse_nonzero(mask: torch.Tensor, groups: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
     """(rows, columns) of the non-zero entries of a sparse 0/1 ``[T, n]`` mask (unordered).
 
-    ``nonzero`` costs ~40 float operations per entry it scans on CPU, however few entries are set.
+    ``nonzero`` costs many times a float operation per entry it scans on CPU, however few entries
+    are set.
     Here the columns are split into ``groups`` interleaved sets (column c belongs to set c // m,
     m = n / groups); the maximum over the sets is an outer reduction (vectorised), ``nonzero``
     scans only that ``[T, m]`` summary, and the few hits are expanded back to their ``groups``
-    candidate columns. For masks as sparse as a selection bracket's (~1 %) this is ~4x cheaper.
+    candidate columns. For masks as sparse as a selection bracket's this scans far less.
     """
     rows, columns = mask.shape
     width = columns // groups
