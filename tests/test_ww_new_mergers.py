@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ww
-from ww.counter_rng import uniform_lanes16
+from ww.engine.counter_rng import uniform_lanes16
 from ww.mergers.breadcrumbs import row_counts
 from ww.mergers.iso import subspace_sizes
 from ww.mergers.pcb import quantile_ranks
@@ -89,7 +89,7 @@ def test_consensus_keeps_entries_used_by_exactly_k_tasks_in_fp32():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_at_least_a_scalar_threshold_is_exact_in_the_values_precision(dtype):
-    from ww.blockops import at_least
+    from ww.engine.blockops import at_least
 
     values = torch.tensor([1.0, 2.0, 3.0, 2.0], dtype=dtype)
     assert at_least(values, 2).tolist() == [0.0, 1.0, 1.0, 1.0]

@@ -18,7 +18,7 @@ from . import mergers as _mergers  # noqa: F401  (registers the base mergers)
 from . import analysis  # noqa: F401  (geometry and interference of task vectors, METHODS §4)
 from . import kernels  # noqa: F401  (WW_KERNELS, expect_many_merges: when block kernels compile)
 from .bank import TaskVectorBank
-from .bank_file import BankWriter, open_bank, save_bank
+from .engine.bank_file import BankWriter, open_bank, save_bank
 from .merging import merge
 from .pooling import POOLINGS
 from .registry import MERGERS, default_lambdas

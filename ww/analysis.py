@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from .bank import as_bank
-from .blockops import last_argmax
+from .engine.blockops import last_argmax
+from .engine.streaming import Block
 from .mergers.consensus import tall_masks
 from .mergers.randmix import MERGER_LABEL, random_rows
 from .mergers.ties import top_k_thresholds
-from .streaming import Block
 
 _BLOCK_INDEX = re.compile(r"(?:^|\.)(?:resblocks|blocks|layers|layer|h)\.(\d+)\.")
 _HEAD_PARTS = ("ln_post", "proj", "head", "fc_norm", "norm", "attn_pool")
@@ -277,7 +277,7 @@ class SelectionShares:
 def selection_shares(task_vectors, seed: int = 0) -> SelectionShares:
     """The share of entries each task contributes under MagMax and under randmix (METHODS §2).
 
-    MagMax's winner is its own rule (`ww.blockops.last_argmax` of |τ|, ties to the later task);
+    MagMax's winner is its own rule (`ww.engine.blockops.last_argmax` of |τ|, ties to the later task);
     randmix's pick is the very draw ``ww.merge("randmix", ..., seed=seed)`` makes (the counter-
     based stream keyed by seed, "randmix-merger" and the tensor name), whose expected share is 1/T.
     Entries where every task vector is 0 are not counted: no task contributes anything there, and

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .engine.streaming import DEFAULT_BLOCK_ENTRIES, TaskStream, bank_stream
 from .layout import Layout, layout_numel, layout_slices, normalize_layout
 from .precision import compute_dtype
-from .streaming import DEFAULT_BLOCK_ENTRIES, TaskStream, bank_stream
 
 StateDict = Mapping[str, torch.Tensor]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .engine.streaming import Block, SampledBlock, TaskStream, _SharedState
 from .layout import Layout
-from .streaming import Block, SampledBlock, TaskStream, _SharedState
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Candidates:
 
     def task_stream(self, block_entries: int | None = None) -> TaskStream:
         """The task vectors alone (``[0, n]`` blocks for the plain set), aligned with ``merged``."""
-        from .streaming import bank_stream
+        from .engine.streaming import bank_stream
 
         tasks = self.task_vectors
         if tasks is None:

@@ -22,13 +22,14 @@ from types import MappingProxyType
 
 import torch
 
-from .blockops import at_least, choose, largest_magnitude, select_by_index
 from .candidates import Candidates
-from .counter_rng import key_words, stream_key, uniform_indices_wide
-from .kernels import Kernel, compiled_for
+from .engine.blockops import at_least, choose, largest_magnitude, select_by_index
+from .engine.compiling import Kernel
+from .engine.counter_rng import key_words, stream_key, uniform_indices_wide
+from .engine.streaming import Block
+from .kernels import compiled_for
 from .mergers.randmix import RANDMIX_LABEL, random_rows
 from .registry import check_revision
-from .streaming import Block
 
 WEIGHT_WEAVING = "Chaves, Valle, Avila, Weight Weaving: Parameter Pooling for Data-Free Model Merging, arXiv 2510.13921"
 

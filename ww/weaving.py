@@ -16,11 +16,11 @@ import torch
 from . import kernels
 from .bank import as_tasks
 from .candidates import Candidates, candidate_stream
-from .counter_rng import stream_key
+from .engine.counter_rng import stream_key
+from .engine.streaming import Block, TaskStream
 from .names import unknown_name_error
 from .pooling import POOLINGS, PoolingRecord
 from .registry import MERGERS, default_lambdas, get_merger
-from .streaming import Block, TaskStream
 
 
 def weave(

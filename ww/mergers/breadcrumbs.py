@@ -20,11 +20,11 @@ from fractions import Fraction
 
 import torch
 
-from ..blockops import at_least
+from ..engine.blockops import at_least
+from ..engine.compiling import Kernel, kernel
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
-from ..kernels import Kernel, kernel
 from ..registry import merger
-from ..streaming import Block, TaskStream
 from .ties import keep_count
 
 

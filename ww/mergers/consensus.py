@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import torch
 
-from ..blockops import at_least
+from ..engine.blockops import at_least
+from ..engine.compiling import kernel
+from ..engine.streaming import TaskStream
 from ..hyperparams import Interval
-from ..kernels import kernel
 from ..registry import merger, require_tasks
-from ..streaming import TaskStream
 
 
 def tall_masks(tau: torch.Tensor, tall_lambda: float, multi_task: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,7 +5,7 @@ Lunch", ICML 2024, arXiv 2311.03099. The dropped vectors are then merged by task
 (``dare_ta``) or TIES (``dare_ties``); p = 0.5 by default for fully fine-tuned CLIP experts.
 
 The drop mask of task t at entry i of tensor ``name`` is a pure function of (seed, name, t, i),
-drawn from the counter-based stream of `ww.counter_rng` (16-bit draws: an entry is dropped when
+drawn from the counter-based stream of `ww.engine.counter_rng` (16-bit draws: an entry is dropped when
 its draw, uniform over 0..65535, is below round(p·65536); p is thus resolved to 2^-16, within
 1.6e-5 of the requested value). So the merge is the same whatever the block size, the device or the
 order of the tensors, and the dropped bank is never materialised: DARE is a transform of the
@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import torch
 
-from ..counter_rng import hash32_wide, lanes16, stream_key
+from ..engine.compiling import Kernel
+from ..engine.counter_rng import hash32_wide, lanes16, stream_key
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
-from ..kernels import Kernel
 from ..registry import merger
-from ..streaming import Block, TaskStream
 from .task_arithmetic import task_arithmetic
 from .ties import ties
 

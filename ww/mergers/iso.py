@@ -18,10 +18,10 @@ from fractions import Fraction
 
 import torch
 
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
 from ..registry import merger
 from ..spectral import decomposed, is_svd_matrix, polar_factor, projected_top_singular, thin_svd
-from ..streaming import Block, TaskStream
 
 
 def iso_c_block(tau: torch.Tensor, block: Block) -> torch.Tensor:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from ..blockops import largest_magnitude
+from ..engine.blockops import largest_magnitude
+from ..engine.streaming import TaskStream
 from ..registry import merger
-from ..streaming import TaskStream
 
 
 @merger(

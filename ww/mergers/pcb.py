@@ -26,7 +26,7 @@ Cost: inter-balancing needs T(T+1)/2 tanh per entry. With eager kernels β is co
 cached (one extra ``[T, P]`` copy) when the bank is in memory and fits `CACHE_BYTES`; memory-mapped
 banks, weaving (whose bound is T + 3 models) and the compiled kernels (`ww.kernels`, one fused loop
 per block) recompute it in each pass that needs it. The maximum and the threshold of β come from
-one selection pass. There is no one-pass (`ww.speculation`) form: every weight depends on the
+one selection pass. There is no one-pass (`ww.engine.speculation`) form: every weight depends on the
 threshold's exact value, not only on which side of it an entry falls.
 """
 
@@ -38,12 +38,12 @@ from fractions import Fraction
 
 import torch
 
-from ..blockops import at_least
+from ..engine.blockops import at_least
+from ..engine.compiling import Kernel, kernel
+from ..engine.selection import kth_largest, magnitudes
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
-from ..kernels import Kernel, kernel
 from ..registry import merger
-from ..selection import kth_largest, magnitudes
-from ..streaming import Block, TaskStream
 from .ties import keep_count
 
 CLAMP_QUANTILE = 0.01

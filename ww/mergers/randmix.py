@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from ..blockops import pick_rows, select_by_index
-from ..counter_rng import key_words, stream_key, uniform_indices, uniform_indices_wide
-from ..kernels import Kernel, compiled_for
+from ..engine.blockops import pick_rows, select_by_index
+from ..engine.compiling import Kernel
+from ..engine.counter_rng import key_words, stream_key, uniform_indices, uniform_indices_wide
+from ..engine.streaming import Block, TaskStream
+from ..kernels import compiled_for
 from ..registry import merger
-from ..streaming import Block, TaskStream
 
 RANDMIX_LABEL = "randmix"
 """Stream label of randmix pooling (`ww.pooling`)."""
@@ -49,7 +50,7 @@ def _randmix_compiled(tau: torch.Tensor, block: Block, seed: int) -> torch.Tenso
 )
 def randmix(tasks: TaskStream, *, seed: int = 0) -> torch.Tensor:
     """Per element one task's entry, the task drawn uniformly with the counter-based stream of
-    `ww.counter_rng` keyed by (seed, "randmix-merger", tensor name); its paper uses λ = 1.0."""
+    `ww.engine.counter_rng` keyed by (seed, "randmix-merger", tensor name); its paper uses λ = 1.0."""
     count = tasks.num_tasks
     if compiled_for(tasks.num_params):
         return tasks.map(lambda tau, block: _randmix_compiled(tau, block, seed))

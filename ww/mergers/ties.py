@@ -2,7 +2,7 @@
 
 Yadav et al., "TIES-Merging: Resolving Interference When Merging Models", NeurIPS 2023,
 arXiv 2306.01708. Two streaming passes: one radix selection of every task's global magnitude
-threshold (`ww.selection`, no sort, no P-sized copy), then one pass that trims, elects and averages
+threshold (`ww.engine.selection`, no sort, no P-sized copy), then one pass that trims, elects and averages
 block by block. Memory beyond the input is the output plus bounded block temporaries.
 """
 
@@ -13,13 +13,13 @@ from fractions import Fraction
 
 import torch
 
-from .. import speculation
-from ..blockops import at_least
+from ..engine import speculation
+from ..engine.blockops import at_least
+from ..engine.compiling import kernel
+from ..engine.selection import kth_largest_magnitudes
+from ..engine.streaming import TaskStream
 from ..hyperparams import Interval
-from ..kernels import kernel
 from ..registry import merger
-from ..selection import kth_largest_magnitudes
-from ..streaming import TaskStream
 
 
 def keep_count(k: float, num_params: int) -> int:
@@ -113,7 +113,7 @@ def ties_block(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 @kernel(_ties_speculative_fused)
 def ties_speculative(tau: torch.Tensor, highs: torch.Tensor, lows: torch.Tensor):
-    """TIES at thresholds ``highs`` plus what `ww.speculation.top_k_map` needs to correct it: per
+    """TIES at thresholds ``highs`` plus what `ww.engine.speculation.top_k_map` needs to correct it: per
     column 1.0 if some |τt| lies in [lowt, hight) else 0.0, per task #(|τt| >= hight), and a value
     that is finite iff the block is."""
     sizes = tau.abs()

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.streaming import Block, TaskStream
 from ..registry import merger
 from ..spectral import combine_rank, decomposed, is_svd_matrix, polar_factor, top_singular
-from ..streaming import Block, TaskStream
 
 
 def tsv_factors(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .layout import Layout
-from .precision import compute_dtype
+from ..layout import Layout
+from ..precision import compute_dtype
 
 if TYPE_CHECKING:
-    from .kernels import Kernel
+    from .compiling import Kernel
 
 DEFAULT_BLOCK_ENTRIES = 1 << 20
 """Entries of one ``[T, n]`` block across all tasks (4 MiB of fp32): small enough for the L3 cache
@@ -45,7 +45,7 @@ class Block:
     """A consecutive piece ``[start, stop)`` of the flat vector that lies inside one tensor.
 
     ``offset`` is the index of ``start`` inside tensor ``name`` (of shape ``shape``), so
-    position-derived random streams (`ww.counter_rng`) do not depend on how tensors are cut.
+    position-derived random streams (`ww.engine.counter_rng`) do not depend on how tensors are cut.
     """
 
     name: str
@@ -72,7 +72,7 @@ class Block:
 class SampledBlock:
     """Entries of one tensor at scattered in-tensor positions: part of a random sample of a stream.
 
-    Selection brackets its order statistics with a sample (`ww.selection`); scattered positions
+    Selection brackets its order statistics with a sample (`ww.engine.selection`); scattered positions
     make the sample's entries independent, where contiguous windows share a row's scale. It quacks
     like a `Block` where transforms look (``name``, ``shape``, ``size``, ``positions``), so a
     transform that derives randomness from positions (DARE) gives each sampled entry exactly the

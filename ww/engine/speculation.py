@@ -2,7 +2,7 @@
 
 A merger that keeps each task's entries whose value (|τt| for TIES and DARE-TIES) reaches a global
 threshold θt needs θt before its final pass, and exact selection
-(`ww.selection`) reads the bank once more to count and collect the values inside the sample's
+(`ww.engine.selection`) reads the bank once more to count and collect the values inside the sample's
 bracket [lowt, hight). That pass costs as much as the merge itself. But an entry whose value is at
 or above hight is kept whatever θt turns out to be, and one below lowt is dropped: only the columns
 where some task's value falls inside its bracket (2.8 % of them for TIES on a ViT-B-32 bank of 8
@@ -58,7 +58,7 @@ def top_k_map(
     ``speculate(tau, highs, lows)`` returns that merge at ``highs`` plus, per column, 1.0 where some
     task's value lies in [lowt, hight) and 0.0 elsewhere, per task #(value >= hight) as floats, and
     a value that is finite iff the block is. ``values(tau, block)`` maps a block to its ``[T, n]``
-    values (like `ww.selection.kth_largest`'s); it must depend on each column alone, and
+    values (like `ww.engine.selection.kth_largest`'s); it must depend on each column alone, and
     ``column_values`` computes them for scattered columns (default: ``values``; called with the
     block None for the gathered uncertain columns); ``nonnegative`` promises values >= 0. Needs
     `applies(tasks)`.

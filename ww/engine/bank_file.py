@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .bank import TaskVectorBank, _check_matches, _layout_of, as_bank
-from .layout import Layout, layout_numel, normalize_layout
+from ..bank import TaskVectorBank, _check_matches, _layout_of, as_bank
+from ..layout import Layout, layout_numel, normalize_layout
 
 TENSOR_NAME = "task_vectors"
 FORMAT = "ww-task-vector-bank/1"

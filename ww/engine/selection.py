@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from .blockops import above, at_least, sparse_nonzero
-from .kernels import Kernel
+from .compiling import Kernel
 from .streaming import Block, TaskStream, in_workers, sample_blocks
 
 DIGIT_BITS = 16
@@ -191,7 +191,7 @@ def kth_largest(
     ``ranks`` is an int ``[T, R]`` tensor with entries in [1, P] (1 = the maximum). Returns a
     ``[T, R]`` tensor of the selected values (dtype of ``values``). ``nonnegative=True`` promises
     values >= 0 (magnitudes), which makes the keys cheaper. ``sample_values`` computes the same
-    values for a scattered sample (`ww.streaming.SampledBlock`), for a ``values`` that reads a cache
+    values for a scattered sample (`ww.engine.streaming.SampledBlock`), for a ``values`` that reads a cache
     by block position; by default ``values`` itself, which must then depend on columns only.
     """
     ranks = torch.as_tensor(ranks, dtype=torch.int64)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .kernels import kernel
+from .compiling import kernel
 
 
 def above(values: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
