@@ -1,8 +1,8 @@
-"""The candidate set Weight Weaving pools, without materialising it (METHODS §1, steps 3–4).
+"""The candidate set Weight Weaving pools, without materialising it (docs/METHODS.md §1, steps 3–4).
 
 Collaborative: A* = {τ1..τT} ∪ {λ1·M..λK·M}; plain: A = {λ1·M..λK·M}. The K scaled copies are
 never stored: a block of candidate λi·M is formed only when a pooling reads that block, so memory
-stays O(P) beyond the bank instead of O((T + K)·P) (DESIGN.md, performance principles).
+stays O(P) beyond the bank instead of O((T + K)·P) (docs/DESIGN.md, performance principles).
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ AUTO_MIN_PARAMS = 1 << 24
 ONE_SHOT_MIN_ENTRIES = 1 << 32
 """Smallest single merge (T x P entries) that ``auto`` compiles for without a declaration of many
 merges, and then only with a warm inductor cache: loading and tracing the cached kernels of one
-merge costs seconds, which only a bank several times a ViT-B-32 bank of 8 tasks earns back
+merge is a fixed cost that only a bank several times a ViT-B-32 bank of 8 tasks earns back
 (docs/PERF.md, "One-shot merges")."""
 
 _override: list[str] = []

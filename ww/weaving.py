@@ -1,4 +1,4 @@
-"""Weight Weaving: pool the λ-scaled candidates of one merge instead of choosing λ (METHODS §1).
+"""Weight Weaving: pool the λ-scaled candidates of one merge instead of choosing λ (docs/METHODS.md §1).
 
 Chaves, Valle, Avila, "Weight Weaving: Parameter Pooling for Data-Free Model Merging", UniReps @
 NeurIPS 2025, arXiv 2510.13921, Algorithm 1: M = f_merge(τ1..τT) once at λ = 1; candidates

@@ -25,8 +25,8 @@ per T, and their combinations exceed 8."""
 
 COMPILE_OPTIONS = {"cpp_wrapper": True}
 """Inductor's C++ wrapper releases the GIL while a kernel runs; its default Python wrapper keeps
-it, which serialised ww's two block workers (measured: two threads took 2.3x one thread's time
-for twice the work, against 1.03x with the C++ wrapper)."""
+it, which serialises ww's block workers: with it, two threads do twice the work in little more
+than one thread's time."""
 
 
 class Kernel:

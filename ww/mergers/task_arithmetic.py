@@ -1,4 +1,4 @@
-"""Task arithmetic: M = Σt τt (METHODS §2); the merged model is θ0 + λ·M."""
+"""Task arithmetic: M = Σt τt (docs/METHODS.md §2); the merged model is θ0 + λ·M."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Weight averaging (a model soup): M = (1/T) Σt τt (METHODS §2)."""
+"""Weight averaging (a model soup): M = (1/T) Σt τt (docs/METHODS.md §2)."""
 
 from __future__ import annotations
 
