@@ -7,7 +7,7 @@ that live in weaker directions through. Per 2-D matrix (not ``text_projection``)
 take the mean of τt.
 
 Checked against a plain fp64 SVD of the definitions in docs/METHODS.md §2 ("Spectral mergers") on fp32
-inputs, ill-conditioned ones included (tests/test_ww_spectral_accuracy.py): Δ is summed and
+inputs, ill-conditioned ones included (tests/ww/test_spectral.py): Δ is summed and
 decomposed in fp64 (`ww.spectral.decomposed`), only M is rounded to the bank's dtype.
 """
 

@@ -4,7 +4,7 @@ Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024, ar
 The paper's numbers come from code, not from the paper's equations: this follows the Weight
 Weaving authors' PCB (their ``src/merging/pcb.py``, derived from PCB's ``pcb_ES.py``), written out
 in docs/METHODS.md §2 ("PCB") and checked there against an independent fp64 reference
-(tests/test_ww_pcb_reference.py). All statistics are per task over the whole flattened vector
+(tests/ww/test_pcb_reference.py). All statistics are per task over the whole flattened vector
 (global, like TIES):
 
 1. clamp |τt| to its own 1 % / 99 % quantiles [lo_t, hi_t] (outliers would dominate the scores),

@@ -9,7 +9,7 @@ rebuild M = U⊥ diag(S) V⊥ᵀ. Other tensors: the mean of τt. With more task
 the matrix contributes 0 (as in the authors' code, where every selected block is empty).
 
 Checked against a plain fp64 SVD of the definition in docs/METHODS.md §2 ("Spectral mergers") on fp32
-inputs, ill-conditioned ones included (tests/test_ww_spectral_accuracy.py): the decompositions run
+inputs, ill-conditioned ones included (tests/ww/test_spectral.py): the decompositions run
 in fp64 (`ww.spectral.decomposed`), only M is rounded to the bank's dtype.
 """
 

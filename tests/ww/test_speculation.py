@@ -14,7 +14,7 @@ import ww
 from ww import kernels
 from ww.engine import speculation
 
-from tests.test_ww_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
+from tests.ww.test_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
 
 pytestmark = needs_compiler
 

@@ -213,7 +213,7 @@ def test_mode_comes_from_the_environment_and_use(monkeypatch):
 def test_auto_compiles_only_large_streams_and_only_with_a_compiler(monkeypatch):
     monkeypatch.delenv("WW_KERNELS", raising=False)
     monkeypatch.setattr(kernels, "compiler_available", lambda: True)
-    with kernels.expect_many_merges():  # the one-shot rule: tests/test_ww_one_shot.py
+    with kernels.expect_many_merges():  # the one-shot rule: tests/ww/test_one_shot.py
         assert not kernels.compiled_for(kernels.AUTO_MIN_PARAMS - 1)
         assert kernels.compiled_for(kernels.AUTO_MIN_PARAMS)
         monkeypatch.setattr(kernels, "compiler_available", lambda: False)

@@ -7,8 +7,8 @@ import torch
 
 import ww
 from ww.engine import selection
-from ww.mergers.dare import dropped
 from ww.engine.streaming import SampledBlock, sample_blocks
+from ww.mergers.dare import dropped
 
 
 def _bank(values):

@@ -18,7 +18,7 @@ from ww import kernels
 from ww.bank import StateDictTasks
 
 needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason="no C++ compiler for inductor")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state_dicts(num_tasks=3, dtype=torch.float32, seed=0):
