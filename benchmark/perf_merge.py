@@ -69,7 +69,7 @@ ONE_SHOT_MEMORY_TARGET = 1.0
 ONE_SHOT_SLACK_BYTES = 128 << 20
 """Allowed on top of the one-model target: the blocks in flight (two per worker, each a gathered
 4 MiB block plus the eager kernels' temporaries of that size) and the heap the allocator keeps
-between trims (`ww.streaming`); it depends on neither T nor P."""
+between trims (`ww.engine.streaming`); it depends on neither T nor P."""
 TINY_LAYOUT = (
     ("class_embedding", (16,)),
     ("positional_embedding", (5, 16)),
@@ -342,7 +342,7 @@ def _warm_up(job: dict, bank, out_of_core_dir: Path | None = None) -> float:
     The leading tensors of the layout give the kernels the block shapes of the real run (tensors
     larger and smaller than a block), so the timed run starts with its compiled variants cached.
     With ``out_of_core_dir`` the cut is memory-mapped from a file there, like the real bank: a
-    resident bank takes other code paths (one-pass TIES/PCB, `ww.speculation`) and would leave
+    resident bank takes other code paths (one-pass TIES/PCB, `ww.engine.speculation`) and would leave
     the out-of-core path's kernels to compile inside the timed run.
     """
     import ww

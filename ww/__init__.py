@@ -1,7 +1,7 @@
 """ww — Weight Weaving and data-free model merging on state dicts, in torch only.
 
 Chaves, Valle, Avila, "Weight Weaving: Parameter Pooling for Data-Free Model Merging",
-arXiv 2510.13921. The repository's METHODS.md is the contract for what each function computes.
+arXiv 2510.13921. docs/METHODS.md is the contract for what each function computes.
 
     tau = [ww.task_vector(expert, base) for expert in experts]
     merged = ww.merge("ties", tau, k=0.2)                                   # M at λ = 1
@@ -15,10 +15,10 @@ Large banks are merged out-of-core from disk with the same functions:
 """
 
 from . import mergers as _mergers  # noqa: F401  (registers the base mergers)
-from . import analysis  # noqa: F401  (geometry and interference of task vectors, METHODS §4)
+from . import analysis  # noqa: F401  (geometry and interference of task vectors, docs/METHODS.md §4)
 from . import kernels  # noqa: F401  (WW_KERNELS, expect_many_merges: when block kernels compile)
 from .bank import TaskVectorBank
-from .bank_file import BankWriter, open_bank, save_bank
+from .engine.bank_file import BankWriter, open_bank, save_bank
 from .merging import merge
 from .pooling import POOLINGS
 from .registry import MERGERS, default_lambdas

@@ -1,4 +1,4 @@
-"""Analyses of a set of task vectors: geometry and interference (METHODS §4), in torch only.
+"""Analyses of a set of task vectors: geometry and interference (docs/METHODS.md §4), in torch only.
 
 Why these: merging works when task vectors do not fight. Their geometry (cosines of whole vectors,
 per tensor and per transformer block) says how much they overlap; interference measures say where
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import torch
 
 from .bank import as_bank
-from .blockops import last_argmax
+from .engine.blockops import last_argmax
+from .engine.streaming import Block
 from .mergers.consensus import tall_masks
 from .mergers.randmix import MERGER_LABEL, random_rows
 from .mergers.ties import top_k_thresholds
-from .streaming import Block
 
 _BLOCK_INDEX = re.compile(r"(?:^|\.)(?:resblocks|blocks|layers|layer|h)\.(\d+)\.")
 _HEAD_PARTS = ("ln_post", "proj", "head", "fc_norm", "norm", "attn_pool")
@@ -119,7 +119,7 @@ def cosine_matrix(task_vectors) -> torch.Tensor:
 def increment_gram(gram: torch.Tensor) -> torch.Tensor:
     """Gram of the increments δs = τs − τs−1 (δ1 = τ1) of cumulative task vectors ``D G Dᵀ``.
 
-    In a sequential chain (METHODS §3) θs starts from θs−1 yet τs = θs − θ0, so cumulative task
+    In a sequential chain (docs/METHODS.md §3) θs starts from θs−1 yet τs = θs − θ0, so cumulative task
     vectors share their history by construction; what split s itself learned is δs = θs − θs−1.
     Rows must be in chain order.
     """
@@ -190,7 +190,7 @@ class SignConflicts:
 
 
 def sign_conflicts(task_vectors, k: float = 0.2) -> SignConflicts:
-    """Sign-conflict rates among top-k entries, with TIES's trimming rule (METHODS §2).
+    """Sign-conflict rates among top-k entries, with TIES's trimming rule (docs/METHODS.md §2).
 
     Task t *keeps* entry p when τt[p] ≠ 0 and |τt[p]| ≥ its global threshold, the ⌈k·P⌉-th largest
     |τt| over the whole flattened vector (`ww.mergers.ties.top_k_thresholds`; ties at the
@@ -275,9 +275,9 @@ class SelectionShares:
 
 
 def selection_shares(task_vectors, seed: int = 0) -> SelectionShares:
-    """The share of entries each task contributes under MagMax and under randmix (METHODS §2).
+    """The share of entries each task contributes under MagMax and under randmix (docs/METHODS.md §2).
 
-    MagMax's winner is its own rule (`ww.blockops.last_argmax` of |τ|, ties to the later task);
+    MagMax's winner is its own rule (`ww.engine.blockops.last_argmax` of |τ|, ties to the later task);
     randmix's pick is the very draw ``ww.merge("randmix", ..., seed=seed)`` makes (the counter-
     based stream keyed by seed, "randmix-merger" and the tensor name), whose expected share is 1/T.
     Entries where every task vector is 0 are not counted: no task contributes anything there, and
@@ -308,7 +308,7 @@ def selection_shares(task_vectors, seed: int = 0) -> SelectionShares:
 
 @dataclass(frozen=True)
 class ConsensusHistogram:
-    """How many tasks' TALL masks use each entry (Consensus Merging, METHODS §2)."""
+    """How many tasks' TALL masks use each entry (Consensus Merging, docs/METHODS.md §2)."""
 
     task_names: tuple[str, ...]
     tall_lambda: float

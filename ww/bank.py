@@ -1,8 +1,8 @@
 """`TaskVectorBank`: T task vectors stacked into one flat ``[T, P]`` tensor.
 
-Why flat: global mergers (TIES top-k over the whole encoder, METHODS §2) and element-wise pooling
-(METHODS §1) are one vectorised operation across tasks on a ``[T, P]`` matrix, and the harness can
-share one read-only array between many trials (DESIGN.md, data flow step 5). The bank never writes
+Why flat: global mergers (TIES top-k over the whole encoder, docs/METHODS.md §2) and element-wise pooling
+(docs/METHODS.md §1) are one vectorised operation across tasks on a ``[T, P]`` matrix, and the harness can
+share one read-only array between many trials (docs/DESIGN.md, data flow step 5). The bank never writes
 into ``data``: it may be backed by a read-only buffer.
 """
 
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
+from .engine.streaming import DEFAULT_BLOCK_ENTRIES, TaskStream, bank_stream
 from .layout import Layout, layout_numel, layout_slices, normalize_layout
 from .precision import compute_dtype
-from .streaming import DEFAULT_BLOCK_ENTRIES, TaskStream, bank_stream
 
 StateDict = Mapping[str, torch.Tensor]
 

@@ -1,8 +1,8 @@
-"""The candidate set Weight Weaving pools, without materialising it (METHODS §1, steps 3–4).
+"""The candidate set Weight Weaving pools, without materialising it (docs/METHODS.md §1, steps 3–4).
 
 Collaborative: A* = {τ1..τT} ∪ {λ1·M..λK·M}; plain: A = {λ1·M..λK·M}. The K scaled copies are
 never stored: a block of candidate λi·M is formed only when a pooling reads that block, so memory
-stays O(P) beyond the bank instead of O((T + K)·P) (DESIGN.md, performance principles).
+stays O(P) beyond the bank instead of O((T + K)·P) (docs/DESIGN.md, performance principles).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from .engine.streaming import Block, SampledBlock, TaskStream, _SharedState
 from .layout import Layout
-from .streaming import Block, SampledBlock, TaskStream, _SharedState
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Candidates:
 
     def task_stream(self, block_entries: int | None = None) -> TaskStream:
         """The task vectors alone (``[0, n]`` blocks for the plain set), aligned with ``merged``."""
-        from .streaming import bank_stream
+        from .engine.streaming import bank_stream
 
         tasks = self.task_vectors
         if tasks is None:

@@ -1,4 +1,4 @@
-"""Default λ search spaces Λ of Weight Weaving, one table for every merger (METHODS §1).
+"""Default λ search spaces Λ of Weight Weaving, one table for every merger (docs/METHODS.md §1).
 
 The paper sweeps λ on a linspace with step 0.1, endpoints included: PCB 0.1–2.5, TIES and
 DARE-TIES 0.1–1.8, TSV-M 0.5–2.0, Iso-C 0.1–2.0, everything else 0.1–1.0. Grids are built from
@@ -17,7 +17,7 @@ def tenths_grid(first_tenth: int, last_tenth: int) -> tuple[float, ...]:
 
 
 DEFAULT_GRID = tenths_grid(1, 10)
-"""0.1–1.0 (10 values): the grid of every merger METHODS §1 does not list separately."""
+"""0.1–1.0 (10 values): the grid of every merger docs/METHODS.md §1 does not list separately."""
 
 LAMBDA_GRIDS = MappingProxyType(
     {
@@ -33,7 +33,7 @@ LAMBDA_GRIDS = MappingProxyType(
         "pcb": tenths_grid(1, 25),
         "tsv_m": tenths_grid(5, 20),
         "iso_c": tenths_grid(1, 20),
-        # METHODS §1 names only Iso-C; Iso-CTS is its variant and sweeps the same range (issue 3).
+        # docs/METHODS.md §1 names only Iso-C; Iso-CTS is its variant and sweeps the same range (issue 3).
         "iso_cts": tenths_grid(1, 20),
     }
 )

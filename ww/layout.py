@@ -1,7 +1,7 @@
 """The layout of a flat task-vector bank: which tensor occupies which consecutive slice.
 
 A layout is an ordered tuple of ``(name, shape)`` pairs; tensor ``i`` occupies the slice that starts
-where tensor ``i - 1`` ends. Mergers that act on the whole flattened encoder (TIES, PCB; METHODS §2)
+where tensor ``i - 1`` ends. Mergers that act on the whole flattened encoder (TIES, PCB; docs/METHODS.md §2)
 ignore it, per-tensor mergers (TSV-M, Iso-C, Breadcrumbs) and position-derived random streams use it.
 """
 

@@ -1,4 +1,4 @@
-"""`merge`: one base merger applied to task vectors, M at λ = 1 (METHODS §2)."""
+"""`merge`: one base merger applied to task vectors, M at λ = 1 (docs/METHODS.md §2)."""
 
 from __future__ import annotations
 

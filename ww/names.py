@@ -1,7 +1,7 @@
 """Error messages for unknown names, with a "did you mean" hint.
 
 Every registry lookup in `ww` (mergers, poolings, λ grids, hyper-parameters) goes through here so a
-typo always gets the same helpful message (DESIGN.md, reliability: messages that say what to do).
+typo always gets the same helpful message (docs/DESIGN.md, reliability: messages that say what to do).
 """
 
 from __future__ import annotations

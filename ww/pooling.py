@@ -1,4 +1,4 @@
-"""Pooling functions f_pool of Weight Weaving, element-wise over the candidates (METHODS §1).
+"""Pooling functions f_pool of Weight Weaving, element-wise over the candidates (docs/METHODS.md §1).
 
 A pooling is a block kernel ``f(tasks, merged, lambdas, block, *, seed) -> [n]``: ``tasks`` is the
 ``[T, n]`` block of τ1..τT (None for the plain set A), ``merged`` the block of M, and the candidates
@@ -22,13 +22,14 @@ from types import MappingProxyType
 
 import torch
 
-from .blockops import at_least, choose, largest_magnitude, select_by_index
 from .candidates import Candidates
-from .counter_rng import key_words, stream_key, uniform_indices_wide
-from .kernels import Kernel, compiled_for
+from .engine.blockops import at_least, choose, largest_magnitude, select_by_index
+from .engine.compiling import Kernel
+from .engine.counter_rng import key_words, stream_key, uniform_indices_wide
+from .engine.streaming import Block
+from .kernels import compiled_for
 from .mergers.randmix import RANDMIX_LABEL, random_rows
 from .registry import check_revision
-from .streaming import Block
 
 WEIGHT_WEAVING = "Chaves, Valle, Avila, Weight Weaving: Parameter Pooling for Data-Free Model Merging, arXiv 2510.13921"
 
@@ -138,7 +139,7 @@ def _randmix_picked(tasks, merged, lambdas, offset, key, count: int) -> torch.Te
     `select_by_index` (the gather it replaces ran as a scalar loop).
     """
     positions = torch.arange(merged.shape[0], device=merged.device) + offset
-    # int32 picks: the selects' bit tests then run on twice as many lanes (-15 % for the kernel)
+    # int32 picks: the selects' bit tests then run on twice as many lanes
     pick = uniform_indices_wide(positions, key, count).to(torch.int32)
     num_tasks = 0 if tasks is None else tasks.shape[0]
     scale = select_by_index([lambdas[i] for i in range(lambdas.shape[0])], pick - num_tasks)
@@ -175,8 +176,8 @@ def randmix_fused(
 ) -> Callable[[torch.Tensor, Block], torch.Tensor]:
     """`PoolingRecord.fused` for randmix: the merger's block kernel and the pick in one compiled loop.
 
-    Weaving averaging or task arithmetic is bound by memory: pooling in a second kernel read each
-    block again (no longer in L2) and cost 1.7x the merge on ViT-B-32 x 8; one loop costs 1.45x.
+    Weaving averaging or task arithmetic is bound by memory: pooling in a second kernel reads each
+    block again (no longer in L2), so the merge and the pick run in one loop.
     M is the merge kernel's compiled form (for a sum: sequential over tasks, which ATen's eager
     reduction may reorder by an ulp on some block widths); the picks are `randmix_compiled`'s.
     """

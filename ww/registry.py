@@ -1,19 +1,19 @@
 """The merger registry: ``@merger(...)`` turns a plain function into a registered base merger.
 
-A merger is ``f(tasks, *, hyper=default, ...) -> M`` where ``tasks`` is a `ww.streaming.TaskStream`
-over τ1..τT and ``M`` the flat ``[P]`` merged task vector at λ = 1 (METHODS §2). Element-wise,
+A merger is ``f(tasks, *, hyper=default, ...) -> M`` where ``tasks`` is a `ww.engine.streaming.TaskStream`
+over τ1..τT and ``M`` the flat ``[P]`` merged task vector at λ = 1 (docs/METHODS.md §2). Element-wise,
 per-row and per-tensor work goes through ``tasks.map(block_function, granularity)``, called once;
 global statistics (TIES's top-k thresholds) come from preliminary ``tasks.scan`` passes. The
 function never sees where the task vectors live, so one definition serves in-memory banks,
 memory-mapped banks and weaving's virtual candidate sets.
 
-The decorator records the name, the citation, the default λ grid (METHODS §1) and the revision,
+The decorator records the name, the citation, the default λ grid (docs/METHODS.md §1) and the revision,
 and derives hyper-parameter validation from the signature (see `ww.hyperparams`).
 
 Revisions: a merger's ``revision`` (an int, 1 when first registered) names the version of its
 *output*. Bump it in the decorator whenever a change makes the merger return different values for
 the same inputs and hyper-parameters — a fix, a changed formula, a changed default, a change in a
-shared helper it calls (`ww.blockops`, `ww.selection`, ...) that reaches its result. Pure speed-ups
+shared helper it calls (`ww.engine.blockops`, `ww.engine.selection`, ...) that reaches its result. Pure speed-ups
 and refactors that keep every value keep the revision. The benchmark hashes the revision into the
 key of every trial that uses the merger (as merger or as pooling), so a bump re-runs exactly those
 trials and its result rows record which revision produced them; a merger defined outside ``ww``
@@ -132,7 +132,7 @@ def get_merger(name: str) -> MergerRecord:
 
 
 def default_lambdas(merger: str) -> list[float]:
-    """The default Weight Weaving search space Λ of ``merger`` (METHODS §1), as a new list.
+    """The default Weight Weaving search space Λ of ``merger`` (docs/METHODS.md §1), as a new list.
 
     Registered mergers report their recorded grid; names of the table that are not implemented yet
     report the table's row. Anything else raises ValueError with the closest known name.

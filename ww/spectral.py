@@ -1,4 +1,4 @@
-"""Linear algebra shared by the per-matrix mergers TSV-M, Iso-C and Iso-CTS (docs/METHODS.md).
+"""Linear algebra shared by the per-matrix mergers TSV-M, Iso-C and Iso-CTS (docs/METHODS.md §2).
 
 These mergers treat every 2-D weight matrix as a linear map and act on its singular value
 decomposition; every other tensor (biases, LayerNorm, 4-D convolution kernels) and the CLIP text
@@ -9,7 +9,7 @@ merged matrix is rounded back. Real banks are fp32, and these mergers are ill-co
 where task vectors are interesting: tasks sharing a dominant low-rank component make the
 concatenated singular vectors nearly dependent (the polar factor then amplifies rounding by
 1/σmin), and the top triplets taken from the Gram matrix AᵀA lose digits in proportion to the
-squared condition number. In fp32 either loses most of the result (docs/METHODS.md, "Spectral
+squared condition number. In fp32 either loses most of the result (docs/METHODS.md §2, "Spectral
 mergers", says what is checked); in fp64 the same fast Gram-matrix algorithms stay far below fp32's
 own rounding for condition numbers up to about 10⁴ (10⁸ squared, times ε64 ≈ 10⁻¹⁶).
 """

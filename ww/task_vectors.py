@@ -1,8 +1,8 @@
-"""Task vectors τt = θt − θ0 and their application θ0 + λ·τ (METHODS §1 step 1 and step 5).
+"""Task vectors τt = θt − θ0 and their application θ0 + λ·τ (docs/METHODS.md §1 step 1 and step 5).
 
 Only floating-point entries are task-vector entries: integer/bool buffers (e.g. BatchNorm's
 ``num_batches_tracked``) carry no direction to merge, so they are skipped here and copied from θ0
-when a vector is applied (METHODS, notation paragraph).
+when a vector is applied (docs/METHODS.md §1, notation).
 """
 
 from __future__ import annotations

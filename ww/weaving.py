@@ -1,4 +1,4 @@
-"""Weight Weaving: pool the λ-scaled candidates of one merge instead of choosing λ (METHODS §1).
+"""Weight Weaving: pool the λ-scaled candidates of one merge instead of choosing λ (docs/METHODS.md §1).
 
 Chaves, Valle, Avila, "Weight Weaving: Parameter Pooling for Data-Free Model Merging", UniReps @
 NeurIPS 2025, arXiv 2510.13921, Algorithm 1: M = f_merge(τ1..τT) once at λ = 1; candidates
@@ -16,11 +16,11 @@ import torch
 from . import kernels
 from .bank import as_tasks
 from .candidates import Candidates, candidate_stream
-from .counter_rng import stream_key
+from .engine.counter_rng import stream_key
+from .engine.streaming import Block, TaskStream
 from .names import unknown_name_error
 from .pooling import POOLINGS, PoolingRecord
 from .registry import MERGERS, default_lambdas, get_merger
-from .streaming import Block, TaskStream
 
 
 def weave(

@@ -1,4 +1,4 @@
-"""Model Breadcrumbs: per row, drop the largest outliers and the small tail, sum (METHODS §2).
+"""Model Breadcrumbs: per row, drop the largest outliers and the small tail, sum (docs/METHODS.md §2).
 
 Davari & Belilovsky, "Model Breadcrumbs: Scaling Multi-Task Model Merging with Sparse Masks",
 ECCV 2024, arXiv 2312.06795. For every task and every row of the last dimension (a length-d slice
@@ -10,7 +10,8 @@ untouched. Fractions are read as the decimals they were written as (`ww.mergers.
 Ties in magnitude: an entry is kept when ``lower <= |τ| <= upper``, with ``upper`` the largest
 magnitude left after removing the ⌊γ·d⌋ largest entries and ``lower`` the smallest of the ones to
 keep; with distinct magnitudes that is exactly the counts above, with ties it keeps every entry
-equal to a boundary (as TIES keeps entries equal to its threshold).
+equal to a boundary (as TIES keeps entries equal to its threshold). The compiled forms of the
+row selection and the masked sum are in ``ww/mergers/_fused/breadcrumbs.py``.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ from fractions import Fraction
 
 import torch
 
-from ..blockops import at_least
+from ..engine.blockops import at_least
+from ..engine.compiling import Kernel, kernel
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
-from ..kernels import Kernel, kernel
 from ..registry import merger
-from ..streaming import Block, TaskStream
+from ._fused import breadcrumbs as fused
 from .ties import keep_count
 
 
@@ -75,35 +77,11 @@ def _largest_pair_by_topk(keys: torch.Tensor, first: int, second: int) -> tuple[
     return largest(first), largest(second)
 
 
-def _largest_pair(keys: torch.Tensor, first: int, second: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """`largest_pair` for the compiler, on non-negative int32 keys: each value built bit by bit from
-    the top, a bit set when at least that many keys reach the value so far with it set. 31 counts
-    per rank over a row that stays in cache, in one loop, which the compiler vectorises where
-    `torch.topk` cannot. Exact, ties included."""
-    found = [torch.zeros_like(keys[..., :1]), torch.zeros_like(keys[..., :1])]
-    for bit in range(30, -1, -1):
-        for index, rank in enumerate((first, second)):
-            trial = found[index] + (1 << bit)  # the bits below are 0: + sets the bit, never overflows
-            # float counts: exact below 2^24, and inductor vectorises them (int64 sums ran 2.4x slower)
-            count = torch.where(keys >= trial, 1.0, 0.0).sum(dim=-1, keepdim=True)
-            found[index] = torch.where(count >= rank, trial, found[index])
-    return found[0], found[1]
-
-
-largest_pair = Kernel(_largest_pair_by_topk, _largest_pair, name="breadcrumbs_select")
+largest_pair = Kernel(_largest_pair_by_topk, fused.largest_pair, name="breadcrumbs_select")
 """The ``first``-th and ``second``-th largest keys of every row (ranks from 1), as ``[..., 1]``."""
 
 
-def _masked_sum_fused(rows: torch.Tensor, magnitude: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
-    """`masked_sum` for the compiler: one loop, the task loop unrolled."""
-    total = None
-    for task in range(rows.shape[0]):
-        kept = torch.where((magnitude[task] >= lower[task]) & (magnitude[task] <= upper[task]), rows[task], 0.0)
-        total = kept if total is None else total + kept
-    return total
-
-
-@kernel(_masked_sum_fused)
+@kernel(fused.masked_sum)
 def masked_sum(rows: torch.Tensor, magnitude: torch.Tensor, lower: torch.Tensor, upper: torch.Tensor) -> torch.Tensor:
     """Σt of the ``[T, R, d]`` rows where ``lower <= |τ| <= upper`` (bounds ``[T, R, 1]``), as ``[R, d]``."""
     mask = at_least(magnitude, lower).mul_(at_least(upper, magnitude))

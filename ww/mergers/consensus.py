@@ -1,20 +1,22 @@
-"""Consensus merging with TALL masks over task arithmetic (METHODS §2).
+"""Consensus merging with TALL masks over task arithmetic (docs/METHODS.md §2).
 
 Wang et al., "Localizing Task Information for Improved Model Merging and Compression", ICML 2024,
 arXiv 2405.07813. τMTL = Σt τt; task t "uses" entry i when |τt| ≥ λ·|τMTL − τt| (its TALL mask,
 with the data-free λ = 0.4); entries used by fewer than k = 2 tasks are selfish or catastrophic
 weights and are zeroed: M = 1[Σt mask_t ≥ k] ⊙ τMTL. Everything is per entry, so one pass.
+The compiled twin of `consensus_block` is in ``ww/mergers/_fused/consensus.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..blockops import at_least
+from ..engine.blockops import at_least
+from ..engine.compiling import kernel
+from ..engine.streaming import TaskStream
 from ..hyperparams import Interval
-from ..kernels import kernel
 from ..registry import merger, require_tasks
-from ..streaming import TaskStream
+from ._fused import consensus as fused
 
 
 def tall_masks(tau: torch.Tensor, tall_lambda: float, multi_task: torch.Tensor | None = None) -> torch.Tensor:
@@ -28,19 +30,7 @@ def tall_masks(tau: torch.Tensor, tall_lambda: float, multi_task: torch.Tensor |
     return at_least(tau.abs(), others)
 
 
-def _consensus_fused(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tensor:
-    """`consensus_block` for the compiler: the same comparisons, the task loop unrolled."""
-    rows = [tau[t] for t in range(tau.shape[0])]
-    multi_task = rows[0]
-    for row in rows[1:]:
-        multi_task = multi_task + row
-    users = torch.zeros_like(multi_task)
-    for row in rows:
-        users = users + torch.where(row.abs() >= (multi_task - row).abs() * tall_lambda, 1.0, 0.0)
-    return torch.where(users >= k, multi_task, 0.0)
-
-
-@kernel(_consensus_fused)
+@kernel(fused.consensus_block)
 def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tensor:
     """1[#{t : |τt| ≥ λ·|τMTL − τt|} ≥ k] ⊙ τMTL on a ``[T, n]`` block."""
     multi_task = tau.sum(dim=0)

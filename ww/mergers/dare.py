@@ -1,26 +1,28 @@
-"""DARE: drop each task-vector entry with probability p, rescale survivors by 1/(1−p) (METHODS §2).
+"""DARE: drop each task-vector entry with probability p, rescale survivors by 1/(1−p) (docs/METHODS.md §2).
 
 Yu et al., "Language Models are Super Mario: Absorbing Abilities from Homologous Models as a Free
 Lunch", ICML 2024, arXiv 2311.03099. The dropped vectors are then merged by task arithmetic
 (``dare_ta``) or TIES (``dare_ties``); p = 0.5 by default for fully fine-tuned CLIP experts.
 
 The drop mask of task t at entry i of tensor ``name`` is a pure function of (seed, name, t, i),
-drawn from the counter-based stream of `ww.counter_rng` (16-bit draws: an entry is dropped when
+drawn from the counter-based stream of `ww.engine.counter_rng` (16-bit draws: an entry is dropped when
 its draw, uniform over 0..65535, is below round(p·65536); p is thus resolved to 2^-16, within
 1.6e-5 of the requested value). So the merge is the same whatever the block size, the device or the
 order of the tensors, and the dropped bank is never materialised: DARE is a transform of the
-stream that the second merger reads through.
+stream that the second merger reads through. The compiled drop mask is in
+``ww/mergers/_fused/dare.py``.
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..counter_rng import hash32_wide, lanes16, stream_key
+from ..engine.compiling import Kernel
+from ..engine.counter_rng import lanes16, stream_key
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
-from ..kernels import Kernel
 from ..registry import merger
-from ..streaming import Block, TaskStream
+from ._fused import dare as fused
 from .task_arithmetic import task_arithmetic
 from .ties import ties
 
@@ -42,20 +44,7 @@ def _drop_eager(tau, positions, offset, keys, cutoff: int, scale: float) -> torc
     return keep.sub_(cutoff - 1).clamp_(0, 1).mul_(tau).mul_(scale)
 
 
-def _drop_fused(tau, positions, offset, keys, cutoff: int, scale: float) -> torch.Tensor:
-    """`drop_block` for the compiler: the same draws computed by `hash32_wide` in one fused loop."""
-    if positions is None:
-        positions = torch.arange(tau.shape[1], device=tau.device) + offset
-    rows = torch.arange(tau.shape[0], device=tau.device)
-    low, high = keys[0][rows // 2].unsqueeze(1), keys[1][rows // 2].unsqueeze(1)
-    words = hash32_wide(positions.unsqueeze(0) ^ low) ^ high
-    halves = (words >> (16 * (rows % 2)).unsqueeze(1)) & 0xFFFF
-    # the half read as int16 is >= cutoff exactly when its offset-binary form is >= cutoff + 32768
-    keep = (halves ^ 0x8000) >= cutoff + 32768
-    return torch.where(keep, tau * scale, 0.0)
-
-
-drop_block = Kernel(_drop_eager, _drop_fused, name="dare_drop")
+drop_block = Kernel(_drop_eager, fused.drop_block, name="dare_drop")
 
 
 def pair_keys(seed: int, name: str, num_tasks: int) -> torch.Tensor:
@@ -64,12 +53,7 @@ def pair_keys(seed: int, name: str, num_tasks: int) -> torch.Tensor:
     return torch.tensor([[key & 0xFFFFFFFF for key in keys], [key >> 32 for key in keys]], dtype=torch.int64)
 
 
-def _drop_sum(tau, positions, offset, keys, cutoff: int, scale: float) -> torch.Tensor:
-    """Σt of the dropped block (DARE then task arithmetic) without writing the dropped block out."""
-    return _drop_fused(tau, positions, offset, keys, cutoff, scale).sum(dim=0)
-
-
-drop_sum_block = Kernel(lambda *args: _drop_eager(*args).sum(dim=0), _drop_sum, name="dare_drop_sum")
+drop_sum_block = Kernel(lambda *args: _drop_eager(*args).sum(dim=0), fused.drop_sum_block, name="dare_drop_sum")
 
 
 def _with_drop(kernel: Kernel, tasks: TaskStream, p: float, seed: int):

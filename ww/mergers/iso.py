@@ -1,4 +1,4 @@
-"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (docs/METHODS.md).
+"""Iso-C and Iso-CTS: isotropic merging in the common (and task-specific) subspaces (docs/METHODS.md §2).
 
 Marczak et al., "No Task Left Behind: Isotropic Model Merging with Common and Task-Specific
 Subspaces", ICML 2025, arXiv 2502.04959. Task arithmetic's sum Δ = Σt τt is dominated by a few
@@ -6,8 +6,8 @@ directions; flattening its spectrum (every singular value replaced by their mean
 that live in weaker directions through. Per 2-D matrix (not ``text_projection``); other tensors
 take the mean of τt.
 
-Checked against a plain fp64 SVD of the definitions in docs/METHODS.md ("Spectral mergers") on fp32
-inputs, ill-conditioned ones included (tests/test_ww_spectral_accuracy.py): Δ is summed and
+Checked against a plain fp64 SVD of the definitions in docs/METHODS.md §2 ("Spectral mergers") on fp32
+inputs, ill-conditioned ones included (tests/ww/test_spectral.py): Δ is summed and
 decomposed in fp64 (`ww.spectral.decomposed`), only M is rounded to the bank's dtype.
 """
 
@@ -18,10 +18,10 @@ from fractions import Fraction
 
 import torch
 
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
 from ..registry import merger
 from ..spectral import decomposed, is_svd_matrix, polar_factor, projected_top_singular, thin_svd
-from ..streaming import Block, TaskStream
 
 
 def iso_c_block(tau: torch.Tensor, block: Block) -> torch.Tensor:

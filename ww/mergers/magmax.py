@@ -1,12 +1,12 @@
-"""MagMax: per element, the task-vector entry of largest magnitude (METHODS §2)."""
+"""MagMax: per element, the task-vector entry of largest magnitude (docs/METHODS.md §2)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..blockops import largest_magnitude
+from ..engine.blockops import largest_magnitude
+from ..engine.streaming import TaskStream
 from ..registry import merger
-from ..streaming import TaskStream
 
 
 @merger(
@@ -18,7 +18,7 @@ def magmax(tasks: TaskStream) -> torch.Tensor:
     """Per element the τt with the largest |τt|, ties to the later task (its paper uses λ = 0.5).
 
     The later task wins ties so that the rule is the same one weaving's magmax pooling applies to
-    its ordered candidates (METHODS §1 and §2 fix it).
+    its ordered candidates (docs/METHODS.md §1 and §2 fix it).
     """
     pick = largest_magnitude.for_params(tasks.num_params)
     return tasks.map(lambda tau, block: pick(tau))

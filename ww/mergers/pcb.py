@@ -1,10 +1,10 @@
-"""PCB-merging: parameter competition balancing, as the Weight Weaving authors run it (docs/METHODS.md).
+"""PCB-merging: parameter competition balancing, as the Weight Weaving authors run it (docs/METHODS.md §2).
 
 Du et al., "Parameter Competition Balancing for Model Merging", NeurIPS 2024, arXiv 2410.02396.
 The paper's numbers come from code, not from the paper's equations: this follows the Weight
 Weaving authors' PCB (their ``src/merging/pcb.py``, derived from PCB's ``pcb_ES.py``), written out
-in docs/METHODS.md ("PCB") and checked there against an independent fp64 reference
-(tests/test_ww_pcb_reference.py). All statistics are per task over the whole flattened vector
+in docs/METHODS.md §2 ("PCB") and checked there against an independent fp64 reference
+(tests/ww/test_pcb_reference.py). All statistics are per task over the whole flattened vector
 (global, like TIES):
 
 1. clamp |τt| to its own 1 % / 99 % quantiles [lo_t, hi_t] (outliers would dominate the scores),
@@ -26,8 +26,9 @@ Cost: inter-balancing needs T(T+1)/2 tanh per entry. With eager kernels β is co
 cached (one extra ``[T, P]`` copy) when the bank is in memory and fits `CACHE_BYTES`; memory-mapped
 banks, weaving (whose bound is T + 3 models) and the compiled kernels (`ww.kernels`, one fused loop
 per block) recompute it in each pass that needs it. The maximum and the threshold of β come from
-one selection pass. There is no one-pass (`ww.speculation`) form: every weight depends on the
-threshold's exact value, not only on which side of it an entry falls.
+one selection pass. There is no one-pass (`ww.engine.speculation`) form: every weight depends on the
+threshold's exact value, not only on which side of it an entry falls. The compiled twins of
+`balance_scores` and `pcb_block` are in ``ww/mergers/_fused/pcb.py``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,13 @@ from fractions import Fraction
 
 import torch
 
-from ..blockops import at_least
+from ..engine.blockops import at_least
+from ..engine.compiling import Kernel, kernel
+from ..engine.selection import kth_largest, magnitudes
+from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
-from ..kernels import Kernel, kernel
 from ..registry import merger
-from ..selection import kth_largest, magnitudes
-from ..streaming import Block, TaskStream
+from ._fused import pcb as fused
 from .ties import keep_count
 
 CLAMP_QUANTILE = 0.01
@@ -91,49 +93,10 @@ def balance_scores(tau: torch.Tensor, low, high, inverse_span) -> torch.Tensor:
     return intra.mul_(inter)
 
 
-def _balance_scores_fused(tau: torch.Tensor, low, high, inverse_span) -> torch.Tensor:
-    """`balance_scores` for the compiler: the same terms, added in the same order, task loops unrolled.
-
-    All T(T+1)/2 products, exps and quotients of a column stay in registers: one loop over the
-    block instead of ~5 passes per pair of tasks.
-    """
-    num_tasks = tau.shape[0]
-    magnitude, signed = [], []
-    for t in range(num_tasks):
-        clamped = torch.maximum(torch.minimum(tau[t].abs(), high[t]), low[t])
-        magnitude.append((clamped - low[t]) * inverse_span[t])
-        signed.append(tau[t].sign() * magnitude[t])
-    inter = [torch.zeros_like(magnitude[0]) for _ in range(num_tasks)]
-    for t in range(num_tasks):
-        factor = signed[t] * -2
-        row_sum = None
-        for j in range(t, num_tasks):
-            exp = (signed[j] * factor).exp()
-            tanh = (1 - exp) / (exp + 1)
-            row_sum = tanh if row_sum is None else row_sum + tanh
-            if j > t:
-                inter[j] = inter[j] + tanh
-        inter[t] = inter[t] + row_sum
-    return torch.stack([(magnitude[t] * magnitude[t] * num_tasks).exp() * inter[t] for t in range(num_tasks)])
+balance_scores = Kernel(balance_scores, fused.balance_scores, name="pcb_balance_scores")
 
 
-balance_scores = Kernel(balance_scores, _balance_scores_fused, name="pcb_balance_scores")
-
-
-def _pcb_block_fused(tau, scores, low, high, inverse_span, threshold, inverse_range, floor) -> torch.Tensor:
-    """`pcb_block` for the compiler (task loop unrolled, sums in the eager order)."""
-    numerator, total = None, None
-    for t in range(tau.shape[0]):
-        clamped = torch.maximum(torch.minimum(tau[t].abs(), high[t]), low[t])
-        weight = (scores[t] - threshold[t]).clamp(min=0) * inverse_range[t] \
-            + torch.where(scores[t] >= threshold[t], floor[t], 0.0)
-        term = clamped * tau[t].sign() * weight
-        numerator = term if numerator is None else numerator + term
-        total = weight if total is None else total + weight
-    return numerator / total.clamp(min=1e-12)
-
-
-@kernel(_pcb_block_fused)
+@kernel(fused.pcb_block)
 def pcb_block(tau, scores, low, high, inverse_span, threshold, inverse_range, floor) -> torch.Tensor:
     """Σt s_t ⊙ τ̃t / max(Σt s_t, 1e-12) for a block, with the min-max rescaled weights
     s_t = (max(β_t, q_t) − q_t)·inverse_range_t + floor_t·1[β_t ≥ q_t] (`weight_scales`)."""
@@ -183,7 +146,7 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
     computed = scores_of  # β depends on its column only: what a scattered sample needs
     itemsize = torch.empty((), dtype=tasks.dtype).element_size()
     # weaving (a finish hook) promises T + 3 models at most: no [T, P] cache there; compiled scores
-    # are cheaper to recompute than to write to fresh memory and read back (2.9 s vs 3.1 s, B-32 x 8)
+    # are cheaper to recompute than to write to fresh memory and read back
     if (tasks.in_memory and tasks.finish is None and num_tasks * num_params * itemsize <= CACHE_BYTES
             and score is balance_scores.eager):
         cache = torch.empty(num_tasks, num_params, dtype=tasks.dtype)

@@ -1,14 +1,18 @@
-"""Randmix as a merger: per element, the entry of a uniformly random task (METHODS §2)."""
+"""Randmix as a merger: per element, the entry of a uniformly random task (docs/METHODS.md §2).
+
+The compiled draw-and-pick loop is in ``ww/mergers/_fused/randmix.py``.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from ..blockops import pick_rows, select_by_index
-from ..counter_rng import key_words, stream_key, uniform_indices, uniform_indices_wide
-from ..kernels import Kernel, compiled_for
+from ..engine.blockops import pick_rows
+from ..engine.counter_rng import stream_key, uniform_indices
+from ..engine.streaming import Block, TaskStream
+from ..kernels import compiled_for
 from ..registry import merger
-from ..streaming import Block, TaskStream
+from ._fused import randmix as fused
 
 RANDMIX_LABEL = "randmix"
 """Stream label of randmix pooling (`ww.pooling`)."""
@@ -23,24 +27,6 @@ def random_rows(seed: int, label: str, block: Block, count: int, device: torch.d
     return uniform_indices(key, block.positions(device), count)
 
 
-def _picked_rows(tau: torch.Tensor, offset: torch.Tensor, key: torch.Tensor, count: int) -> torch.Tensor:
-    """`random_rows` + `pick_rows` for a contiguous block in one fused loop (``count`` <= 128):
-    the same draws as `uniform_indices`, at positions ``offset``, ``offset`` + 1, ..."""
-    pick = uniform_indices_wide(torch.arange(tau.shape[1], device=tau.device) + offset, key, count)
-    return select_by_index([tau[t] for t in range(tau.shape[0])], pick.to(torch.int32))  # see `select_by_index`
-
-
-picked_rows = Kernel(_picked_rows, name="randmix_merger")
-
-
-def _randmix_compiled(tau: torch.Tensor, block: Block, seed: int) -> torch.Tensor:
-    if tau.shape[0] > 128:
-        return pick_rows(tau, random_rows(seed, MERGER_LABEL, block, tau.shape[0], tau.device))
-    keys = key_words(stream_key(seed, MERGER_LABEL, block.name), tau.device)
-    offset = torch.tensor(block.offset, dtype=torch.int64, device=tau.device)
-    return picked_rows.compiled(tau, offset, keys, tau.shape[0])
-
-
 @merger(
     name="randmix",
     revision=2,  # 2: as a pooling function it draws from a seed derived from the trial's (was 0)
@@ -49,8 +35,8 @@ def _randmix_compiled(tau: torch.Tensor, block: Block, seed: int) -> torch.Tenso
 )
 def randmix(tasks: TaskStream, *, seed: int = 0) -> torch.Tensor:
     """Per element one task's entry, the task drawn uniformly with the counter-based stream of
-    `ww.counter_rng` keyed by (seed, "randmix-merger", tensor name); its paper uses λ = 1.0."""
+    `ww.engine.counter_rng` keyed by (seed, "randmix-merger", tensor name); its paper uses λ = 1.0."""
     count = tasks.num_tasks
-    if compiled_for(tasks.num_params):
-        return tasks.map(lambda tau, block: _randmix_compiled(tau, block, seed))
+    if compiled_for(tasks.num_params) and count <= fused.MAX_TASKS:
+        return tasks.map(lambda tau, block: fused.randmix_block(tau, block, seed, MERGER_LABEL))
     return tasks.map(lambda tau, block: pick_rows(tau, random_rows(seed, MERGER_LABEL, block, count, tau.device)))

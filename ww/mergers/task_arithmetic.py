@@ -1,12 +1,12 @@
-"""Task arithmetic: M = Σt τt (METHODS §2); the merged model is θ0 + λ·M."""
+"""Task arithmetic: M = Σt τt (docs/METHODS.md §2); the merged model is θ0 + λ·M."""
 
 from __future__ import annotations
 
 import torch
 
-from ..kernels import kernel
+from ..engine.compiling import kernel
+from ..engine.streaming import TaskStream
 from ..registry import merger
-from ..streaming import TaskStream
 
 
 @kernel(alone=False)  # ATen's reduction beats a compiled loop that only sums

@@ -1,4 +1,4 @@
-"""TSV-M: Task Singular Vectors merging (docs/METHODS.md).
+"""TSV-M: Task Singular Vectors merging (docs/METHODS.md §2).
 
 Gargiulo et al., "Task Singular Vectors: Reducing Task Interference in Model Merging", CVPR 2025,
 arXiv 2412.00081. For every 2-D weight matrix (not ``text_projection``): SVD each task's τt, keep
@@ -8,8 +8,8 @@ polar factors (removing the interference between tasks' subspaces, `ww.spectral.
 rebuild M = U⊥ diag(S) V⊥ᵀ. Other tensors: the mean of τt. With more tasks than r, ⌊r/T⌋ = 0 and
 the matrix contributes 0 (as in the authors' code, where every selected block is empty).
 
-Checked against a plain fp64 SVD of the definition in docs/METHODS.md ("Spectral mergers") on fp32
-inputs, ill-conditioned ones included (tests/test_ww_spectral_accuracy.py): the decompositions run
+Checked against a plain fp64 SVD of the definition in docs/METHODS.md §2 ("Spectral mergers") on fp32
+inputs, ill-conditioned ones included (tests/ww/test_spectral.py): the decompositions run
 in fp64 (`ww.spectral.decomposed`), only M is rounded to the bank's dtype.
 """
 
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from ..engine.streaming import Block, TaskStream
 from ..registry import merger
 from ..spectral import combine_rank, decomposed, is_svd_matrix, polar_factor, top_singular
-from ..streaming import Block, TaskStream
 
 
 def tsv_factors(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

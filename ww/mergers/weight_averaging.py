@@ -1,12 +1,12 @@
-"""Weight averaging (a model soup): M = (1/T) Σt τt (METHODS §2)."""
+"""Weight averaging (a model soup): M = (1/T) Σt τt (docs/METHODS.md §2)."""
 
 from __future__ import annotations
 
 import torch
 
-from ..kernels import kernel
+from ..engine.compiling import kernel
+from ..engine.streaming import TaskStream
 from ..registry import merger
-from ..streaming import TaskStream
 
 
 @kernel(alone=False)  # ATen's reduction beats a compiled loop that only sums

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import ww
-from ww.counter_rng import stream_key, uniform_indices, uniform_lanes16
+from ww.engine.counter_rng import stream_key, uniform_indices, uniform_lanes16
 
 LAYOUT = {
     "visual.conv1.weight": (4, 3, 2, 2),

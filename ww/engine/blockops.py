@@ -1,7 +1,7 @@
 """Element-wise building blocks shared by the mergers, written for speed on CPU.
 
 On CPU, torch kernels that produce or consume bool tensors (comparisons, ``torch.where``,
-``masked_fill``) run 4–30x slower than float arithmetic, and ``tanh`` 20x slower than a sum;
+``masked_fill``) run many times slower than float arithmetic, and so does ``tanh`` against a sum;
 mergers are memory-bound only if their inner loops avoid them. So masks here are 0/1 float tensors
 built from ``sign`` and ``clamp``, selections are multiplications by such masks, and the results
 are exact: ``sign(a - b)`` has the sign of the exact difference (IEEE subtraction never rounds a
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .kernels import kernel
+from .compiling import kernel
 
 
 def above(values: torch.Tensor, threshold: torch.Tensor | float) -> torch.Tensor:
@@ -52,7 +52,7 @@ def last_argmax(values: torch.Tensor) -> torch.Tensor:
     """Per column of ``values`` ``[N, n]``, the index of the LAST row holding the column's maximum.
 
     Rows reaching the maximum are marked 1..N by their position and the largest mark wins: two fast
-    reductions (``amax``) instead of ``argmax`` over dim 0, which is ~100x slower on CPU.
+    reductions (``amax``) instead of ``argmax`` over dim 0, which is much slower on CPU.
     """
     best = values.amax(dim=0)
     positions = torch.arange(1, values.shape[0] + 1, dtype=values.dtype, device=values.device).unsqueeze(1)
@@ -70,7 +70,7 @@ def select_by_index(options: Sequence[torch.Tensor], index: torch.Tensor) -> tor
 
     A binary tree of ``torch.where`` on the bits of ``index``: N - 1 selects and log2 N bit tests per
     entry, all vectorised, where inductor turns a gather or a table lookup into a scalar loop (a
-    chain of N comparisons measured no faster than the gather). Indices outside [0, N) select some
+    chain of N comparisons is no faster than the gather). Indices outside [0, N) select some
     option: callers mask them. With one option, that option as it is.
     """
     if not options:
@@ -96,7 +96,7 @@ def _largest_magnitude_fused(values: torch.Tensor) -> torch.Tensor:
 
 @kernel(_largest_magnitude_fused)
 def largest_magnitude(values: torch.Tensor) -> torch.Tensor:
-    """Per column the entry of largest |·|, ties to the later row (MagMax's rule, METHODS §1/§2)."""
+    """Per column the entry of largest |·|, ties to the later row (MagMax's rule, docs/METHODS.md §1/§2)."""
     return pick_rows(values, last_argmax(values.abs()))
 
 

@@ -1,4 +1,4 @@
-"""One-pass TIES/DARE-TIES on resident banks (`ww.speculation`): bit-identical to the two-pass path.
+"""One-pass TIES/DARE-TIES on resident banks (`ww.engine.speculation`): bit-identical to the two-pass path.
 
 The two-pass path (exact thresholds by selection, then the merge) is what memory-mapped banks run;
 these tests compare against it with the same compiled kernels, so any difference is a bug of the
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 import ww
-from ww import kernels, speculation
+from ww import kernels
+from ww.engine import speculation
 
-from tests.test_ww_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
+from tests.ww.test_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
 
 pytestmark = needs_compiler
 

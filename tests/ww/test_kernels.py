@@ -12,8 +12,9 @@ import pytest
 import torch
 
 import ww
-from ww import blockops, kernels, selection
-from ww.blockops import largest_magnitude
+from ww import kernels
+from ww.engine import blockops, compiling, selection
+from ww.engine.blockops import largest_magnitude
 from ww.mergers import breadcrumbs, dare
 from ww.mergers.ties import ties_block
 
@@ -212,7 +213,7 @@ def test_mode_comes_from_the_environment_and_use(monkeypatch):
 def test_auto_compiles_only_large_streams_and_only_with_a_compiler(monkeypatch):
     monkeypatch.delenv("WW_KERNELS", raising=False)
     monkeypatch.setattr(kernels, "compiler_available", lambda: True)
-    with kernels.expect_many_merges():  # the one-shot rule: tests/test_ww_one_shot.py
+    with kernels.expect_many_merges():  # the one-shot rule: tests/ww/test_one_shot.py
         assert not kernels.compiled_for(kernels.AUTO_MIN_PARAMS - 1)
         assert kernels.compiled_for(kernels.AUTO_MIN_PARAMS)
         monkeypatch.setattr(kernels, "compiler_available", lambda: False)
@@ -228,7 +229,7 @@ def test_a_failed_compile_warns_once_and_falls_back_to_eager(monkeypatch):
         return run
 
     monkeypatch.setattr(torch, "compile", broken_compile)
-    kernel = kernels.Kernel(lambda x: x * 2, name="double")
+    kernel = compiling.Kernel(lambda x: x * 2, name="double")
     with kernels.use("compiled"):
         run = kernel.for_params(10)
         with pytest.warns(RuntimeWarning, match="compiling kernel 'double' failed.*WW_KERNELS=eager"):
@@ -242,7 +243,7 @@ def test_a_failed_compile_warns_once_and_falls_back_to_eager(monkeypatch):
 
 def test_bad_input_to_a_compiled_kernel_raises_the_eager_error_and_keeps_compiling(monkeypatch):
     monkeypatch.setattr(torch, "compile", lambda function, **options: function)  # "compiled" = eager here
-    kernel = kernels.Kernel(lambda a, b: a + b, name="add")
+    kernel = compiling.Kernel(lambda a, b: a + b, name="add")
     with pytest.raises(RuntimeError, match="size of tensor"):
         kernel.compiled(torch.ones(2), torch.ones(3))
     assert kernel.failure is None
@@ -328,7 +329,7 @@ def test_select_by_index_picks_every_option_compiled_and_eager():
         index = torch.arange(count).repeat(3)
         options = [torch.full(index.shape, float(10 * option + 1)) for option in range(count)]
         expected = index * 10.0 + 1
-        select = kernels.Kernel(blockops.select_by_index, name=f"select_{count}")
+        select = compiling.Kernel(blockops.select_by_index, name=f"select_{count}")
         assert torch.equal(select(options, index), expected)
         assert torch.equal(select.compiled(options, index), expected)
     with pytest.raises(ValueError, match="at least one option"):

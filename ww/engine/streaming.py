@@ -1,6 +1,6 @@
 """Streaming over task vectors block by block: the engine every merger and pooling runs on.
 
-Merging is memory-bound (DESIGN.md, performance principles): the ``[T, P]`` bank is read in blocks
+Merging is memory-bound (docs/DESIGN.md, performance principles): the ``[T, P]`` bank is read in blocks
 of a few hundred thousand entries that stay in cache while a merger works on them, temporaries are
 bounded by the block size instead of growing with P, and the same code runs whether the bank sits in
 memory or is memory-mapped from disk (out-of-core, `ww.open_bank`). Blocks are processed by a small
@@ -27,11 +27,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .layout import Layout
-from .precision import compute_dtype
+from ..layout import Layout
+from ..precision import compute_dtype
 
 if TYPE_CHECKING:
-    from .kernels import Kernel
+    from .compiling import Kernel
 
 DEFAULT_BLOCK_ENTRIES = 1 << 20
 """Entries of one ``[T, n]`` block across all tasks (4 MiB of fp32): small enough for the L3 cache
@@ -45,7 +45,7 @@ class Block:
     """A consecutive piece ``[start, stop)`` of the flat vector that lies inside one tensor.
 
     ``offset`` is the index of ``start`` inside tensor ``name`` (of shape ``shape``), so
-    position-derived random streams (`ww.counter_rng`) do not depend on how tensors are cut.
+    position-derived random streams (`ww.engine.counter_rng`) do not depend on how tensors are cut.
     """
 
     name: str
@@ -72,7 +72,7 @@ class Block:
 class SampledBlock:
     """Entries of one tensor at scattered in-tensor positions: part of a random sample of a stream.
 
-    Selection brackets its order statistics with a sample (`ww.selection`); scattered positions
+    Selection brackets its order statistics with a sample (`ww.engine.selection`); scattered positions
     make the sample's entries independent, where contiguous windows share a row's scale. It quacks
     like a `Block` where transforms look (``name``, ``shape``, ``size``, ``positions``), so a
     transform that derives randomness from positions (DARE) gives each sampled entry exactly the
@@ -381,8 +381,8 @@ def _tune_allocator() -> None:
 
     By default glibc serves allocations above a (dynamic) threshold with their own ``mmap`` and
     gives heap memory back as soon as 2× that threshold is free at the top: a block's
-    multi-megabyte temporaries are then faulted in page by page on every block, which made
-    element-wise operations 2-4x slower than on warm memory. Fixed thresholds (32 MiB, 256 MiB)
+    multi-megabyte temporaries are then faulted in page by page on every block, which makes
+    element-wise operations several times slower than on warm memory. Fixed thresholds (32 MiB, 256 MiB)
     stop that; `_return_free_memory` still trims every `TRIM_EVERY` blocks and after each pass, so
     resident memory stays bounded. Process-wide; ``WW_TUNE_MALLOC=0`` leaves glibc's defaults.
     """

@@ -1,4 +1,4 @@
-"""ww.selection: exact r-th largest values of streamed blocks, by sampling brackets or radix passes."""
+"""ww.engine.selection: exact r-th largest values of streamed blocks, by sampling brackets or radix passes."""
 
 import dataclasses
 
@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import ww
-from ww import selection
+from ww.engine import selection
+from ww.engine.streaming import SampledBlock, sample_blocks
 from ww.mergers.dare import dropped
-from ww.streaming import SampledBlock, sample_blocks
 
 
 def _bank(values):

@@ -1,6 +1,6 @@
 """A counter-based random stream in plain torch int32 arithmetic.
 
-Randmix (METHODS §1) must give the same result whatever the chunking, device or tensor order, and
+Randmix (docs/METHODS.md §1) must give the same result whatever the chunking, device or tensor order, and
 DARE's drop masks must not depend on how a bank is cut into blocks, so a random draw is a pure
 function of (seed, labels, element position) instead of the state of a sequential generator.
 
@@ -10,7 +10,7 @@ Word i of the stream with 64-bit key k = (k_hi, k_lo) is ``hash32(i XOR k_lo) XO
 ``x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16`` on 32-bit words.
 A bijection of the counter, it never repeats a word within a stream (tensors have < 2^31 entries).
 It replaced SplitMix64 here because torch's int64 multiplications are slow on CPU: the same draws
-cost 4-5x less in int32, and randmix and DARE spend most of their time drawing.
+cost several times less in int32, and randmix and DARE spend most of their time drawing.
 
 Keys come from hashlib, so they do not depend on Python's salted hash(). torch has no unsigned
 integers with arithmetic: words live in int32, where + and * wrap modulo 2^32 like unsigned

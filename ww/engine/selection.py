@@ -1,7 +1,7 @@
-"""Exact order statistics of streamed values, by selection rather than sorting (DESIGN.md).
+"""Exact order statistics of streamed values, by selection rather than sorting (docs/DESIGN.md).
 
 TIES keeps each task's top k·P entries by magnitude over the WHOLE flattened encoder, PCB clamps to
-global quantiles and keeps a global top fraction (METHODS §2): each needs the r-th largest of P
+global quantiles and keeps a global top fraction (docs/METHODS.md §2): each needs the r-th largest of P
 values per task, with P up to 3·10^8 and the values possibly on disk. A full sort costs
 O(P log P) time and a P-sized copy; ``torch.kthvalue`` needs the P values in memory at once.
 
@@ -9,7 +9,7 @@ The fast path is Floyd and Rivest's sampling selection ("Expected time bounds fo
 CACM 1975): a sample of about 260 000 entries per task, read as thousands of short windows spread
 over the whole vector, gives a bracket [lo, hi] that holds the r-th largest with a wide safety
 margin (six standard deviations, inflated by the correlation measured inside windows); one
-streaming pass counts the entries above hi and collects the few (typically 1-3 %) inside the
+streaming pass counts the entries above hi and collects the few inside the
 bracket, and ``kthvalue`` among those gives the exact answer. The pass costs a handful of float
 operations per entry plus the collection. When a bracket misses (the counts say so, exactly),
 the radix selection below answers instead, so the result is always exact.
@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import torch
 
 from .blockops import above, at_least, sparse_nonzero
-from .kernels import Kernel
+from .compiling import Kernel
 from .streaming import Block, TaskStream, in_workers, sample_blocks
 
 DIGIT_BITS = 16
@@ -69,26 +69,25 @@ def _bracket_summary(body: torch.Tensor, high: torch.Tensor, low: torch.Tensor, 
     """For a ``[T, BRACKET_GROUPS, w]`` view of a block: per row #entries > high and #entries >= low;
     per ``[T, w]`` cell the number of its entries inside [low, high] and their largest and smallest.
 
-    Cell j of row t holds columns j, j + w, j + 2w, ...; with brackets of ~0.5 % of the entries
-    almost every cell holds 0, 1 or 2 of them, which its count, maximum and minimum give exactly,
+    Cell j of row t holds columns j, j + w, j + 2w, ...; with brackets holding a small fraction of the
+    entries almost every cell holds 0, 1 or 2 of them, which its count, maximum and minimum give exactly,
     so `_collect_flagged` reads two small ``[T, w]`` arrays instead of gathering the block again.
     Every reduction runs over the group axis, so inductor fuses them into one vectorised loop
     that writes no mask. The caller cuts the view: an index ``c // w`` inside the compiled loop
-    costs an integer division per load (3x slower).
+    would cost an integer division per load.
     """
     values = body.abs() if absolute else body
     high, low = high.unsqueeze(2), low.unsqueeze(2)
     over = torch.where(values > high, 1.0, 0.0).sum(dim=1)
     inside = (values >= low) & (values <= high)
     # float counts are exact (a block row has far fewer than 2^24 entries); converting them here
-    # would split the loop (2.5x slower)
+    # would split the loop in two
     count = torch.where(inside, 1.0, 0.0).sum(dim=1)
     largest = torch.where(inside, values, -math.inf).amax(dim=1)
     smallest = torch.where(inside, values, math.inf).amin(dim=1)
     over = over.sum(dim=1)
     # the largest |value| (NaN if any is NaN) is non-finite iff the block holds NaN/Inf: validation
-    # for free when taken per cell along the loop's own axis (a whole-block sum was a second loop:
-    # 30 % of the kernel's time on a cached block)
+    # for free when taken per cell along the loop's own axis (a whole-block sum would be a second loop)
     total = values.abs().amax(dim=1).amax() if values.shape[2] else values.new_zeros(())
     return over, over + count.sum(dim=1), count, largest, smallest, total  # #(>= low) = #(> high) + #inside
 
@@ -191,7 +190,7 @@ def kth_largest(
     ``ranks`` is an int ``[T, R]`` tensor with entries in [1, P] (1 = the maximum). Returns a
     ``[T, R]`` tensor of the selected values (dtype of ``values``). ``nonnegative=True`` promises
     values >= 0 (magnitudes), which makes the keys cheaper. ``sample_values`` computes the same
-    values for a scattered sample (`ww.streaming.SampledBlock`), for a ``values`` that reads a cache
+    values for a scattered sample (`ww.engine.streaming.SampledBlock`), for a ``values`` that reads a cache
     by block position; by default ``values`` itself, which must then depend on columns only.
     """
     ranks = torch.as_tensor(ranks, dtype=torch.int64)
@@ -312,8 +311,8 @@ def _draw_sample(
 
     A resident stream is sampled at independent scattered positions (window length 1): four
     times the entries of the windowed sample for less time, and no correlation to allow for, so
-    brackets are about five times narrower (0.5 % instead of 2.7 % of a ViT-B-32 bank for TIES). A memory-mapped stream is read in windows instead,
-    since scattered reads would fault in every page of the file.
+    brackets are several times narrower. A memory-mapped stream is read in windows instead, since
+    scattered reads would fault in every page of the file.
     """
     total = tasks.num_params
     if tasks.sampler is not None:

@@ -1,13 +1,13 @@
 """Top-k merges in one pass over a resident bank: merge with the sample's bracket, redo the rest.
 
 A merger that keeps each task's entries whose value (|τt| for TIES and DARE-TIES) reaches a global
-threshold θt needs θt before its final pass, and exact selection
-(`ww.selection`) reads the bank once more to count and collect the values inside the sample's
-bracket [lowt, hight). That pass costs as much as the merge itself. But an entry whose value is at
-or above hight is kept whatever θt turns out to be, and one below lowt is dropped: only the columns
-where some task's value falls inside its bracket (2.8 % of them for TIES on a ViT-B-32 bank of 8
-tasks) depend on θt. So the final pass merges every column as if θt were hight, and while it is at
-it counts, per task, the values at or above hight and flags the uncertain columns. Every value
+threshold θt needs θt before its final pass, and exact selection (`ww.engine.selection`) reads
+the bank once more to count and collect the values inside the sample's bracket [lowt, hight). That
+pass costs as much as the merge itself. But an entry whose value is at or above hight is kept
+whatever θt turns out to be, and one below lowt is dropped: only the columns where some task's
+value falls inside its bracket (a few percent of them) depend on θt. So the final pass merges
+every column as if θt were hight, and while it is at it counts, per task, the values at or above
+hight and flags the uncertain columns. Every value
 inside a bracket lies in a flagged column, so the counts and those columns give the exact rank of
 θt inside its bracket and θt itself; only the flagged columns are merged again with the exact
 thresholds and written over their speculative values (pooled again when weaving).
@@ -36,7 +36,7 @@ from .streaming import Block, SampledBlock, TaskStream, in_workers, scattered_bl
 SIGMAS = 4.0
 """Bracket margin, in standard deviations of the sample's rank (the exact selection uses 6): a
 miss is detected and costs an exact selection pass (probability ~3e-5 per bracket side), and a
-narrower bracket flags fewer columns (2.8 % instead of 4 % on a ViT-B-32 bank of 8 tasks)."""
+narrower bracket flags fewer columns to merge again."""
 
 SpeculativeKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, ...]]
 ExactKernel = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -58,7 +58,7 @@ def top_k_map(
     ``speculate(tau, highs, lows)`` returns that merge at ``highs`` plus, per column, 1.0 where some
     task's value lies in [lowt, hight) and 0.0 elsewhere, per task #(value >= hight) as floats, and
     a value that is finite iff the block is. ``values(tau, block)`` maps a block to its ``[T, n]``
-    values (like `ww.selection.kth_largest`'s); it must depend on each column alone, and
+    values (like `ww.engine.selection.kth_largest`'s); it must depend on each column alone, and
     ``column_values`` computes them for scattered columns (default: ``values``; called with the
     block None for the gathered uncertain columns); ``nonnegative`` promises values >= 0. Needs
     `applies(tasks)`.

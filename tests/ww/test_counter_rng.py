@@ -1,9 +1,9 @@
-"""ww.counter_rng: a lowbias32 counter stream in int32 torch ops, position-derived and chunk-invariant."""
+"""ww.engine.counter_rng: a lowbias32 counter stream in int32 torch ops, position-derived and chunk-invariant."""
 
 import pytest
 import torch
 
-from ww.counter_rng import hash32, random_words, stream_key, uniform_indices, uniform_lanes16
+from ww.engine.counter_rng import hash32, random_words, stream_key, uniform_indices, uniform_lanes16
 
 MASK = (1 << 32) - 1
 

@@ -1,4 +1,4 @@
-"""The mergers of issue 3 (METHODS §2) on hand-computed cases, their validation and contracts."""
+"""Every base merger of docs/METHODS.md §2 on hand-computed cases; the registry, validation and contracts."""
 
 import math
 
@@ -6,15 +6,176 @@ import pytest
 import torch
 
 import ww
-from ww.counter_rng import uniform_lanes16
+from ww.engine.counter_rng import uniform_lanes16
+from ww.hyperparams import hyperparameters_of
 from ww.mergers.breadcrumbs import row_counts
 from ww.mergers.iso import subspace_sizes
 from ww.mergers.pcb import quantile_ranks
+from ww.mergers.ties import keep_count
+from ww.registry import merger
+
+
+def _vectors(*rows, layout=None):
+    """Task vectors as state dicts; each row is split into tensors by ``layout`` (name -> length)."""
+    layout = layout or {"v": len(rows[0])}
+    out = []
+    for row in rows:
+        state_dict, start = {}, 0
+        for name, length in layout.items():
+            state_dict[name] = torch.tensor(row[start:start + length], dtype=torch.float32)
+            start += length
+        out.append(state_dict)
+    return out
+
+
+def _flat(merged):
+    return torch.cat([tensor.reshape(-1) for tensor in merged.values()]).tolist()
+
+
+def test_weight_averaging_is_the_mean_and_task_arithmetic_the_sum():
+    vectors = _vectors([1.0, 2.0], [3.0, 6.0], [-1.0, 1.0])
+    assert _flat(ww.merge("weight_averaging", vectors)) == [1.0, 3.0]
+    assert _flat(ww.merge("task_arithmetic", vectors)) == [3.0, 9.0]
+
+
+# TIES hand case, k = 0.5 of P = 6 entries -> 3 kept per task (more on threshold ties).
+# tau1 |.| = 2,2,1,5,.5,3 -> 3rd largest 2 -> keeps 2,2,5,-3 (four: tie at the threshold)
+# tau2 |.| = 2,4,1,1,.2,3 -> 3rd largest 2 -> keeps 2,-4,3
+# tau3 |.| = 1,2,8,9,.1,.3 -> 3rd largest 2 -> keeps 2,-8,-9
+# e0: 2+2 = 4 -> + -> mean(2, 2) = 2
+# e1: 2-4+2 = 0 -> majority: 2 positive vs 1 negative -> + -> mean(2, 2) = 2
+# e2: -8 -> -8;  e3: 5-9 = -4 -> - -> -9;  e4: nothing kept -> 0
+# e5: -3+3 = 0 and one positive vs one negative -> no elected sign -> 0 (no task agrees)
+TIES_TAUS = ([2.0, 2.0, 1.0, 5.0, 0.5, -3.0], [2.0, -4.0, 1.0, -1.0, 0.2, 3.0], [-1.0, 2.0, -8.0, -9.0, 0.1, 0.3])
+TIES_EXPECTED = [2.0, 2.0, -8.0, -9.0, 0.0, 0.0]
+
+
+def test_ties_hand_case_with_threshold_tie_zero_sum_election_and_no_agreeing_task():
+    merged = ww.merge("ties", _vectors(*TIES_TAUS), k=0.5)
+    assert _flat(merged) == TIES_EXPECTED
+
+
+def test_ties_trims_over_the_whole_flattened_vector_across_tensors():
+    split = _vectors(*TIES_TAUS, layout={"a": 2, "b": 3, "c": 1})
+    merged = ww.merge("ties", split, k=0.5)
+    assert list(merged) == ["a", "b", "c"]
+    assert _flat(merged) == TIES_EXPECTED
+    # Globally the top half of [1, 2 | 10, 20] is 10, 20; per tensor it would keep 2 and 20.
+    assert _flat(ww.merge("ties", _vectors([1.0, 2.0, 10.0, 20.0], layout={"a": 2, "b": 2}), k=0.5)) == [
+        0.0, 0.0, 10.0, 20.0,
+    ]
+
+
+def test_ties_keeps_every_entry_tied_with_the_threshold():
+    # k = 0.25 of 4 entries is 1, but both 3s equal the threshold and are kept.
+    assert _flat(ww.merge("ties", _vectors([3.0, -3.0, 1.0, 2.0]), k=0.25)) == [3.0, -3.0, 0.0, 0.0]
+
+
+def test_ties_keep_count_reads_k_as_written():
+    assert keep_count(0.1, 30) == 3  # ceil(0.1 * 30) is 4 in binary floating point
+    assert keep_count(0.2, 11) == 3
+    assert keep_count(1.0, 7) == 7
+    assert keep_count(0.001, 10) == 1
+
+
+def test_ties_default_k_is_twenty_percent():
+    assert ww.MERGERS["ties"].defaults == {"k": 0.2}
+    # P = 10, k = 0.2 -> 2 kept: 9 and -7; a single task keeps its own values.
+    tau = [9.0, 1.0, -7.0, 2.0, 3.0, 0.0, -1.0, 4.0, 5.0, -6.0]
+    assert _flat(ww.merge("ties", _vectors(tau))) == [9.0, 0, -7.0, 0, 0, 0, 0, 0, 0, 0]
+
+
+def test_magmax_takes_largest_magnitude_and_ties_go_to_the_later_task():
+    vectors = _vectors([3.0, -2.0, 1.0, 0.5], [-3.0, 2.0, 0.5, -4.0], [1.0, 1.0, -1.0, 2.0])
+    # e0: |3| tie tau1/tau2 -> tau2; e1: |2| tie -> tau2; e2: |1| tie tau1/tau3 -> tau3; e3: -4
+    assert _flat(ww.merge("magmax", vectors)) == [-3.0, 2.0, -1.0, -4.0]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("name", ["weight_averaging", "task_arithmetic", "ties", "magmax"])
+def test_mergers_return_the_input_dtype(name, dtype):
+    vectors = [{"v": torch.tensor([1.5, -2.0], dtype=dtype)}, {"v": torch.tensor([2.25, 1.0], dtype=dtype)}]
+    merged = ww.merge(name, vectors, **({"k": 1.0} if name == "ties" else {}))
+    assert merged["v"].dtype == dtype
+    expected = {
+        "weight_averaging": [1.875, -0.5],
+        "task_arithmetic": [3.75, -1.0],
+        "ties": [1.875, -2.0],  # signs + and (-2+1 -> -): mean(1.5, 2.25), then -2 alone
+        "magmax": [2.25, -2.0],
+    }[name]
+    assert merged["v"].tolist() == expected
+
+
+@pytest.mark.parametrize("name", ["weight_averaging", "task_arithmetic", "ties", "magmax"])
+def test_mergers_neither_mutate_nor_alias_their_inputs(name):
+    vectors = _vectors(*TIES_TAUS)
+    originals = [{key: tensor.clone() for key, tensor in vector.items()} for vector in vectors]
+    bank = ww.TaskVectorBank.from_state_dicts(vectors[:1])
+    bank_before = bank.data.clone()
+    ww.merge(name, vectors)
+    for tensor in ww.merge(name, bank).values():  # one task: magmax/ties could return the row itself
+        tensor.fill_(123.0)
+    assert torch.equal(bank.data, bank_before)
+    for vector, original in zip(vectors, originals):
+        assert torch.equal(vector["v"], original["v"])
+
+
+def test_unknown_merger_suggests_the_closest_name():
+    with pytest.raises(ValueError, match="did you mean 'ties'"):
+        ww.merge("tie", _vectors([1.0]))
+
+
+def test_unknown_hyper_parameter_is_named_with_the_valid_ones():
+    with pytest.raises(ValueError, match=r"no hyper-parameter 'kk'.*Valid hyper-parameters: k\."):
+        ww.merge("ties", _vectors([1.0]), kk=0.2)
+    with pytest.raises(ValueError, match="no hyper-parameter 'k'.*Valid hyper-parameters: none"):
+        ww.merge("task_arithmetic", _vectors([1.0]), k=0.2)
+
+
+@pytest.mark.parametrize("k", [0, 0.0, -0.1, 1.5, math.nan, "0.2", True])
+def test_ties_rejects_k_outside_zero_one(k):
+    with pytest.raises(ValueError, match="k must"):
+        ww.merge("ties", _vectors([1.0, 2.0]), k=k)
+
+
+def test_ties_accepts_k_equal_to_one():
+    assert _flat(ww.merge("ties", _vectors([1.0, -2.0]), k=1)) == [1.0, -2.0]
+
+
+def test_registry_records_citation_grid_and_defaults():
+    record = ww.MERGERS["ties"]
+    assert "2306.01708" in record.citation
+    assert record.lambdas == tuple(ww.default_lambdas("ties"))
+    assert ww.MERGERS["magmax"].defaults == {}
+    with pytest.raises(TypeError):
+        ww.MERGERS["extra"] = record  # read-only view
+
+
+def test_hyper_parameters_come_from_the_signature_and_bad_signatures_fail_at_registration():
+    def good(tasks, *, alpha=0.5, steps=3):
+        return tasks.map(lambda tau, block: tau.sum(0))
+
+    def positional_hyper(tasks, alpha=0.5):
+        return tasks.map(lambda tau, block: tau.sum(0))
+
+    def no_default(tasks, *, alpha):
+        return tasks.map(lambda tau, block: tau.sum(0))
+
+    assert hyperparameters_of(good) == {"alpha": 0.5, "steps": 3}
+    for bad in (positional_hyper, no_default):
+        with pytest.raises(TypeError, match="alpha"):
+            merger(name="never_registered", citation="-")(bad)
+    assert "never_registered" not in ww.MERGERS
+    with pytest.raises(ValueError, match="already registered"):
+        merger(name="ties", citation="-")(good)
+
+
+# Breadcrumbs, Consensus, DARE, PCB, randmix, TSV-M, Iso-C/CTS: hand-computed cases, validation, contracts
 
 F64 = torch.float64
 
 
-def _vectors(*rows, layout=None, dtype=F64):
+def _shaped_vectors(*rows, layout=None, dtype=F64):
     """Task vectors as state dicts; each row is split into tensors by ``layout`` (name -> shape)."""
     layout = layout or {"v": (len(rows[0]),)}
     out = []
@@ -26,10 +187,6 @@ def _vectors(*rows, layout=None, dtype=F64):
             start += size
         out.append(state_dict)
     return out
-
-
-def _flat(merged):
-    return torch.cat([tensor.reshape(-1) for tensor in merged.values()]).tolist()
 
 
 def _random_bank(tasks=3, seed=0, dtype=torch.float32):
@@ -47,7 +204,7 @@ def test_breadcrumbs_drops_the_outlier_and_keeps_the_next_beta_fraction_per_row(
     row = [10.0, -9.0, 8.0, 7.0, -6.0, 5.0, 4.0, 3.0, 2.0, 1.0]
     # second row: -3 is removed; the next three magnitudes are 0.5, 0.25 and 0.0 (zeros tie, add nothing)
     other = [0.5, 0.25, -3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
-    merged = ww.merge("breadcrumbs", _vectors(row + other, layout={"m": (2, 10)}), beta=0.3, gamma=0.1)
+    merged = ww.merge("breadcrumbs", _shaped_vectors(row + other, layout={"m": (2, 10)}), beta=0.3, gamma=0.1)
     assert merged["m"].tolist() == [[0.0, -9.0, 8.0, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
                                     [0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
 
@@ -56,7 +213,7 @@ def test_breadcrumbs_sums_tasks_rowwise_and_leaves_zero_dim_tensors_untouched():
     layout = {"s": (), "m": (1, 4)}
     first = [5.0, 4.0, -3.0, 2.0, 1.0]  # row [4, -3, 2, 1]: γ = 0.25 removes 4, β = 0.5 of 3 keeps ⌈1.5⌉ = 2: -3, 2
     second = [-7.0, 1.0, 1.5, 8.0, -2.0]  # row [1, 1.5, 8, -2]: removes 8, keeps -2, 1.5
-    merged = ww.merge("breadcrumbs", _vectors(first, second, layout=layout), beta=0.5, gamma=0.25)
+    merged = ww.merge("breadcrumbs", _shaped_vectors(first, second, layout=layout), beta=0.5, gamma=0.25)
     assert merged["s"].item() == -2.0  # 5 + (-7), no row to mask
     assert merged["m"].tolist() == [[0.0, -3.0 + 1.5, 2.0, -2.0]]
 
@@ -70,7 +227,7 @@ def test_breadcrumbs_row_counts_read_fractions_as_decimals():
 
 def test_consensus_keeps_tau_mtl_where_at_least_k_tall_masks_agree():
     # τMTL = [3, 1.7, 5.2, 1.9]; users per entry: 3, 1 (only τ1), 1 (only τ3), 2 (τ1, τ2)
-    taus = _vectors([1.0, 2.0, 0.1, 1.0], [1.0, -0.5, 0.1, 1.0], [1.0, 0.2, 5.0, -0.1])
+    taus = _shaped_vectors([1.0, 2.0, 0.1, 1.0], [1.0, -0.5, 0.1, 1.0], [1.0, 0.2, 5.0, -0.1])
     assert _flat(ww.merge("consensus", taus)) == [3.0, 0.0, 0.0, 1.9]
     # with k = 1 every entry some task uses is kept; with k = 3 only the first
     torch.testing.assert_close(torch.tensor(_flat(ww.merge("consensus", taus, k=1)), dtype=F64),
@@ -89,7 +246,7 @@ def test_consensus_keeps_entries_used_by_exactly_k_tasks_in_fp32():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
 def test_at_least_a_scalar_threshold_is_exact_in_the_values_precision(dtype):
-    from ww.blockops import at_least
+    from ww.engine.blockops import at_least
 
     values = torch.tensor([1.0, 2.0, 3.0, 2.0], dtype=dtype)
     assert at_least(values, 2).tolist() == [0.0, 1.0, 1.0, 1.0]
@@ -102,7 +259,7 @@ def test_pcb_hand_case_clamps_balances_and_keeps_the_top_score():
     # τ1 -> clamped [2,-2,1,0.5], m1 = [1,1,1/3,0]; τ2 = [1,3,-1,2] -> clamped [1,2,-1,2], m2 = [0,1,0,1]
     # β1 = [e²·tanh1, e²(tanh1 - tanh1) = 0, e^(2/9)·tanh(1/9), 0]; β2 = [0, 0, 0, e²·tanh1]
     # ratio 0.25 -> one entry kept per task: τ1's entry 0 and τ2's entry 3 -> their clamped values
-    taus = _vectors([4.0, -2.0, 1.0, 0.5], [1.0, 3.0, -1.0, 2.0])
+    taus = _shaped_vectors([4.0, -2.0, 1.0, 0.5], [1.0, 3.0, -1.0, 2.0])
     assert quantile_ranks(4) == (4, 2)
     torch.testing.assert_close(torch.tensor(_flat(ww.merge("pcb", taus, ratio=0.25)), dtype=F64),
                                torch.tensor([2.0, 0.0, 0.0, 2.0], dtype=F64))
@@ -112,7 +269,7 @@ def test_tsv_m_keeps_each_tasks_top_direction_and_averages_the_rest():
     layout = {"w": (2, 2), "b": (2,), "text_projection": (2, 2)}
     first = [3.0, 0.0, 0.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]   # w = diag(3, 1): top triplet 3·e1e1ᵀ
     second = [0.0, 0.0, 0.0, 2.0, 3.0, 0.0, 3.0, 3.0, 3.0, 3.0]  # w = diag(0, 2): top triplet 2·e2e2ᵀ
-    merged = ww.merge("tsv_m", _vectors(first, second, layout=layout))
+    merged = ww.merge("tsv_m", _shaped_vectors(first, second, layout=layout))
     torch.testing.assert_close(merged["w"], torch.tensor([[3.0, 0.0], [0.0, 2.0]], dtype=F64))
     assert merged["b"].tolist() == [2.0, 1.0]  # not a matrix: the mean
     assert merged["text_projection"].tolist() == [[2.0, 2.0], [2.0, 2.0]]  # excluded: the mean
@@ -120,7 +277,7 @@ def test_tsv_m_keeps_each_tasks_top_direction_and_averages_the_rest():
 
 def test_iso_c_flattens_the_spectrum_of_the_sum():
     # Δ = [[0, 3], [1, 0]]: σ = 3 (e1 -> e2) and 1; U Vᵀ = [[0, 1], [1, 0]]; mean σ = 2
-    taus = _vectors([0.0, 2.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], layout={"w": (2, 2)})
+    taus = _shaped_vectors([0.0, 2.0, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0], layout={"w": (2, 2)})
     torch.testing.assert_close(ww.merge("iso_c", taus)["w"], torch.tensor([[0.0, 2.0], [2.0, 0.0]], dtype=F64))
 
 

@@ -1,4 +1,4 @@
-"""Invariants that characterise the mergers of issue 3, for every input (hypothesis)."""
+"""Invariants of the mergers and of weaving that hold for every input (hypothesis)."""
 
 import math
 
@@ -161,3 +161,53 @@ def test_averaging_scales_and_weight_averaging_is_task_arithmetic_over_t(stack, 
         base = ww.merge(name, _vectors(stack))["m"]
         scaled = ww.merge(name, _vectors(stack * scale))["m"]
         torch.testing.assert_close(scaled, base * scale, rtol=1e-8, atol=1e-9 * (1 + math.fabs(scale)), msg=name)
+
+
+# Linearity, oddness, weaving's mean-λ identity (subnormal inputs allowed)
+
+PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
+finite_or_subnormal = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def task_matrices(draw, elements=finite_or_subnormal, max_tasks=4, max_params=8):
+    tasks = draw(st.integers(1, max_tasks))
+    params = draw(st.integers(1, max_params))
+    rows = draw(st.lists(st.lists(elements, min_size=params, max_size=params), min_size=tasks, max_size=tasks))
+    return torch.tensor(rows, dtype=torch.float64)
+
+
+def _as_vectors(matrix):
+    return [{"v": row.clone()} for row in matrix]
+
+
+@PROPERTY_SETTINGS
+@given(task_matrices(), st.data(), finite_or_subnormal)
+def test_task_arithmetic_is_linear(taus, data, scale):
+    other = torch.tensor(
+        data.draw(st.lists(st.lists(finite_or_subnormal, min_size=taus.shape[1], max_size=taus.shape[1]),
+                           min_size=taus.shape[0], max_size=taus.shape[0])),
+        dtype=torch.float64,
+    )
+    def task_arithmetic(matrix):
+        return ww.merge("task_arithmetic", _as_vectors(matrix))["v"]
+
+    combined = task_arithmetic(scale * taus + other)
+    expected = scale * task_arithmetic(taus) + task_arithmetic(other)
+    torch.testing.assert_close(combined, expected, rtol=1e-9, atol=1e-6)
+
+
+@PROPERTY_SETTINGS
+@given(task_matrices(), st.sampled_from([0.1, 0.2, 0.5, 1.0]))
+def test_ties_is_odd(taus, k):
+    merged = ww.merge("ties", _as_vectors(taus), k=k)["v"]
+    negated = ww.merge("ties", _as_vectors(-taus), k=k)["v"]
+    assert torch.equal(negated, -merged)
+
+
+@PROPERTY_SETTINGS
+@given(task_matrices(), st.lists(st.floats(min_value=-3, max_value=3), min_size=1, max_size=6))
+def test_plain_avg_weaving_is_task_arithmetic_at_the_mean_lambda(taus, lambdas):
+    woven = ww.weave(_as_vectors(taus), "task_arithmetic", lambdas=lambdas, collaborative=False)["v"]
+    expected = taus.sum(dim=0) * (sum(lambdas) / len(lambdas))
+    torch.testing.assert_close(woven, expected, rtol=1e-9, atol=1e-9)

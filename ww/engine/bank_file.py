@@ -1,4 +1,4 @@
-"""Task-vector banks on disk, merged out-of-core from a memory map (issue 3, DESIGN.md performance).
+"""Task-vector banks on disk, merged out-of-core from a memory map (issue 3, docs/DESIGN.md performance).
 
 ViT-L-14's image encoder has 304 M parameters: 20 fp32 task vectors are 24 GB, as much as a
 workstation's RAM. `save_bank` writes a bank as one ``[T, P]`` tensor in the safetensors format
@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from .bank import TaskVectorBank, _check_matches, _layout_of, as_bank
-from .layout import Layout, layout_numel, normalize_layout
+from ..bank import TaskVectorBank, _check_matches, _layout_of, as_bank
+from ..layout import Layout, layout_numel, normalize_layout
 
 TENSOR_NAME = "task_vectors"
 FORMAT = "ww-task-vector-bank/1"

@@ -18,7 +18,7 @@ from ww import kernels
 from ww.bank import StateDictTasks
 
 needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason="no C++ compiler for inductor")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state_dicts(num_tasks=3, dtype=torch.float32, seed=0):
@@ -135,7 +135,7 @@ def test_state_dict_tasks_read_any_range_and_scattered_positions_in_the_compute_
     assert torch.equal(stream.read_all(), bank.data.float())  # a range across every tensor
     for block in stream.blocks(block_entries=12):  # blocks inside tensors
         assert torch.equal(stream.read(block), bank.data[:, block.start:block.stop].float())
-    sample = ww.streaming.sample_blocks(tasks.layout, 20, seed=1)
+    sample = ww.engine.streaming.sample_blocks(tasks.layout, 20, seed=1)
     for sampled in sample:
         assert torch.equal(stream.read_sample(sampled), bank.data[:, sampled.flat_positions()].float())
     assert ww.merge("ties", tau)["a.weight"].dtype == torch.float16

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import ww
-from ww.bank_file import BankWriter
+from ww.engine.bank_file import BankWriter
 
 LAYOUT = {"conv": (4, 3, 2, 2), "w": (12, 8), "b": (8,), "s": (), "proj": (8, 5)}
 
