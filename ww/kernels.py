@@ -47,12 +47,8 @@ import threading
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
-
-if TYPE_CHECKING:
-    from .engine.compiling import Kernel
 
 MODES = ("auto", "compiled", "eager")
 AUTO_MIN_PARAMS = 1 << 24
@@ -69,7 +65,7 @@ _jobs: list[Job] = []
 _compiled_calls = [0]
 _failures = [0]
 _lock = threading.Lock()
-_kernels: "weakref.WeakSet[Kernel]" = weakref.WeakSet()
+_kernels: weakref.WeakSet = weakref.WeakSet()  # of ww.engine.compiling.Kernel (which imports this module)
 _runs: collections.Counter[str] = collections.Counter()
 
 
