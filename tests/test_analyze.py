@@ -19,12 +19,12 @@ import yaml
 from rich.console import Console
 from safetensors.torch import load_file
 
-from benchmark.analysis import run_analyses
+from benchmark.analyze import run_analyses
 from benchmark.cli import main
-from benchmark.models import load_base_model
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.model.pretrained import load_base_model
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
+from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

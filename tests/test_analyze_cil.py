@@ -17,12 +17,12 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 import ww.analysis as wa
-from benchmark import expert_store
-from benchmark.analysis import run_analyses
-from benchmark.models import _toy_checkpoint
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.experts import store as expert_store
+from benchmark.analyze import run_analyses
+from benchmark.model.pretrained import _toy_checkpoint
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
+from benchmark.results.storage import StorageRoot
 from benchmark.toy import create_toy_model
 from tests.conftest import tiny_spec_dict
 

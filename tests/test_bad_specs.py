@@ -15,7 +15,7 @@ import yaml
 import ww
 
 from benchmark.cli import main
-from benchmark.specs import SpecError, load_spec, parse_spec
+from benchmark.spec.schema import SpecError, load_spec, parse_spec
 from tests.conftest import tiny_spec_dict
 
 DROP = object()

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark import results
-from benchmark.evaluation import balanced_accuracy, evaluate
-from benchmark.report import leaderboard_rows, leaderboard_table
-from benchmark.storage import StorageRoot
+from benchmark.results import store as results
+from benchmark.trials.evaluation import balanced_accuracy, evaluate
+from benchmark.report.leaderboard import leaderboard_rows, leaderboard_table
+from benchmark.results.storage import StorageRoot
 from test_report_fixtures import write_trial
 
 

@@ -16,14 +16,15 @@ import torch
 from rich.console import Console
 
 import ww
-from benchmark import bank as bank_module
-from benchmark import expert_store, results
-from benchmark.bank import (BankFileError, bank_file_path, build_bank, build_bank_file, choose_route,
+from benchmark.trials import banks as bank_module
+from benchmark.experts import store as expert_store
+from benchmark.results import store as results
+from benchmark.trials.banks import (BankFileError, bank_file_path, build_bank, build_bank_file, choose_route,
                             ensure_bank_file)
 from benchmark.pipeline import print_plan, run_spec
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
+from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import shutil
 
-from benchmark import expert_store
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
-from benchmark.storage import StorageRoot
-from benchmark.training import checkpoints_per_run, default_checkpoint_every, fit_experts
+from benchmark.experts import store as expert_store
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
+from benchmark.results.storage import StorageRoot
+from benchmark.experts.training import checkpoints_per_run, default_checkpoint_every, fit_experts
 from tests.conftest import tiny_spec_dict
 
 GB = 10**9

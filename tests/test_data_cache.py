@@ -10,13 +10,15 @@ import open_clip
 import pytest
 import torch
 
-from benchmark import data, eval_cache, head_cache
-from benchmark.datasets import fake
-from benchmark.datasets import images as image_module
-from benchmark.keys import content_key, revision
-from benchmark.models import BaseModel
-from benchmark.specs import DataSpec
-from benchmark.storage import StorageRoot
+from benchmark.data import loaders as data
+from benchmark.trials import eval_cache
+from benchmark.model import head_cache
+from benchmark.data import fake
+from benchmark.data import images as image_module
+from benchmark.spec.keys import content_key, revision
+from benchmark.model.pretrained import BaseModel
+from benchmark.spec.schema import DataSpec
+from benchmark.results.storage import StorageRoot
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import urllib.request
 
 import pytest
 
-from benchmark import data_cli
-from benchmark.datasets import fake
+from benchmark.data import cli as data_cli
+from benchmark.data import fake
 
 
 @pytest.fixture(autouse=True)

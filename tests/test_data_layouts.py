@@ -1,6 +1,6 @@
 """Every on-disk layout the registry accepts, written in fake and read back through the real registry.
 
-Each fake image's colour encodes its label (``benchmark.datasets.fake``), so these tests check that
+Each fake image's colour encodes its label (``benchmark.data.fake``), so these tests check that
 labels survive the layout, the split logic and the decoding — not only that files are found.
 """
 
@@ -11,9 +11,9 @@ import importlib.util
 import numpy as np
 import pytest
 
-from benchmark import data
-from benchmark.datasets import REAL_DATASETS, DatasetMalformedError, fake
-from benchmark.specs import DataSpec
+from benchmark.data import loaders as data
+from benchmark.data import REAL_DATASETS, DatasetMalformedError, fake
+from benchmark.spec.schema import DataSpec
 
 CASES = [(name, layout) for name, writers in fake.WRITERS.items() for layout in writers]
 GREY = {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "FER2013"}

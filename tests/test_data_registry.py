@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark import data
-from benchmark.datasets import MTL8, MTL14, MTL20, REAL_DATASETS, DatasetMissingError
-from benchmark.datasets.layouts import hash_fraction
-from benchmark.specs import DataSpec
+from benchmark.data import loaders as data
+from benchmark.data import MTL8, MTL14, MTL20, REAL_DATASETS, DatasetMissingError
+from benchmark.data.layouts import hash_fraction
+from benchmark.spec.schema import DataSpec
 from benchmark.toy import TOY_TASKS
 
 

@@ -6,12 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import cli, data, models
-from benchmark.datasets import MTL8, DatasetMissingError, fake
-from benchmark.models import MissingWeightsError
-from benchmark.specs import load_spec
+from benchmark import cli
+from benchmark.data import loaders as data
+from benchmark.model import pretrained as models
+from benchmark.data import MTL8, DatasetMissingError, fake
+from benchmark.model.pretrained import MissingWeightsError
+from benchmark.spec.schema import PRESETS, load_spec
 
-SPECS = Path(__file__).parent.parent / "benchmark" / "specs"
+SPECS = PRESETS
 NAMES = ("mtl8", "cil_cifar100", "dg_domainnet")
 
 

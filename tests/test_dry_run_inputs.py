@@ -10,14 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from benchmark.spec.schema import PRESETS
+
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_dry_run_without_weights_or_data_prints_the_plan_and_every_missing_input(tmp_path):
-    from benchmark.data import parse_task
-    from benchmark.specs import load_spec
+    from benchmark.data.loaders import parse_task
+    from benchmark.spec.schema import load_spec
 
-    spec_path = REPO / "benchmark" / "specs" / "mtl8.yaml"
+    spec_path = PRESETS / "mtl8.yaml"
     env = {**os.environ, "WW_DATA_ROOT": str(tmp_path / "no-data"), "HF_HOME": str(tmp_path / "no-hf"),
            "COLUMNS": "200"}
     env.pop("HF_HUB_CACHE", None)
@@ -44,11 +46,11 @@ def test_a_run_without_its_inputs_names_them_all_before_any_work(tmp_path, monke
     from rich.console import Console
 
     from benchmark.pipeline import MissingInputsError, run_spec
-    from benchmark.specs import load_spec
-    from benchmark.storage import StorageRoot
+    from benchmark.spec.schema import load_spec
+    from benchmark.results.storage import StorageRoot
 
     monkeypatch.setenv("WW_DATA_ROOT", str(tmp_path / "no-data"))
-    spec = load_spec(REPO / "benchmark" / "specs" / "mtl8.yaml")
+    spec = load_spec(PRESETS / "mtl8.yaml")
     with pytest.raises(MissingInputsError) as raised:
         run_spec(spec, StorageRoot.at(tmp_path / "root"), console=Console(file=io.StringIO()))
     assert sum("dataset" in str(p) for p in raised.value.problems) == 8

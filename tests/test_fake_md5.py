@@ -10,9 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark import data
-from benchmark.datasets import DatasetMalformedError, fake
-from benchmark.datasets.layouts import FAKE_MARKER
+from benchmark.data import loaders as data
+from benchmark.data import DatasetMalformedError, fake
+from benchmark.data.layouts import FAKE_MARKER
 
 
 def _labels_from_colour(images: np.ndarray) -> np.ndarray:

@@ -16,15 +16,16 @@ import pytest
 import torch
 from rich.console import Console
 
-from benchmark import expert_store, results
-from benchmark.bank import build_bank
-from benchmark.datasets import fake
-from benchmark.expert_store import CorruptExpertError
-from benchmark.models import ForeignCheckpointError, NonFiniteWeightsError, load_base_model, load_state_file
+from benchmark.experts import store as expert_store
+from benchmark.results import store as results
+from benchmark.trials.banks import build_bank
+from benchmark.data import fake
+from benchmark.experts.store import CorruptExpertError
+from benchmark.model.pretrained import ForeignCheckpointError, NonFiniteWeightsError, load_base_model, load_state_file
 from benchmark.pipeline import print_plan, run_spec
-from benchmark.plan import build_plan
-from benchmark.specs import ModelSpec, parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import ModelSpec, parse_spec
+from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 

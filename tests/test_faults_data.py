@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import data, eval_cache
-from benchmark.datasets import DatasetMalformedError, DatasetMissingError, fake
-from benchmark.datasets.images import UnreadableImagesError
-from benchmark.specs import DataSpec
-from benchmark.storage import StorageRoot
+from benchmark.data import loaders as data
+from benchmark.trials import eval_cache
+from benchmark.data import DatasetMalformedError, DatasetMissingError, fake
+from benchmark.data.images import UnreadableImagesError
+from benchmark.spec.schema import DataSpec
+from benchmark.results.storage import StorageRoot
 
 
 def test_a_missing_data_root_names_the_layouts_and_how_to_obtain_the_data(tmp_path):

@@ -11,10 +11,10 @@ from rich.console import Console
 
 from benchmark.cli import main
 from benchmark.pipeline import run_spec
-from benchmark.plan import build_plan
-from benchmark.preflight import InsufficientSpaceError, encoder_bytes, estimate_disk
-from benchmark.specs import ModelSpec, parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.spec.plan import build_plan
+from benchmark.results.preflight import InsufficientSpaceError, encoder_bytes, estimate_disk
+from benchmark.spec.schema import ModelSpec, parse_spec
+from benchmark.results.storage import StorageRoot
 from benchmark.toy import create_toy_model
 from tests.conftest import tiny_spec_dict
 
@@ -53,7 +53,7 @@ def test_the_estimate_covers_every_expert_its_checkpoint_and_the_trials():
 
 
 def test_a_real_encoder_is_sized_from_its_checkpoint_without_building_the_model(tmp_path):
-    from benchmark.datasets import fake
+    from benchmark.data import fake
 
     for suffix in (".safetensors", ".pt"):
         model = fake.save_tiny_clip(tmp_path / f"tiny{suffix}")

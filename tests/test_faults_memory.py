@@ -12,11 +12,11 @@ from rich.console import Console
 
 from benchmark.cli import main
 from benchmark.pipeline import run_spec
-from benchmark.plan import build_plan
-from benchmark.preflight import (BankPlan, InsufficientMemoryError, NodeMemory, check_memory, encoder_bytes,
+from benchmark.spec.plan import build_plan
+from benchmark.results.preflight import (BankPlan, InsufficientMemoryError, NodeMemory, check_memory, encoder_bytes,
                                  plan_banks)
-from benchmark.specs import ResourcesSpec, parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.spec.schema import ResourcesSpec, parse_spec
+from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 GB = 2**30
@@ -74,8 +74,8 @@ def test_the_plan_sizes_banks_and_trials_from_theta0():
 
 def test_a_run_whose_bank_cannot_fit_is_refused_before_any_work(ray_session, tmp_path, monkeypatch):
     spec = parse_spec(tiny_spec_dict(resources={"prepare_cpus": 1, "trial_cpus": 1, "bank_route": "object_store"}))
-    monkeypatch.setattr("benchmark.bank.available_memory", lambda: 4096)
-    monkeypatch.setattr("benchmark.prepare.prepare_remote", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr("benchmark.trials.banks.available_memory", lambda: 4096)
+    monkeypatch.setattr("benchmark.model.prepare.prepare_remote", lambda *a: pytest.fail("work started"))
     with pytest.raises(InsufficientMemoryError, match="4.0 KB .* is available; set resources.bank_route: file"):
         run_spec(spec, StorageRoot.at(tmp_path / "root"), console=Console(quiet=True))
     assert not list((tmp_path / "root" / "experts").rglob("*.safetensors"))
@@ -86,7 +86,7 @@ def test_the_cli_reports_it_in_one_line_with_exit_code_2(ray_session, tmp_path, 
     path.write_text(yaml.safe_dump(tiny_spec_dict(resources={"prepare_cpus": 1, "trial_cpus": 1,
                                                              "bank_route": "file"})))
     monkeypatch.setattr("benchmark.pipeline.ray_nodes_memory", lambda: [NodeMemory(4, 0, 1024)])
-    monkeypatch.setattr("benchmark.prepare.prepare_remote", lambda *a: pytest.fail("work started"))
+    monkeypatch.setattr("benchmark.model.prepare.prepare_remote", lambda *a: pytest.fail("work started"))
     assert main(["run", str(path), "--root", str(tmp_path / "root")]) == 2
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "trial(s) at once on a node need" in lines[0] and "leaves 1.0 KB" in lines[0]

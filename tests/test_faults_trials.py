@@ -17,12 +17,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from benchmark import results
+from benchmark.results import store as results
 from benchmark.pipeline import run_spec
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
-from benchmark.storage import StorageRoot
-from benchmark.trial_limits import TrialFault, TrialLimitExceeded, private_memory_bytes, trial_limits
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
+from benchmark.results.storage import StorageRoot
+from benchmark.trials.limits import TrialFault, TrialLimitExceeded, private_memory_bytes, trial_limits
 from tests.conftest import tiny_spec_dict
 
 # --- the limits, in this process ----------------------------------------------------------------

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmark import expert_store, results
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.experts import store as expert_store
+from benchmark.results import store as results
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
+from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,8 +35,8 @@ def _spec(name: str, mergers: list, **overrides) -> dict:
 
 def _rows_per_trial(root: Path) -> tuple[dict[str, int], dict[str, int], set[str]]:
     """(trial key → ok rows, trial key → rows, statuses) of the Parquet dataset, references excluded."""
-    from benchmark import results
-    from benchmark.storage import StorageRoot
+    from benchmark.results import store as results
+    from benchmark.results.storage import StorageRoot
 
     rows = [r for r in results.read_results(StorageRoot.at(root)).to_pylist() if r["lambda_policy"] != "reference"]
     ok, every = {}, {}
@@ -49,8 +49,8 @@ def _rows_per_trial(root: Path) -> tuple[dict[str, int], dict[str, int], set[str
 
 def _expected(spec: dict) -> dict[str, int]:
     """trial key → rows it must write (one per evaluated task)."""
-    from benchmark.plan import build_plan
-    from benchmark.specs import SetupSpec, parse_spec
+    from benchmark.spec.plan import build_plan
+    from benchmark.spec.schema import SetupSpec, parse_spec
 
     plan = build_plan(parse_spec(spec))
     return {t.key: len(SetupSpec(**t.setup).evaluations()) for t in plan.trials}

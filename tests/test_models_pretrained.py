@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark import models
-from benchmark.datasets import fake
-from benchmark.models import ForeignCheckpointError, MissingWeightsError
-from benchmark.specs import ModelSpec
-from benchmark.storage import StorageRoot
+from benchmark.model import pretrained as models
+from benchmark.data import fake
+from benchmark.model.pretrained import ForeignCheckpointError, MissingWeightsError
+from benchmark.spec.schema import ModelSpec
+from benchmark.results.storage import StorageRoot
 
 
 @pytest.fixture(scope="module")

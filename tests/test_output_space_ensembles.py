@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import torch
 import torch.nn.functional as F
 
-from benchmark.analysis.output_space import LABELS, METHODS, PAIRS, Ensembles, plot, summary_table
+from benchmark.analyze.output_space import LABELS, METHODS, PAIRS, Ensembles, plot, summary_table
 
 HEAD = torch.eye(3)  # class c's zero-shot weight is the unit vector e_c
 SCALE = torch.tensor(100.0)  # CLIP's logit scale

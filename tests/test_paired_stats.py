@@ -13,16 +13,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmark import results
+from benchmark.results import store as results
 from benchmark.cli import main
-from benchmark.paired import (
+from benchmark.report.paired import (
     ORACLE, PairedStats, mcnemar_exact, pack_correct, parse_config, percentile_interval, replicate_accuracies,
     replicate_indices, unpack_correct,
 )
-from benchmark.report import leaderboard_rows, ok_rows
-from benchmark.report_compare import compare_tables
-from benchmark.report_tables import oracle_table, weaving_gain_table
-from benchmark.storage import StorageRoot
+from benchmark.report.leaderboard import leaderboard_rows, ok_rows
+from benchmark.report.compare import compare_tables
+from benchmark.report.tables import oracle_table, weaving_gain_table
+from benchmark.results.storage import StorageRoot
 from test_report_fixtures import row
 
 WEAVE = dict(pooling="avg", collaborative=True, lambda_policy="weave")

@@ -18,16 +18,17 @@ import pytest
 import yaml
 from rich.console import Console
 
-from benchmark import cli, data
-from benchmark.datasets import MTL8, fake
-from benchmark.merge_eval import base_row
-from benchmark.plan import build_plan
-from benchmark.results import read_results
-from benchmark.specs import NO_POOLING, ORACLE, SetupSpec, load_spec, parse_spec
-from benchmark.storage import StorageRoot
-from benchmark.training import _recipe
+from benchmark import cli
+from benchmark.data import loaders as data
+from benchmark.data import MTL8, fake
+from benchmark.trials.merge_eval import base_row
+from benchmark.spec.plan import build_plan
+from benchmark.results.store import read_results
+from benchmark.spec.schema import NO_POOLING, ORACLE, PRESETS, SetupSpec, load_spec, parse_spec
+from benchmark.results.storage import StorageRoot
+from benchmark.experts.training import _recipe
 
-SPECS = Path(__file__).parent.parent / "benchmark" / "specs"
+SPECS = PRESETS
 PAPER = ("paper", "paper_mtl", "paper_cil", "paper_dg")
 PAPER_MODELS = [("ViT-B-32", "openai"), ("ViT-B-16", "openai"), ("ViT-L-14", "openai")]
 PAPER_MERGERS = {"breadcrumbs", "magmax", "ties", "pcb", "tsv_m", "iso_c", "task_arithmetic", "consensus"}

@@ -6,7 +6,7 @@ import math
 
 import pyarrow.parquet as pq
 
-from benchmark import perf_eval
+from benchmark.perf import evaluation as perf_eval
 
 
 def test_perf_eval_measures_both_paths_and_writes_parquet(tmp_path, capsys):

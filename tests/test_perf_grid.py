@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from benchmark.perf_grid import main, overhead_summary
+from benchmark.perf.grid import main, overhead_summary
 from tests.conftest import tiny_spec_dict
 
 

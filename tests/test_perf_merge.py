@@ -1,9 +1,9 @@
-"""benchmark.perf_merge runs end to end on a tiny layout and writes its table (no timing assertions)."""
+"""benchmark.perf.merge runs end to end on a tiny layout and writes its table (no timing assertions)."""
 
 import pyarrow.parquet as pq
 import pytest
 
-from benchmark import perf_merge
+from benchmark.perf import merge as perf_merge
 
 
 def test_perf_merge_writes_the_table_with_every_column(tmp_path):

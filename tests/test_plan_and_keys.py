@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from benchmark.keys import content_key
-from benchmark.plan import build_plan
-from benchmark.specs import parse_spec
+from benchmark.spec.keys import content_key
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
 from tests.conftest import tiny_spec_dict
 
 

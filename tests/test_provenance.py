@@ -15,14 +15,16 @@ import pyarrow.parquet as pq
 import pytest
 
 import ww
-from benchmark import eval_cache, keys, results
+from benchmark.trials import eval_cache
+from benchmark.spec import keys
+from benchmark.results import store as results
 from benchmark.cli import main
-from benchmark.head_cache import head_path
-from benchmark.models import base_key
-from benchmark.plan import build_plan
-from benchmark.report import leaderboard_rows, newest_revisions
-from benchmark.specs import DataSpec, ModelSpec, SpecError, parse_spec
-from benchmark.storage import StorageRoot
+from benchmark.model.head_cache import head_path
+from benchmark.model.pretrained import base_key
+from benchmark.spec.plan import build_plan
+from benchmark.report.leaderboard import leaderboard_rows, newest_revisions
+from benchmark.spec.schema import DataSpec, ModelSpec, SpecError, parse_spec
+from benchmark.results.storage import StorageRoot
 from ww import registry
 from tests.conftest import tiny_spec_dict
 from test_report_fixtures import write_trial
@@ -259,7 +261,7 @@ def test_rows_of_the_old_schema_read_as_unknown_revision_and_yield_to_newer_ones
 
 
 def test_trial_rows_record_the_revisions_their_key_hashed():
-    from benchmark.merge_eval import base_row, reference_rows
+    from benchmark.trials.merge_eval import base_row, reference_rows
 
     plan = build_plan(_spec(mergers=["consensus"], poolings=["none", "randmix"]))
     woven = next(t for t in plan.trials if t.pooling == "randmix")

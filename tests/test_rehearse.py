@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark import data
+from benchmark.data import loaders as data
 
 # Ray workers take their environment from the moment Ray starts, which is the session's first
 # Ray test: the fakes' data root must be set before that, i.e. when this module is collected.
@@ -26,10 +26,10 @@ STAGES = ("fakes", "ray_init", "prepare", "experts", "banks", "grid", "report")
 def test_rehearsal_spec_keeps_the_papers_grid_and_cuts_only_sizes(tmp_path):
     import yaml
 
-    from benchmark.rehearse import Sizes, rehearsal_spec
-    from benchmark.specs import parse_spec
+    from benchmark.perf.rehearse import Sizes, rehearsal_spec
+    from benchmark.spec.schema import PRESETS, parse_spec
 
-    paper = yaml.safe_load((Path(data.__file__).parent / "specs" / "paper_mtl.yaml").read_text())
+    paper = yaml.safe_load((PRESETS / "paper_mtl.yaml").read_text())
     spec = rehearsal_spec("ViT-B-32", "mtl", 3, tmp_path / "b32.safetensors", Sizes(steps=3, batch_size=4))
     parsed = parse_spec(spec)
     assert [m.name for m in parsed.mergers] == paper["mergers"]
@@ -50,12 +50,12 @@ def test_rehearsal_b32_two_tasks_reaches_results_and_measures_every_stage(ray_se
     import pyarrow.parquet as pq
     from rich.console import Console
 
-    from benchmark.rehearse import Sizes, rehearse
-    from benchmark.results import read_results
+    from benchmark.perf.rehearse import Sizes, rehearse
+    from benchmark.results.store import read_results
 
     if os.environ[data.DATA_ROOT_ENV] != str(_SCRATCH / "data"):
         pytest.skip(f"{data.DATA_ROOT_ENV} is set by the caller: the fakes cannot reach the session's Ray workers")
-    from benchmark.specs import ResourcesSpec
+    from benchmark.spec.schema import ResourcesSpec
 
     # the memory-mapped bank route, where this version of the harness has it (resources.bank_route)
     route = "file" if "bank_route" in ResourcesSpec.model_fields else None

@@ -9,9 +9,9 @@ import io
 
 import pytest
 
-from benchmark import results
+from benchmark.results import store as results
 from benchmark.cli import main
-from benchmark.storage import StorageRoot
+from benchmark.results.storage import StorageRoot
 from test_report_fixtures import paper_root, write_trial
 
 

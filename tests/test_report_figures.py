@@ -6,9 +6,9 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from benchmark import results
-from benchmark.report_figures import plot_best_lambda, plot_cosine_heatmap, plot_lambda_curves, write_figures
-from benchmark.storage import StorageRoot
+from benchmark.results import store as results
+from benchmark.report.figures import plot_best_lambda, plot_cosine_heatmap, plot_lambda_curves, write_figures
+from benchmark.results.storage import StorageRoot
 from test_report_fixtures import paper_root, write_oracle, write_trial
 
 

@@ -1,5 +1,5 @@
 """Synthetic result roots with known numbers for the report tests, written by the project's own
-Parquet writer (``benchmark.results.write_part``), so the reports read exactly what a run writes.
+Parquet writer (``benchmark.results.store.write_part``), so the reports read exactly what a run writes.
 
 The ``paper_root`` world (one seed; per-trial task means in brackets, tasks ±0.1 around them):
 
@@ -20,8 +20,8 @@ from __future__ import annotations
 import itertools
 from datetime import datetime, timezone
 
-from benchmark import results
-from benchmark.storage import StorageRoot
+from benchmark.results import store as results
+from benchmark.results.storage import StorageRoot
 
 EXPERT = 0.8
 ZEROSHOT = {"a": 0.1, "b": 0.2, "c": 0.3, "d": 0.1}

@@ -12,11 +12,11 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from benchmark import results
-from benchmark.report_formats import (
+from benchmark.results import store as results
+from benchmark.report.formats import (
     Column, ReportTable, Stat, latex_escape, render_rich, render_text, rich_text, to_csv, to_latex, to_markdown,
 )
-from benchmark.report_tables import build_tables
+from benchmark.report.tables import build_tables
 from test_report_fixtures import paper_root
 
 

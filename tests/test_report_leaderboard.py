@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import results
-from benchmark.report import DEFAULT_BY, GROUPABLE, leaderboard_rows, leaderboard_table, parse_by
-from benchmark.storage import StorageRoot
+from benchmark.results import store as results
+from benchmark.report.leaderboard import DEFAULT_BY, GROUPABLE, leaderboard_rows, leaderboard_table, parse_by
+from benchmark.results.storage import StorageRoot
 from test_report_fixtures import EXPERT, write_oracle, write_references, write_trial
 
 

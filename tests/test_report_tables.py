@@ -7,13 +7,13 @@ import math
 
 import pytest
 
-from benchmark import results
-from benchmark.report_formats import Stat
-from benchmark.report_tables import (
+from benchmark.results import store as results
+from benchmark.report.formats import Stat
+from benchmark.report.tables import (
     best_lambda_per_task, build_tables, lambda_curves, oracle_table, parse_weaving, pooling_ablation_table,
     weaving_gain_table,
 )
-from benchmark.storage import StorageRoot
+from benchmark.results.storage import StorageRoot
 from test_report_fixtures import paper_root, write_oracle, write_trial
 
 

@@ -6,9 +6,9 @@ from datetime import datetime, timezone
 
 import pytest
 
-from benchmark import results
-from benchmark.report import leaderboard_rows, render_leaderboard
-from benchmark.storage import StorageRoot, atomic_write
+from benchmark.results import store as results
+from benchmark.report.leaderboard import leaderboard_rows, render_leaderboard
+from benchmark.results.storage import StorageRoot, atomic_write
 
 
 def _row(key: str, task: str, acc: float, seed: int = 0, merger: str = "ties", pooling: str = "avg", **extra) -> dict:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark import data
-from benchmark.plan import build_plan
-from benchmark.specs import SetupSpec, SpecError, parse_spec
+from benchmark.data import loaders as data
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import SetupSpec, SpecError, parse_spec
 from tests.conftest import tiny_spec_dict
 
 

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from benchmark.specs import SpecError, load_spec, parse_spec, quickstart_spec_path
+from benchmark.spec.schema import SpecError, load_spec, parse_spec, quickstart_spec_path
 from tests.conftest import tiny_spec_dict
 
 
@@ -69,7 +69,7 @@ def test_missing_spec_file_says_what_to_pass(tmp_path):
 
 
 def test_per_dataset_epochs_and_checkpointing_stay_out_of_the_expert_key():
-    from benchmark.plan import build_plan
+    from benchmark.spec.plan import build_plan
 
     spec = tiny_spec_dict()
     finetune = spec["setups"][0]["finetune"]

@@ -17,10 +17,14 @@ import pytest
 import torch
 from safetensors.torch import load, save_file
 
-from benchmark import cli, expert_store, models, results, storage as storage_module
-from benchmark.plan import build_plan
-from benchmark.specs import ModelSpec, parse_spec
-from benchmark.storage import CachePath, RootPath, StorageRoot, atomic_write
+from benchmark import cli
+from benchmark.experts import store as expert_store
+from benchmark.model import pretrained as models
+from benchmark.results import store as results
+from benchmark.results import storage as storage_module
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import ModelSpec, parse_spec
+from benchmark.results.storage import CachePath, RootPath, StorageRoot, atomic_write
 from benchmark.toy import create_toy_model
 from tests.conftest import tiny_spec_dict
 from tests.test_results_store import _row

@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.evaluation import classification_logits, evaluate, image_mean_std, to_model_input
-from benchmark.heads import zeroshot_head
+from benchmark.trials.evaluation import classification_logits, evaluate, image_mean_std, to_model_input
+from benchmark.model.heads import zeroshot_head
 from benchmark.toy import TOY_MODEL, TOY_TASKS, create_toy_model, register_toy_model, toy_tokenizer
 
 

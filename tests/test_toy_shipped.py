@@ -8,9 +8,9 @@ import shutil
 import pytest
 import torch
 
-from benchmark.models import base_key, check_weights_available, ensure_base_model, load_base_model
-from benchmark.specs import ModelSpec, PretrainSpec, load_spec, quickstart_spec_path
-from benchmark.storage import StorageRoot
+from benchmark.model.pretrained import base_key, check_weights_available, ensure_base_model, load_base_model
+from benchmark.spec.schema import ModelSpec, PretrainSpec, load_spec, quickstart_spec_path
+from benchmark.results.storage import StorageRoot
 from benchmark.toy import shipped
 from benchmark.toy.model import toy_model_config
 
@@ -121,10 +121,10 @@ def test_shipped_theta0_has_zero_shot_ability_on_every_quickstart_task():
     """θ0 must read every task through its text head well above chance (the world's premise: experts
     start from real zero-shot ability). The margin asked (10 points) is under half the smallest one
     measured on 1 000 test images (digits: 29 % against 10 % chance)."""
-    from benchmark import data
-    from benchmark.evaluation import evaluate
-    from benchmark.heads import zeroshot_head
-    from benchmark.specs import DataSpec
+    from benchmark.data import loaders as data
+    from benchmark.trials.evaluation import evaluate
+    from benchmark.model.heads import zeroshot_head
+    from benchmark.spec.schema import DataSpec
     from benchmark.toy import create_toy_model, toy_tokenizer
 
     model = create_toy_model(seed=0)

@@ -137,7 +137,7 @@ def test_an_unknown_domain_is_refused_with_the_known_ones():
 
 
 def test_toy_dg_setup_validates_and_plans_leave_one_domain_out():
-    from benchmark.specs import SetupSpec
+    from benchmark.spec.schema import SetupSpec
 
     setup = SetupSpec(name="toy-dg", kind="dg", dataset="objects", domains=["photo", "sketch", "negative"])
     assert setup.expert_tasks() == ["objects/photo", "objects/sketch", "objects/negative"]

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from benchmark.finetune import (
+from benchmark.experts.finetune import (
     FinetuneRecipe,
     autocast_dtype,
     finetune_image_encoder,
@@ -15,7 +15,7 @@ from benchmark.finetune import (
     steps_for_epochs,
     warmup_cosine,
 )
-from benchmark.heads import zeroshot_head
+from benchmark.model.heads import zeroshot_head
 from benchmark.toy import TOY_TASKS, create_toy_model, toy_tokenizer
 from benchmark.toy.pretrain import PretrainRecipe, multi_positive_clip_loss, pretrain
 

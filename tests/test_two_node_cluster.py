@@ -82,13 +82,13 @@ def _run_cluster(root: Path, report: Path) -> None:
     from ray.cluster_utils import Cluster
     from rich.console import Console
 
-    from benchmark import results
-    from benchmark.bank import build_bank
-    from benchmark.models import load_base_model
+    from benchmark.results import store as results
+    from benchmark.trials.banks import build_bank
+    from benchmark.model.pretrained import load_base_model
     from benchmark.pipeline import run_spec
-    from benchmark.plan import build_plan
-    from benchmark.specs import ModelSpec, parse_spec
-    from benchmark.storage import StorageRoot
+    from benchmark.spec.plan import build_plan
+    from benchmark.spec.schema import ModelSpec, parse_spec
+    from benchmark.results.storage import StorageRoot
     from tests.conftest import tiny_spec_dict
 
     start = time.perf_counter()
