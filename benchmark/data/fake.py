@@ -20,21 +20,16 @@ resolution evaluates a few dozen images per task instead of one per class.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import pickle
-import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from benchmark.data import classnames as names
-from benchmark.data.layouts import FAKE_MARKER, hash_fraction
-
-#: torchvision modules that verify MD5 sums of the files they read.
-MD5_CHECKING_MODULES = ("cifar", "stl10", "svhn", "flowers102", "fer2013")
+from benchmark.data.layouts import FAKE_MARKER, hash_fraction, skip_torchvision_md5  # noqa: F401 (re-exported)
 
 
 def label_colour(label: int) -> tuple[int, int, int]:
@@ -57,45 +52,6 @@ def _image(path: Path, label: int, size: tuple[int, int]) -> None:
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".ppm": "PPM"}[path.suffix.lower()]
     options = {"quality": 100, "subsampling": 0} if fmt == "JPEG" else {}
     Image.new("RGB", size, label_colour(label)).save(path, fmt, **options)
-
-
-_MD5_LOCK = threading.Lock()
-_MD5_SKIPS = [0]  # how many callers are inside skip_torchvision_md5 (nested or in other threads)
-_MD5_SAVED: list = []
-
-
-@contextlib.contextmanager
-def skip_torchvision_md5() -> Iterator[None]:
-    """Let torchvision read fakes: existence is checked, MD5 sums are not (restored on exit).
-
-    Re-entrant and thread-safe: the originals come back when the last caller leaves, so two
-    threads reading fakes at once cannot leave the check disabled for good.
-    """
-    import importlib
-
-    from torchvision.datasets import utils
-
-    def exists_only(fpath, md5=None):
-        return Path(fpath).is_file()
-
-    with _MD5_LOCK:
-        if _MD5_SKIPS[0] == 0:
-            for name in MD5_CHECKING_MODULES:
-                module = importlib.import_module(f"torchvision.datasets.{name}")
-                _MD5_SAVED.append((module, module.check_integrity))
-                module.check_integrity = exists_only
-            _MD5_SAVED.append((utils, utils.check_integrity))
-            utils.check_integrity = exists_only
-        _MD5_SKIPS[0] += 1
-    try:
-        yield
-    finally:
-        with _MD5_LOCK:
-            _MD5_SKIPS[0] -= 1
-            if _MD5_SKIPS[0] == 0:
-                for module, original in _MD5_SAVED:
-                    module.check_integrity = original
-                _MD5_SAVED.clear()
 
 
 def _mark_fake(folder: Path) -> None:

@@ -19,14 +19,16 @@ documents every layout; :meth:`Layout.expected` is the same text, printed by ``d
 from __future__ import annotations
 
 import abc
+import contextlib
 import hashlib
 import importlib
 import inspect
 import os
+import threading
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from PIL import Image
@@ -34,6 +36,45 @@ from PIL import Image
 #: A file of this name in a dataset's folder says the data are a fake (``benchmark.data.fake``):
 #: torchvision's MD5 check, which no fake can pass, is skipped for that folder only.
 FAKE_MARKER = ".ww-fake"
+#: torchvision modules that verify MD5 sums of the files they read.
+MD5_CHECKING_MODULES = ("cifar", "stl10", "svhn", "flowers102", "fer2013")
+
+_MD5_LOCK = threading.Lock()
+_MD5_SKIPS = [0]  # how many callers are inside skip_torchvision_md5 (nested or in other threads)
+_MD5_SAVED: list = []
+
+
+@contextlib.contextmanager
+def skip_torchvision_md5() -> Iterator[None]:
+    """Let torchvision read fakes: existence is checked, MD5 sums are not (restored on exit).
+
+    Re-entrant and thread-safe: the originals come back when the last caller leaves, so two
+    threads reading fakes at once cannot leave the check disabled for good.
+    """
+    from torchvision.datasets import utils
+
+    def exists_only(fpath, md5=None):
+        return Path(fpath).is_file()
+
+    with _MD5_LOCK:
+        if _MD5_SKIPS[0] == 0:
+            for name in MD5_CHECKING_MODULES:
+                module = importlib.import_module(f"torchvision.datasets.{name}")
+                _MD5_SAVED.append((module, module.check_integrity))
+                module.check_integrity = exists_only
+            _MD5_SAVED.append((utils, utils.check_integrity))
+            utils.check_integrity = exists_only
+        _MD5_SKIPS[0] += 1
+    try:
+        yield
+    finally:
+        with _MD5_LOCK:
+            _MD5_SKIPS[0] -= 1
+            if _MD5_SKIPS[0] == 0:
+                for module, original in _MD5_SAVED:
+                    module.check_integrity = original
+                _MD5_SAVED.clear()
+
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -262,8 +303,6 @@ class TorchvisionLayout(Layout):
         import torchvision.datasets as tvd
 
         if self.is_fake(root):  # real downloads keep torchvision's MD5 check
-            from benchmark.data.fake import skip_torchvision_md5
-
             with skip_torchvision_md5():
                 return self._read(root, split, tvd)
         return self._read(root, split, tvd)

@@ -24,22 +24,27 @@ whole, so that results are comparable with the papers'. For the toy suite, ``val
 
 from __future__ import annotations
 
-import difflib
 import os
-import re
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from benchmark.data import REAL_DATASETS, DatasetMalformedError, DatasetMissingError, Samples
 from benchmark.data.layouts import Layout, hash_fraction
 from benchmark.toy import TOY_IMAGE_SIZE, TOY_TASKS
+from benchmark.data.tasks import (TaskRef, check_dataset_name, check_task_name, dataset_names, domains, is_real,
+                                  n_classes, parse_task)
 
-if TYPE_CHECKING:
-    from benchmark.spec.schema import DataSpec
+
+class ToySizes(Protocol):
+    """How many toy examples to generate, and from which seed (a spec's ``data:`` section has these)."""
+
+    n_train: int
+    n_test: int
+    seed: int
+
 
 __all__ = [
     "CLASS_ORDER_SEED", "DEFAULT_RESOLUTION", "SPLITS", "VALIDATION_FRACTION", "DatasetMalformedError",
@@ -59,87 +64,6 @@ VALIDATION_SALT = "ww-validation-0"
 DEFAULT_RESOLUTION = 224
 DATA_ROOT_ENV = "WW_DATA_ROOT"
 DEFAULT_DATA_ROOT = "~/data"
-
-_TASK = re.compile(r"^(?P<dataset>[A-Za-z0-9_.-]+)(?:/(?P<domain>[A-Za-z0-9_.-]+))?(?:\[(?P<i>\d+)/(?P<n>\d+)\])?$")
-
-
-@dataclass(frozen=True)
-class TaskRef:
-    dataset: str
-    domain: str | None = None
-    split_index: int | None = None
-    n_splits: int | None = None
-
-    def __str__(self) -> str:
-        text = self.dataset + (f"/{self.domain}" if self.domain else "")
-        return text + (f"[{self.split_index}/{self.n_splits}]" if self.n_splits else "")
-
-
-# ---------------------------------------------------------------------------------------------
-# Names
-
-
-def dataset_names() -> list[str]:
-    return sorted(TOY_TASKS) + sorted(REAL_DATASETS)
-
-
-def is_real(dataset: str) -> bool:
-    """True for a dataset read from the data root, False for a toy one."""
-    check_dataset_name(dataset)
-    return dataset in REAL_DATASETS
-
-
-def _suggest(name: str, valid: list[str]) -> str:
-    by_case = [v for v in valid if v.lower() == name.lower()]
-    close = by_case or difflib.get_close_matches(name, valid, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
-def check_dataset_name(name: str) -> None:
-    """Dataset names are case-sensitive: ``SUN397`` is real, ``digits`` is toy, ``sun397`` is neither."""
-    if name not in TOY_TASKS and name not in REAL_DATASETS:
-        raise ValueError(f"unknown dataset {name!r}{_suggest(name, dataset_names())}; known: {dataset_names()}")
-
-
-def n_classes(dataset: str) -> int:
-    """Number of classes, known without reading any data (specs are validated offline)."""
-    check_dataset_name(dataset)
-    return TOY_TASKS[dataset].num_classes if dataset in TOY_TASKS else REAL_DATASETS[dataset].n_classes
-
-
-def parse_task(text: str) -> TaskRef:
-    """Parse and validate a task string (see the module docstring)."""
-    match = _TASK.match(text)
-    if not match:
-        raise ValueError(f"malformed task {text!r}; write DATASET, DATASET/DOMAIN or DATASET[I/N]")
-    ref = TaskRef(match["dataset"], match["domain"], *(int(match[g]) if match[g] else None for g in ("i", "n")))
-    check_dataset_name(ref.dataset)
-    if ref.domain is not None and ref.domain not in domains(ref.dataset):
-        known = list(domains(ref.dataset))
-        raise ValueError(f"dataset {ref.dataset!r} has no domain {ref.domain!r}{_suggest(ref.domain, known)}; "
-                         f"domains: {known or 'none (single-domain dataset)'}")
-    if ref.n_splits is not None:
-        n = n_classes(ref.dataset)
-        if ref.n_splits < 2 or n % ref.n_splits:
-            divisors = [d for d in range(2, n + 1) if n % d == 0]
-            raise ValueError(f"{text}: {ref.dataset} has {n} classes; the number of class-incremental "
-                             f"splits must divide it (and be at least 2): choose one of {divisors}")
-        if not 0 <= ref.split_index < ref.n_splits:
-            raise ValueError(f"{text}: split index must be in 0..{ref.n_splits - 1}")
-    return ref
-
-
-def check_task_name(text: str) -> None:
-    parse_task(text)
-
-
-def domains(dataset: str) -> tuple[str, ...]:
-    """Domains of a multi-domain dataset (empty for a single-domain one)."""
-    check_dataset_name(dataset)
-    if dataset in REAL_DATASETS:
-        return REAL_DATASETS[dataset].domains
-    return tuple(getattr(TOY_TASKS[dataset], "domains", ()) or ())
-
 
 # ---------------------------------------------------------------------------------------------
 # Data root and layouts
@@ -284,7 +208,7 @@ def open_split(task: str, split: str, root: str | os.PathLike | None = None) -> 
     return samples
 
 
-def _toy_split(task: str, split: str, data: "DataSpec") -> tuple[np.ndarray, np.ndarray]:
+def _toy_split(task: str, split: str, data: ToySizes | None) -> tuple[np.ndarray, np.ndarray]:
     ref = parse_task(task)
     source = TOY_TASKS[ref.dataset]
     kwargs = {"domain": ref.domain} if ref.domain is not None else {}
@@ -314,7 +238,7 @@ def _resize_uint8(images: np.ndarray, resolution: int) -> np.ndarray:
 def load_split(
     task: str,
     split: str,
-    data: "DataSpec",
+    data: ToySizes | None,
     *,
     resolution: int | None = None,
     root: str | os.PathLike | None = None,

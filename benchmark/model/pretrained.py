@@ -33,15 +33,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import torch
 
+from benchmark.model.names import CHECKPOINT_SUFFIXES, check_model_name, is_local_checkpoint
 from benchmark.spec.keys import content_key, revision
 from benchmark.results.storage import StorageRoot, atomic_write, safe_name, write_text_atomic
 
 if TYPE_CHECKING:
     from benchmark.spec.schema import ModelSpec
-
-#: File suffixes accepted for ``pretrained: /path/to/file``.
-CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
 
 class MissingWeightsError(FileNotFoundError):
     """Pretrained weights are not on this machine; the message says how to obtain them."""
@@ -57,47 +54,6 @@ class NonFiniteWeightsError(ForeignCheckpointError):
 
 # ---------------------------------------------------------------------------------------------
 # Names and where their weights live
-
-
-def is_local_checkpoint(pretrained: str) -> bool:
-    """``pretrained`` names a file (a path or a checkpoint suffix), not an open_clip tag."""
-    return (os.sep in pretrained or "/" in pretrained or pretrained.startswith("~")
-            or pretrained.lower().endswith(CHECKPOINT_SUFFIXES))
-
-
-def check_model_name(name: str, pretrained: str) -> None:
-    """Validate a (model, pretrained) pair without loading anything (used by spec validation).
-
-    A tag must be one open_clip lists for the model; a file path is checked when θ0 is needed
-    (the spec may be planned on a laptop and run where the file is).
-    """
-    from benchmark.toy import TOY_MODEL
-
-    if pretrained == "toy":
-        if name != TOY_MODEL:
-            raise ValueError(f"pretrained: toy needs model {TOY_MODEL!r}, got {name!r}")
-        return
-    if name == TOY_MODEL:
-        raise ValueError(f"model {TOY_MODEL!r} exists only with pretrained: toy")
-    import open_clip
-
-    known = open_clip.list_models()
-    if name not in known:
-        import difflib
-
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown open_clip model {name!r}{hint}")
-    if is_local_checkpoint(pretrained):
-        return
-    tags = open_clip.list_pretrained_tags_by_model(name)
-    if pretrained not in tags:
-        import difflib
-
-        close = difflib.get_close_matches(pretrained, tags, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {name}{hint}; tags: {tags}, "
-                         "or give a checkpoint file path")
 
 
 def hf_cache_dir() -> Path:

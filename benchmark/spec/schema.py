@@ -61,7 +61,7 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _toy_has_recipe(self) -> "ModelSpec":
-        from benchmark.model.pretrained import check_model_name
+        from benchmark.model.names import check_model_name
 
         check_model_name(self.name, self.pretrained)
         if self.is_toy and self.pretrain is None:
@@ -166,7 +166,7 @@ class SetupSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent_kind(self) -> "SetupSpec":
-        from benchmark.data import loaders as data
+        from benchmark.data import tasks as data
 
         given = {k for k in ("tasks", "dataset", "n_splits", "domains") if getattr(self, k) is not None}
         allowed = {"mtl": {"tasks"}, "cil": {"dataset", "n_splits"}, "dg": {"dataset", "domains"}}[self.kind]
@@ -209,7 +209,7 @@ class SetupSpec(_Strict):
             return list(self.tasks)
         if self.kind == "cil":
             return [f"{self.dataset}[{i}/{self.n_splits}]" for i in range(self.n_splits)]
-        from benchmark.data import loaders as data
+        from benchmark.data import tasks as data
 
         return [f"{self.dataset}/{d}" for d in (self.domains or data.domains(self.dataset))]
 
