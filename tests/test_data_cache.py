@@ -16,7 +16,7 @@ from benchmark.model import head_cache
 from benchmark.data import fake
 from benchmark.data import images as image_module
 from benchmark.spec.keys import content_key, revision
-from benchmark.model.pretrained import BaseModel
+from benchmark.model.pretrained import LoadedModel
 from benchmark.spec.schema import DataSpec
 from benchmark.results.storage import StorageRoot
 
@@ -80,7 +80,7 @@ def tiny_base():
     fake.register_tiny_clip()
     torch.manual_seed(0)
     model = open_clip.create_model(fake.TINY_CLIP, pretrained=None).eval()
-    return BaseModel(model, open_clip.get_tokenizer(fake.TINY_CLIP), key="tiny-base")
+    return LoadedModel(model, open_clip.get_tokenizer(fake.TINY_CLIP), key="tiny-base")
 
 
 def test_heads_have_one_unit_row_per_class_and_are_cached(tiny_base, tmp_path, monkeypatch):

@@ -10,7 +10,7 @@
 """
 
 from benchmark.data.catalog import MTL8, MTL14, MTL20, REAL_DATASETS, Download, RealDataset
-from benchmark.data.layouts import DatasetMalformedError, DatasetMissingError, Layout, Probe, Samples
+from benchmark.data.layouts import DatasetMalformedError, DatasetMissingError, DatasetLayout, Probe, Samples
 
 __all__ = [
     "MTL8",
@@ -20,7 +20,7 @@ __all__ = [
     "DatasetMalformedError",
     "DatasetMissingError",
     "Download",
-    "Layout",
+    "DatasetLayout",
     "Probe",
     "RealDataset",
     "Samples",

@@ -18,7 +18,7 @@ from benchmark.data import templates as prompts
 from benchmark.data.layouts import (
     DomainNetLayout,
     HashSplitLayout,
-    Layout,
+    DatasetLayout,
     ListedFolderLayout,
     SplitFoldersLayout,
     SUN397PartitionLayout,
@@ -44,7 +44,7 @@ class Download:
 class RealDataset:
     name: str
     n_classes: int
-    layouts: tuple[Layout, ...]
+    layouts: tuple[DatasetLayout, ...]
     #: class names in label order (or a function returning them); None when they are read from the
     #: data (see classnames.py)
     classnames: tuple[str, ...] | Callable[[], tuple[str, ...]] | None

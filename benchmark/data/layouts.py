@@ -13,7 +13,7 @@ are rather than asking for a conversion:
 
 A layout lists a split as :class:`Samples` — labels plus a loader of the i-th image — without
 decoding anything: decoding happens once, when the eval tensor cache is built. ``docs/DATA.md``
-documents every layout; :meth:`Layout.expected` is the same text, printed by ``data check``.
+documents every layout; :meth:`DatasetLayout.expected` is the same text, printed by ``data check``.
 """
 
 from __future__ import annotations
@@ -181,7 +181,7 @@ class Probe:
     fix: str = ""
 
 
-class Layout(abc.ABC):
+class DatasetLayout(abc.ABC):
     """One way a dataset can sit under the data root."""
 
     #: short name shown by ``data check`` ("torchvision", "task-vectors ImageFolder", ...)
@@ -252,7 +252,7 @@ def _torchvision_image(ds: Any, i: int) -> Image.Image:
     return image
 
 
-class TorchvisionLayout(Layout):
+class TorchvisionLayout(DatasetLayout):
     """A dataset in torchvision's own format, read by ``torchvision.datasets.<cls>(download=False)``.
 
     ``splits`` maps "train"/"test" to one or more keyword sets (DTD's training set is the union of
@@ -329,7 +329,7 @@ class TorchvisionLayout(Layout):
 # Folder layouts
 
 
-class SplitFoldersLayout(Layout):
+class SplitFoldersLayout(DatasetLayout):
     """ImageFolder trees with one folder per split: ``<subdir>/<split>/<class>/<image>``.
 
     The task-vector papers' preparation scripts write these. Their ``val`` folder is the *test*
@@ -399,7 +399,7 @@ class SplitFoldersLayout(Layout):
         return Samples.from_files(paths, labels, root)
 
 
-class ListedFolderLayout(Layout):
+class ListedFolderLayout(DatasetLayout):
     """Class folders plus split lists of file names: RESISC45 as the task-vector papers read it.
 
     ``<subdir>/<images>/<class>/<file>`` and ``<subdir>/<prefix>-{train,test}.txt`` (one file
@@ -453,7 +453,7 @@ class ListedFolderLayout(Layout):
         return Samples.from_files(paths, labels, root)
 
 
-class HashSplitLayout(Layout):
+class HashSplitLayout(DatasetLayout):
     """Class folders without an official train/test split, split by hashing each relative path.
 
     ``<subdir>/<class>/<file>`` (single domain), or ``<subdir>/<domain dir>/<class>/<file>`` when
@@ -558,7 +558,7 @@ class HashSplitLayout(Layout):
         return Samples.from_files(paths, labels, root)
 
 
-class DomainNetLayout(Layout):
+class DomainNetLayout(DatasetLayout):
     """DomainNet as distributed: ``<subdir>/<domain>/<class>/<file>`` and the official split lists
     ``<subdir>/<domain>_{train,test}.txt`` (lines ``clipart/aircraft_carrier/clipart_001_000018.jpg 0``).
 
@@ -641,7 +641,7 @@ class DomainNetLayout(Layout):
         return Samples.from_files(paths, labels, root)
 
 
-class SUN397PartitionLayout(Layout):
+class SUN397PartitionLayout(DatasetLayout):
     """torchvision's SUN397 tree plus the official partition lists it does not read.
 
     ``SUN397/ClassName.txt``, ``SUN397/<letter>/<class>[/<sub>]/sun_*.jpg`` and partition 1

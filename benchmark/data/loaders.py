@@ -32,7 +32,7 @@ from typing import Protocol
 import numpy as np
 
 from benchmark.data import REAL_DATASETS, DatasetMalformedError, DatasetMissingError, Samples
-from benchmark.data.layouts import Layout, hash_fraction
+from benchmark.data.layouts import DatasetLayout, hash_fraction
 from benchmark.toy import TOY_IMAGE_SIZE, TOY_TASKS
 from benchmark.data.tasks import (TaskRef, check_dataset_name, check_task_name, dataset_names, domains, is_real,
                                   n_classes, parse_task)
@@ -74,7 +74,7 @@ def data_root(explicit: str | os.PathLike | None = None) -> Path:
     return Path(explicit or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
 
 
-def find_layout(dataset: str, root: str | os.PathLike | None = None) -> Layout:
+def find_layout(dataset: str, root: str | os.PathLike | None = None) -> DatasetLayout:
     """The first layout of ``dataset`` found complete under the data root.
 
     Raises :class:`DatasetMissingError` naming every accepted layout and how to obtain the data when

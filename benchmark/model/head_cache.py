@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from benchmark.data import loaders as data
 from benchmark.model.heads import zeroshot_head
 from benchmark.spec.keys import content_key, revision
-from benchmark.model.pretrained import BaseModel
+from benchmark.model.pretrained import LoadedModel
 from benchmark.results.storage import StorageRoot, atomic_write, safe_name
 
 
@@ -32,7 +32,7 @@ def head_path(storage: StorageRoot, base_key: str, dataset: str, root: str | os.
 
 
 def load_head(
-    storage: StorageRoot, base: BaseModel, dataset: str, root: str | os.PathLike | None = None
+    storage: StorageRoot, base: LoadedModel, dataset: str, root: str | os.PathLike | None = None
 ) -> torch.Tensor:
     """The [C, D] head of task ``dataset`` for θ0 ``base``, computing and caching it if needed."""
     path = head_path(storage, base.key, dataset, root)

@@ -176,7 +176,7 @@ def base_label(spec: "ModelSpec") -> str:
 
 
 @dataclass
-class BaseModel:
+class LoadedModel:
     """θ0 loaded in memory with what the harness needs next to it."""
 
     model: Any  # open_clip.CLIP
@@ -242,7 +242,7 @@ def ensure_base_model(spec: "ModelSpec", storage: StorageRoot, log=print) -> dic
     return metrics
 
 
-def load_base_model(spec: "ModelSpec", storage: StorageRoot) -> BaseModel:
+def load_base_model(spec: "ModelSpec", storage: StorageRoot) -> LoadedModel:
     """θ0 in eval mode on the CPU; raise :class:`MissingWeightsError` with instructions if absent."""
     if spec.is_toy:
         from safetensors.torch import load_file
@@ -256,7 +256,7 @@ def load_base_model(spec: "ModelSpec", storage: StorageRoot) -> BaseModel:
             )
         model = create_toy_model(seed=spec.pretrain.seed)
         model.load_state_dict(load_file(str(path)))
-        return BaseModel(model.eval(), toy_tokenizer(), base_key(spec))
+        return LoadedModel(model.eval(), toy_tokenizer(), base_key(spec))
     return _load_open_clip(spec)
 
 
@@ -315,7 +315,7 @@ def _create_architecture(name: str, quick_gelu: bool) -> torch.nn.Module:
         logging.disable(previous)
 
 
-def _load_open_clip(spec: "ModelSpec") -> BaseModel:
+def _load_open_clip(spec: "ModelSpec") -> LoadedModel:
     import open_clip
     from open_clip.transform import merge_preprocess_dict
 
@@ -329,7 +329,7 @@ def _load_open_clip(spec: "ModelSpec") -> BaseModel:
     model.load_state_dict(state, strict=True)
     if cfg:
         open_clip.set_model_preprocess_cfg(model, merge_preprocess_dict(model.visual.preprocess_cfg, cfg))
-    return BaseModel(model.eval(), open_clip.get_tokenizer(spec.name), base_key(spec))
+    return LoadedModel(model.eval(), open_clip.get_tokenizer(spec.name), base_key(spec))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -370,7 +370,7 @@ def check_finite_state(state: Mapping[str, torch.Tensor], *, what: str) -> None:
 
 def check_image_encoder_state(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
                               what: str = "expert image encoder") -> None:
-    """Validate an expert's image-encoder state dict against θ0's (``BaseModel.visual_state()``).
+    """Validate an expert's image-encoder state dict against θ0's (``LoadedModel.visual_state()``).
 
     Every name of θ0's encoder must be present with the same shape and dtype, and nothing else:
     a checkpoint of another architecture, a whole CLIP instead of its ``visual`` part, or a

@@ -24,7 +24,7 @@ from benchmark.trials.evaluation import balanced_accuracy, evaluate
 from benchmark.report.paired import pack_correct
 from benchmark.model.head_cache import load_head
 from benchmark.spec.keys import KEY_LAYOUT, canonical_json
-from benchmark.model.pretrained import BaseModel, load_base_model
+from benchmark.model.pretrained import LoadedModel, load_base_model
 from benchmark.spec.plan import SCHEMA_VERSION, Trial
 from benchmark.spec.schema import DataSpec, ModelSpec, SetupSpec
 from benchmark.results.storage import StorageRoot
@@ -39,7 +39,7 @@ class NonFiniteResultError(TrialFault):
 class WarmAssets:
     """θ0 plus per-task heads and eval tensors, loaded once per worker and reused by its trials."""
 
-    base: BaseModel
+    base: LoadedModel
     theta0_visual: dict[str, torch.Tensor]
     heads: dict[str, torch.Tensor] = field(default_factory=dict)
     tests: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
