@@ -8,7 +8,7 @@ import pytest
 from benchmark.results import store as results
 from benchmark.report.leaderboard import DEFAULT_BY, GROUPABLE, leaderboard_rows, leaderboard_table, parse_by
 from benchmark.results.storage import StorageRoot
-from test_report_fixtures import EXPERT, write_oracle, write_references, write_trial
+from tests.benchmark.report.fixtures import EXPERT, paper_root, write_oracle, write_references, write_trial
 
 
 @pytest.fixture
@@ -130,3 +130,12 @@ def test_pooling_different_hyper_parameters_of_a_merger_is_flagged(storage):
     assert any("ties pool trials with different merger_params" in n for n in leaderboard_table(table).notes)
     split = leaderboard_table(table, ("merger", "merger_params"))
     assert not split.notes and len(split.rows) == 2
+
+
+def test_paper_root_holds_every_trial_and_reference_as_its_own_part(tmp_path):
+    storage = paper_root(tmp_path)
+    table = results.read_results(storage)
+    # 16 trials × 2 tasks + 8 reference parts × 2 tasks + oracle 3 λ × 2 tasks
+    assert table.num_rows == 16 * 2 + 8 * 2 + 6
+    assert len(results.trial_status(storage)) == 16 + 8 + 1
+    assert set(table.column("lambda_policy").to_pylist()) == {"fixed", "weave", "oracle", "reference"}

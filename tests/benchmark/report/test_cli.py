@@ -12,7 +12,7 @@ import pytest
 from benchmark.results import store as results
 from benchmark.cli import main
 from benchmark.results.storage import StorageRoot
-from test_report_fixtures import paper_root, write_trial
+from tests.benchmark.report.fixtures import paper_root, write_trial
 
 
 @pytest.fixture(autouse=True)

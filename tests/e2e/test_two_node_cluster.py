@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CHUNK = 64 << 10
 
 
@@ -58,7 +58,7 @@ def test_tiny_spec_on_two_worker_nodes_shares_the_root_and_fetches_the_bank_once
     assert found["chunks_received"]["head"] < bank_chunks  # the head holds the primary copy
 
 
-# --- the cluster side, run as ``python tests/test_two_node_cluster.py ROOT REPORT`` ----------------------
+# --- the cluster side, run as ``python tests/e2e/test_two_node_cluster.py ROOT REPORT`` ----------------------
 
 
 def _chunks_received(logs: Path) -> dict[str, int]:

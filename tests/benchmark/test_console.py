@@ -16,7 +16,7 @@ from rich.console import Console
 
 from benchmark.console import RayOutput, StageProgress, ray_output_captured
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 #: what Ray and Tune print on their own (the lines issue 19 found on a plain run)
 FOREIGN = [

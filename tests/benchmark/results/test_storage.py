@@ -27,7 +27,7 @@ from benchmark.spec.schema import ModelSpec, parse_spec
 from benchmark.results.storage import CachePath, RootPath, StorageRoot, atomic_write
 from benchmark.toy import create_toy_model
 from tests.conftest import tiny_spec_dict
-from tests.test_results_store import _row
+from tests.benchmark.results.test_store import _row
 
 
 class _Upload(io.BytesIO):

@@ -17,7 +17,7 @@ from benchmark.report.formats import (
     Column, ReportTable, Stat, latex_escape, render_rich, render_text, rich_text, to_csv, to_latex, to_markdown,
 )
 from benchmark.report.tables import build_tables
-from test_report_fixtures import paper_root
+from tests.benchmark.report.fixtures import paper_root
 
 
 def _tricky() -> ReportTable:

@@ -103,12 +103,3 @@ def paper_root(tmp_path) -> StorageRoot:
     write_oracle(storage, {0.5: {"a": 0.5, "b": 0.5}, 1.0: {"a": 0.75, "b": 0.55}, 1.5: {"a": 0.4, "b": 0.9}},
                  model="m1", setup="s1", merger="ties")
     return storage
-
-
-def test_paper_root_holds_every_trial_and_reference_as_its_own_part(tmp_path):
-    storage = paper_root(tmp_path)
-    table = results.read_results(storage)
-    # 16 trials × 2 tasks + 8 reference parts × 2 tasks + oracle 3 λ × 2 tasks
-    assert table.num_rows == 16 * 2 + 8 * 2 + 6
-    assert len(results.trial_status(storage)) == 16 + 8 + 1
-    assert set(table.column("lambda_policy").to_pylist()) == {"fixed", "weave", "oracle", "reference"}

@@ -11,7 +11,7 @@ from benchmark.results import store as results
 from benchmark.trials.evaluation import balanced_accuracy, evaluate
 from benchmark.report.leaderboard import leaderboard_rows, leaderboard_table
 from benchmark.results.storage import StorageRoot
-from test_report_fixtures import write_trial
+from tests.benchmark.report.fixtures import write_trial
 
 
 def test_balanced_accuracy_is_the_mean_per_class_recall():

@@ -1,4 +1,4 @@
-"""The paper's tables on a synthetic root with known numbers (see ``test_report_fixtures``):
+"""The paper's tables on a synthetic root with known numbers (see ``tests.benchmark.report.fixtures``):
 weaving gain per setup and overall, the pooling ablation, the oracle side by side, λ-sweep data."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from benchmark.report.tables import (
     weaving_gain_table,
 )
 from benchmark.results.storage import StorageRoot
-from test_report_fixtures import paper_root, write_oracle, write_trial
+from tests.benchmark.report.fixtures import paper_root, write_oracle, write_trial
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def _approx_row(row, expected):
 
 
 def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
-    report = weaving_gain_table(table, ci=0)  # the layout without intervals (test_paired_stats has them)
+    report = weaving_gain_table(table, ci=0)  # the layout without intervals (tests/benchmark/report/test_paired.py has them)
     labels = [c.label for c in report.columns]
     assert labels == ["merger", "weaving",
                       "s1: baseline", "s1: +weaving", "s1: gain",

@@ -23,7 +23,7 @@ from benchmark.report.leaderboard import leaderboard_rows, ok_rows
 from benchmark.report.compare import compare_tables
 from benchmark.report.tables import oracle_table, weaving_gain_table
 from benchmark.results.storage import StorageRoot
-from test_report_fixtures import row
+from tests.benchmark.report.fixtures import row
 
 WEAVE = dict(pooling="avg", collaborative=True, lambda_policy="weave")
 FIXED = dict(pooling="none", collaborative=None, lambda_policy="fixed", lam=1.0, lambdas=[1.0])

@@ -1,6 +1,6 @@
 """A real ``ray up`` on this machine: sshd on the loopback, a dedicated user, cluster-local.yaml.
 
-Used by tests/test_launch_cluster.py. Everything here runs as root and is undone on exit:
+Used by tests/e2e/test_launch_cluster.py. Everything here runs as root and is undone on exit:
 
 - the user ``ww-launch`` (created if missing, removed again if this module created it) owns every
   Ray process of the launched cluster, so the ``ray stop`` that ``ray up``/``ray down`` run ends
@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 USER = "ww-launch"
 SSH_PORT = 26022
 CONFIG = REPO / "cluster-local.yaml"
@@ -119,7 +119,7 @@ class LocalCluster:
         self._as_user(raytmp)
         bashrc = self.home / ".bashrc"
         bashrc.write_text(
-            "# written by tests/launch_local.py: the env cluster-local.yaml expects\n"
+            "# written by tests/e2e/launch_local.py: the env cluster-local.yaml expects\n"
             f"export PATH={shlex.quote(str(self.env_bin))}:$PATH\n"
             "export PYTHONPATH=$HOME/ww\n"
             f"export RAY_TMPDIR={raytmp}\n"

@@ -12,7 +12,7 @@ import pytest
 
 from benchmark.spec.schema import PRESETS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_dry_run_without_weights_or_data_prints_the_plan_and_every_missing_input(tmp_path):

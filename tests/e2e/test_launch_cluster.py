@@ -1,7 +1,7 @@
 """``ray up cluster-local.yaml`` for real: a head and a worker on this machine, a run, a lost node.
 
 What a user does with the launcher, end to end, through Ray's own CLI and ssh (set up by
-tests/launch_local.py: sshd on 127.0.0.1/127.0.0.2, a dedicated user): ``ray up``, ``ray submit``
+tests/e2e/launch_local.py: sshd on 127.0.0.1/127.0.0.2, a dedicated user): ``ray up``, ``ray submit``
 of a toy spec with ``--root`` on a path both nodes see; once its grid has started (Tune's experiment
 folder exists) the worker node's raylet is killed. The run must end with every trial in the Parquet
 dataset exactly once — on what is left, or after one re-submit — then ``ray down`` in a
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.launch_local import CONFIG, REPO, LocalCluster
+from tests.e2e.launch_local import CONFIG, REPO, LocalCluster
 
 pytestmark = pytest.mark.slow
 

@@ -25,7 +25,7 @@ from benchmark.spec.schema import parse_spec
 from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _spec(tmp_path: Path, finetune: dict | None = None) -> tuple[Path, dict]:

@@ -9,7 +9,7 @@ import pytest
 from benchmark.results import store as results
 from benchmark.report.figures import plot_best_lambda, plot_cosine_heatmap, plot_lambda_curves, write_figures
 from benchmark.results.storage import StorageRoot
-from test_report_fixtures import paper_root, write_oracle, write_trial
+from tests.benchmark.report.fixtures import paper_root, write_oracle, write_trial
 
 
 def _image(path):

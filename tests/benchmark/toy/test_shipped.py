@@ -108,7 +108,7 @@ def test_a_normal_install_carries_the_shipped_pair():
     from fnmatch import fnmatch
     from pathlib import Path
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[3]
     text = (root / "pyproject.toml").read_text()  # tomllib is 3.11+, the project supports 3.10
     section = text.split("[tool.setuptools.package-data]", 1)[1].split("\n[", 1)[0]
     patterns = re.findall(r'"([^"]+)"', re.search(r"^benchmark\s*=\s*\[(.*)\]", section, re.M).group(1))

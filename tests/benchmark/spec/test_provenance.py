@@ -27,7 +27,7 @@ from benchmark.spec.schema import DataSpec, ModelSpec, SpecError, parse_spec
 from benchmark.results.storage import StorageRoot
 from ww import registry
 from tests.conftest import tiny_spec_dict
-from test_report_fixtures import write_trial
+from tests.benchmark.report.fixtures import write_trial
 
 
 def _spec(**overrides):
