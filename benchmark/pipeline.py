@@ -1,4 +1,4 @@
-"""``run_bench.py run SPEC``: the data flow of DESIGN.md, stage by stage.
+"""``run_bench.py run SPEC``: the data flow of docs/DESIGN.md, stage by stage.
 
 spec → plan → θ0 / tensors / heads (Ray task) → experts (Ray Train) → references → banks
 (streamed expert by expert; ``ray.put`` once, or a memory-mapped file in each node's cache) → grid

@@ -1,4 +1,4 @@
-"""``run_bench.py analyze SPEC``: the analyses of METHODS §4 on a finished run's experts.
+"""``run_bench.py analyze SPEC``: the analyses of docs/METHODS.md §4 on a finished run's experts.
 
 - ``geometry``: cosines of task vectors (whole, per block, per tensor); increments and the √(s/t)
   baseline for sequential CIL; sequential vs independent when the root holds both.

@@ -1,4 +1,4 @@
-"""Task-vector geometry (METHODS §4): cosines of whole task vectors, per tensor and per block.
+"""Task-vector geometry (docs/METHODS.md §4): cosines of whole task vectors, per tensor and per block.
 
 For sequential CIL chains the cumulative task vectors τs = θs − θ0 share their history, so they are
 correlated by construction (√(s/t) for orthogonal equal increments); the cosines of the increments

@@ -1,4 +1,4 @@
-"""Interference between task vectors (METHODS §4): where mergers have to arbitrate.
+"""Interference between task vectors (docs/METHODS.md §4): where mergers have to arbitrate.
 
 Three views, each computed with the rule of the merger it explains (`ww.analysis`): sign conflicts
 among each task's top-k entries (what TIES's sign election resolves), the share of entries each
@@ -17,8 +17,8 @@ from benchmark.analyze.context import AnalysisContext, BankRef
 from benchmark.analyze.output import figure, save_figure, write_table
 
 NAME = "interference"
-TOP_K = 0.2  # TIES's default trimming fraction (METHODS §2)
-TALL_LAMBDA = 0.4  # Consensus Merging's data-free λ (METHODS §2)
+TOP_K = 0.2  # TIES's default trimming fraction (docs/METHODS.md §2)
+TALL_LAMBDA = 0.4  # Consensus Merging's data-free λ (docs/METHODS.md §2)
 
 
 def _rows(base: dict, conflicts: wa.SignConflicts, shares: wa.SelectionShares, histogram: wa.ConsensusHistogram,

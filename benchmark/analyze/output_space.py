@@ -1,4 +1,4 @@
-"""Weight space vs output space (METHODS §4; Wang et al., "Rethinking Weight-Averaged Model-merging",
+"""Weight space vs output space (docs/METHODS.md §4; Wang et al., "Rethinking Weight-Averaged Model-merging",
 arXiv 2411.09263).
 
 A uniform soup θ0 + (1/n) Σ τt averages in weight space; an ensemble averages the n experts'

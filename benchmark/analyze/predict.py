@@ -2,7 +2,7 @@
 
 `benchmark.trials.evaluation.evaluate` keeps only counts; comparing models prediction by prediction
 (ensembles, agreement, KL) needs the normalised features and logits themselves, computed the same
-way (uint8 → normalised on the device, inference mode, the frozen zero-shot head of METHODS §3).
+way (uint8 → normalised on the device, inference mode, the frozen zero-shot head of docs/METHODS.md §3).
 """
 
 from __future__ import annotations

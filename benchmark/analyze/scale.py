@@ -1,4 +1,4 @@
-"""Scale sensitivity (METHODS §4): what a factor α does to a whole model, a task vector and a merge.
+"""Scale sensitivity (docs/METHODS.md §4): what a factor α does to a whole model, a task vector and a merge.
 
 Every merger needs a λ (the reason Weight Weaving exists); this sweep shows how sharply outputs
 react to it. Three targets, each over the same α grid: the whole fine-tuned model α·θt (every

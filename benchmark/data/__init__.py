@@ -1,6 +1,6 @@
 """Real datasets: class names, prompt templates and on-disk layouts behind ``benchmark.data.loaders``.
 
-- ``classnames`` / ``templates``: the words of the zero-shot heads (METHODS §3);
+- ``classnames`` / ``templates``: the words of the zero-shot heads (docs/METHODS.md §3);
 - ``layouts``: how each layout under the data root is found, listed and labelled;
 - ``catalog``: one entry per dataset of the paper's setups (MTL 8/14/20, CIL, DG);
 - ``images``: decoding to uint8 at the model's resolution (the eval tensor cache's input);

@@ -1,6 +1,6 @@
-"""The real datasets of the paper's three setups (METHODS §3): names, heads' words, layouts, sources.
+"""The real datasets of the paper's three setups (docs/METHODS.md §3): names, heads' words, layouts, sources.
 
-One :class:`RealDataset` per dataset, under the name METHODS.md uses (case-sensitive: ``SUN397``,
+One :class:`RealDataset` per dataset, under the name docs/METHODS.md uses (case-sensitive: ``SUN397``,
 ``Cars``, ...). Each lists the on-disk layouts it is read from, tried in order, and where the data
 comes from: a torchvision download (``run_bench.py data prepare NAME``) or manual instructions.
 """

@@ -1,6 +1,6 @@
 """Decoding real images into the uint8 tensors the harness evaluates and fine-tunes on.
 
-The eval tensor cache (DESIGN.md, data flow step 2) stores every split once as uint8 [N, 3, R, R]
+The eval tensor cache (docs/DESIGN.md, data flow step 2) stores every split once as uint8 [N, 3, R, R]
 at the model's resolution R, so the preprocessing here must be the model's own test-time
 preprocessing minus normalisation (which ``benchmark.trials.evaluation.to_model_input`` does on the
 device): RGB, resize the *shorter* side to R with bicubic resampling, centre crop R×R. That is

@@ -10,7 +10,7 @@ A *task* is what one expert is fine-tuned on and what one evaluation reads, writ
 Two kinds of dataset sit behind the same functions:
 
 - the embedded toy suite (lowercase names), generated deterministically, no download;
-- the real datasets of METHODS §3 (names as METHODS writes them: ``SUN397``, ``Cars``, ...), read
+- the real datasets of docs/METHODS.md §3 (names as docs/METHODS.md writes them: ``SUN397``, ``Cars``, ...), read
   from a *data root*: the ``data_root`` argument, else ``$WW_DATA_ROOT``, else ``~/data``. Their
   layouts are documented in docs/DATA.md (``benchmark.data`` implements them).
 

@@ -1,6 +1,6 @@
 """Prompt templates of the real datasets (format strings with one ``{}`` for the class name).
 
-METHODS §3 builds each head by averaging the text embeddings of every template. The sets are the
+docs/METHODS.md §3 builds each head by averaging the text embeddings of every template. The sets are the
 ones CLIP's authors engineered per dataset (OpenAI CLIP, ``data/prompts.md``), which the
 task-vector papers reuse unchanged, so zero-shot accuracies are comparable with theirs. The
 ImageNet-derived and multi-domain datasets (ImageNet-R, DomainNet, PACS, OfficeHome) use CLIP's

@@ -1,6 +1,6 @@
 """Fine-tuning one expert: the image encoder trained through its task's frozen zero-shot head.
 
-METHODS §3's recipe (task-vector papers, MagMax): only the image encoder moves; the text tower,
+docs/METHODS.md §3's recipe (task-vector papers, MagMax): only the image encoder moves; the text tower,
 the logit scale and the head stay pretrained, so τ = θ_t − θ0 lives in ``model.visual`` alone and
 every expert is read through the same classifier as θ0. AdamW, linear warm-up then cosine decay,
 gradient-norm clipping, cross-entropy. Plain PyTorch on purpose (STYLE.md, Ray's examples): the
@@ -24,7 +24,7 @@ from benchmark.trials.evaluation import bare_model, image_mean_std, to_model_inp
 
 @dataclass
 class FinetuneRecipe:
-    """Expert fine-tuning hyper-parameters; defaults are the toy-sized recipe (≈15 s on one core).
+    """Expert fine-tuning hyper-parameters; defaults are the toy-sized recipe.
 
     The paper's ViT recipe is lr 1e-5, batch 128, 500 warm-up steps, several epochs.
     """

@@ -78,7 +78,7 @@ def train_expert_loop(config: dict) -> None:
 #: Checkpoints per fine-tune when they are small; fewer for large models (:func:`checkpoints_per_run`).
 MAX_CHECKPOINTS_PER_RUN = 4
 #: Checkpoint bytes one fine-tune may write under the default cadence (each checkpoint is written whole):
-#: the toy and ViT-B-32 (≈ 1.06 GB per checkpoint) get four, ViT-L-14 (≈ 3.65 GB) one.
+#: the toy and ViT-B-32 get four, ViT-L-14 (its checkpoints are several times larger) one.
 CHECKPOINT_BYTES_PER_RUN = 4 << 30
 #: No default checkpoint closer than this many steps: so few steps are cheaper to redo than to save.
 MIN_STEPS_BETWEEN_CHECKPOINTS = 10

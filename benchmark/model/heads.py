@@ -1,8 +1,8 @@
 """Zero-shot classification heads: the frozen classifiers every expert and merge is read through.
 
-METHODS §3: per class, encode every prompt template, L2-normalise each embedding, average them,
+docs/METHODS.md §3: per class, encode every prompt template, L2-normalise each embedding, average them,
 L2-normalise the mean; stack the classes. The head depends only on (model, pretrained, dataset),
-never on fine-tuning (the text tower stays pretrained), which is why DESIGN.md computes it once
+never on fine-tuning (the text tower stays pretrained), which is why docs/DESIGN.md computes it once
 and caches it.
 """
 

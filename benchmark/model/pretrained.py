@@ -10,7 +10,7 @@ Two sources behind one function:
   open_clip downloads into (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
   ``~/.cache/huggingface/hub``), or from a local checkpoint file (``pretrained: /path/to/file``).
 
-Weights are read only through safetensors or ``torch.load(weights_only=True)`` (DESIGN.md,
+Weights are read only through safetensors or ``torch.load(weights_only=True)`` (docs/DESIGN.md,
 reliability): a checkpoint is data, never code. The architecture is built by open_clip without
 weights, then the state dict is loaded strictly, so a checkpoint of another architecture is an
 error naming the first mismatching tensor. Tags trained with QuickGELU (every ``openai`` tag) get

@@ -1,6 +1,6 @@
 """``run_bench.py perf eval``: what the eval tensor cache buys, measured.
 
-DESIGN.md's performance principle for evaluation — cached uint8 tensors, normalisation on the
+docs/DESIGN.md's performance principle for evaluation — cached uint8 tensors, normalisation on the
 device, large batches — claims that a grid trial spends its time in the model, not in data
 handling. This benchmark checks the claim on this machine, in one run, with one model:
 

@@ -1,6 +1,6 @@
 """``run_bench.py perf grid``: what the Ray Tune grid costs beyond merging and evaluating.
 
-DESIGN.md's Ray principle — warm reused actors, the bank once per node, per-trial overhead a small
+docs/DESIGN.md's Ray principle — warm reused actors, the bank once per node, per-trial overhead a small
 fraction of trial time — measured on a real grid. The spec (default: the quickstart) is first run
 to completion on ``--root`` (everything cached is reused); then its whole grid runs again in a
 scratch root that shares the cache and the experts but has no results, so every trial executes.

@@ -63,7 +63,7 @@ STREAM_TARGET = {  # the issue's targets, as a multiple of the streaming pass
 SECONDS_TARGET = {"tsv_m": 60.0, "iso_c": 60.0, "iso_cts": 60.0}
 WEAVE_TIME_TARGET = 1.5
 ONE_SHOT_SECONDS_TARGET = {"magmax": 3.4, "ties": 45.6}
-"""FusionBench's one-shot figures on the reference machine (issue 15): a one-shot ww merge must not be slower."""
+"""FusionBench's one-shot times in seconds (issue 15, docs/PERF.md): a one-shot ww merge must not be slower."""
 ONE_SHOT_MEMORY_TARGET = 1.0
 """Peak resident memory of a one-shot call above its inputs, in models (the output)."""
 ONE_SHOT_SLACK_BYTES = 128 << 20

@@ -5,7 +5,7 @@
   is the paper's argument that it removes the choice of λ without test data;
 - the best λ per task (the motivation figure): a single global λ is a compromise, and how spread the
   per-task optima are tells how much a fixed λ loses;
-- cosine heatmaps of task vectors, for the analyses (METHODS §4), which compute the matrices.
+- cosine heatmaps of task vectors, for the analyses (docs/METHODS.md §4), which compute the matrices.
 
 Figures are built on :class:`matplotlib.figure.Figure` with an explicit Agg canvas rather than
 pyplot, so nothing global changes for other code in the process (Ray workers, tests), and are

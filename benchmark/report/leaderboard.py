@@ -2,7 +2,7 @@
 
 Aggregation order, stated in every output because it changes the numbers:
 1. per trial (and seed): mean over its eval tasks; normalised accuracy = merged ÷ expert per task,
-   then mean (METHODS §3: the mean of ratios, not the ratio of means);
+   then mean (docs/METHODS.md §3: the mean of ratios, not the ratio of means);
 2. per seed: mean over the trials a group pools together (the axes not in ``--by``);
 3. mean ± sample std (n − 1) over seeds.
 
@@ -315,7 +315,7 @@ def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: 
         columns.append(Column("kind", "text", "kind"))
     columns += [Column("λ", "text", "lambda"), Column("seeds", "int", "n_seeds"),
                 Column("accuracy %", "pct", "accuracy"), Column("normalised %", "pct", "normalized")]
-    balanced = any(r["dg"] for r in rows)  # METHODS §3: DG also reports balanced accuracy
+    balanced = any(r["dg"] for r in rows)  # docs/METHODS.md §3: DG also reports balanced accuracy
     if balanced:
         columns.append(Column("balanced %", "pct", "balanced"))
     cells, styles = [], []

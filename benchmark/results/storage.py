@@ -1,4 +1,4 @@
-"""The storage root (DESIGN.md): one tree that holds every artifact of every run.
+"""The storage root (docs/DESIGN.md): one tree that holds every artifact of every run.
 
     <root>/cache/      θ0 of the toy model, eval tensors, zero-shot heads
     <root>/experts/    <model>/<pretrained>/<setup>/<seed>/<task>.safetensors + <task>.manifest.json

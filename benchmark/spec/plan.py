@@ -52,7 +52,7 @@ class ExpertJob:
     init_task: str | None = None  # ... and its task (same model/setup/seed folder)
 
     def path(self, storage: StorageRoot) -> Path:
-        """``<root>/experts/<model>/<pretrained>/<setup>/<seed>/<task>.safetensors`` (DESIGN.md)."""
+        """``<root>/experts/<model>/<pretrained>/<setup>/<seed>/<task>.safetensors`` (docs/DESIGN.md)."""
         return (
             storage.experts
             / safe_name(self.model["name"])

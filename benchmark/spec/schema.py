@@ -72,12 +72,12 @@ class ModelSpec(_Strict):
 
 
 class FinetuneSpec(_Strict):
-    """The fine-tuning recipe of METHODS.md §3 (AdamW, cosine with warm-up, grad clip), toy-sizable."""
+    """The fine-tuning recipe of docs/METHODS.md §3 (AdamW, cosine with warm-up, grad clip), toy-sizable."""
 
     mode: Literal["independent", "sequential"] = "independent"
     steps: int = Field(200, ge=1)
     epochs: float | dict[str, float] | None = None
-    """Passes over each task's training split instead of ``steps`` (METHODS §3 uses per-dataset
+    """Passes over each task's training split instead of ``steps`` (docs/METHODS.md §3 uses per-dataset
     epochs: ``{Cars: 35, DTD: 75, ..., default: 10}``); steps = ceil(epochs · n_train / global batch)."""
     batch_size: int = Field(128, ge=1)
     lr: float = Field(1e-5, gt=0)
@@ -145,7 +145,7 @@ class Evaluation:
 
 
 class SetupSpec(_Strict):
-    """One of the paper's three setups (METHODS.md §3).
+    """One of the paper's three setups (docs/METHODS.md §3).
 
     - ``mtl``: one expert per task in ``tasks``; one merge of all, each task evaluated with its head.
     - ``cil``: ``dataset`` split into ``n_splits`` class chunks, one expert per split (``sequential``
@@ -243,7 +243,7 @@ class MergerSpec(_Strict):
     @field_validator("lambdas")
     @classmethod
     def _sane_lambdas(cls, lambdas: list[float] | None) -> list[float] | None:
-        """λ scales the merged vector added to θ0 (METHODS §1), so only positive finite values make
+        """λ scales the merged vector added to θ0 (docs/METHODS.md §1), so only positive finite values make
         sense; one grid has one spelling (increasing, each λ once) because the order of the
         candidates is part of what randmix pooling computes and of the trial's key."""
         if lambdas is None:

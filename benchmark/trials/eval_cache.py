@@ -1,6 +1,6 @@
 """The eval tensor cache: each split decoded once into uint8 at the model's resolution.
 
-Trials never decode images (DESIGN.md, data flow step 2): they memory-map ``images.npy``
+Trials never decode images (docs/DESIGN.md, data flow step 2): they memory-map ``images.npy``
 (uint8 [N, 3, R, R]) and normalise on the device. Decoding a real test split costs minutes
 (JPEG decode + bicubic resize per image); reading it back from the page cache costs milliseconds,
 and every trial of a grid, every expert's fine-tuning and every worker on the node shares it.

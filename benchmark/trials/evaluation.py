@@ -1,6 +1,6 @@
-"""Top-1 evaluation of a CLIP image encoder through a frozen zero-shot head (METHODS §3).
+"""Top-1 evaluation of a CLIP image encoder through a frozen zero-shot head (docs/METHODS.md §3).
 
-Evaluation is compute-bound and runs thousands of times per grid (DESIGN.md, performance), so
+Evaluation is compute-bound and runs thousands of times per grid (docs/DESIGN.md, performance), so
 images stay uint8 until they reach the model's device, normalisation happens there, batches are
 large and everything runs under ``torch.inference_mode``.
 """
@@ -50,7 +50,7 @@ def to_model_input(images_uint8: torch.Tensor, mean: Sequence[float], std: Seque
 
 
 def classification_logits(model: torch.nn.Module, head: torch.Tensor, images_float: torch.Tensor) -> torch.Tensor:
-    """logit_scale.exp() · normalise(encode_image(x)) · headᵀ, the zero-shot classifier of METHODS §3.
+    """logit_scale.exp() · normalise(encode_image(x)) · headᵀ, the zero-shot classifier of docs/METHODS.md §3.
 
     The scale is the model's learned (pre-trained) one; it does not change the argmax but it does
     change the cross-entropy that fine-tuning minimises.
@@ -112,7 +112,7 @@ def evaluate(
 
 
 def balanced_accuracy(correct: np.ndarray, labels: np.ndarray | torch.Tensor) -> float:
-    """Mean over the classes present in ``labels`` of the per-class recall (METHODS §3, for DG).
+    """Mean over the classes present in ``labels`` of the per-class recall (docs/METHODS.md §3, for DG).
 
     Plain accuracy weighs classes by their frequency in the held-out domain; balanced accuracy
     gives each class the same weight, so a merge that only gets the majority class right is not

@@ -1,7 +1,7 @@
 """The whole data flow on a tiny toy spec, on a real (local) Ray: experts, banks, grid, Parquet, report.
 
 One pipeline run is shared by the tests of this module (it costs about a minute); each test pins
-down one promise of DESIGN.md's data flow against what that run left in the storage root.
+down one promise of docs/DESIGN.md's data flow against what that run left in the storage root.
 """
 
 from __future__ import annotations

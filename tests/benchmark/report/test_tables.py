@@ -38,7 +38,7 @@ def _approx_row(row, expected):
 
 
 def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
-    report = weaving_gain_table(table, ci=0)  # the layout without intervals (tests/benchmark/report/test_paired.py has them)
+    report = weaving_gain_table(table, ci=0)  # no intervals (report/test_paired.py has them)
     labels = [c.label for c in report.columns]
     assert labels == ["merger", "weaving",
                       "s1: baseline", "s1: +weaving", "s1: gain",

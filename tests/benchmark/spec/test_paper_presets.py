@@ -74,7 +74,7 @@ def test_paper_covers_the_papers_grid():
     # the independent counterpart differs by its mode only, or the comparison would compare recipes
     assert ind.model_copy(update={"name": seq.name, "finetune": ind.finetune.model_copy(update={"mode": "sequential"})}) == seq
     assert len(setups["dg-domainnet"].expert_tasks()) == 6 and len(setups["dg-imagenet-r"].expert_tasks()) == 15
-    for setup in spec.setups:  # METHODS §3 recipe, global batch 128 over the data-parallel workers
+    for setup in spec.setups:  # docs/METHODS.md §3 recipe, global batch 128 over the data-parallel workers
         ft = setup.finetune
         assert (ft.lr, ft.weight_decay, ft.warmup, ft.grad_clip) == (1e-5, 0.1, 500, 1.0)
         assert ft.batch_size * spec.resources.expert_workers == 128

@@ -1,4 +1,4 @@
-"""The three setups of METHODS §3: which experts a setup trains and what each trial merges and evaluates."""
+"""The three setups of docs/METHODS.md §3: which experts a setup trains and what each trial merges and evaluates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The toy CLIP, zero-shot heads and evaluation: registration, shapes and the METHODS §3 formulas."""
+"""The toy CLIP, zero-shot heads and evaluation: registration, shapes and the docs/METHODS.md §3 formulas."""
 
 import numpy as np
 import open_clip

@@ -1,4 +1,4 @@
-"""DG's balanced accuracy (METHODS §3: mean per-class recall), computed by the evaluation for every
+"""DG's balanced accuracy (docs/METHODS.md §3: mean per-class recall), computed by the evaluation for every
 trial row and shown by the leaderboard for DG setups."""
 
 from __future__ import annotations
