@@ -96,7 +96,7 @@ REPORT_TABLES = ("leaderboard", "weaving-gain", "pooling-ablation", "oracle", "a
 REPORT_FORMATS = ("table", "markdown", "latex", "csv")
 
 #: ``run_bench.py perf WHAT`` → module whose ``main(argv) -> int`` runs that benchmark.
-PERF_COMMANDS = {"merge": "benchmark.perf_merge", "eval": "benchmark.perf_eval", "grid": "benchmark.perf_grid"}
+PERF_COMMANDS = {"merge": "benchmark.perf.merge", "eval": "benchmark.perf.evaluation", "grid": "benchmark.perf.grid"}
 
 
 def cmd_perf(args, console: Console) -> int:
@@ -106,7 +106,7 @@ def cmd_perf(args, console: Console) -> int:
 
 
 def cmd_data(args, console: Console) -> int:
-    from benchmark.data_cli import main as data_main
+    from benchmark.data.cli import main as data_main
 
     return data_main(args.args)
 
@@ -120,10 +120,10 @@ def cmd_toy(args, console: Console) -> int:
 def cmd_run(args, console: Console) -> int:
     from benchmark.console import RayOutput
     from benchmark.pipeline import run_spec
-    from benchmark.report import render_leaderboard
-    from benchmark.results import read_results
-    from benchmark.specs import load_spec, quickstart_spec_path
-    from benchmark.storage import StorageRoot
+    from benchmark.report.leaderboard import render_leaderboard
+    from benchmark.results.store import read_results
+    from benchmark.spec.schema import load_spec, quickstart_spec_path
+    from benchmark.results.storage import StorageRoot
 
     spec = load_spec(args.spec or quickstart_spec_path())
     storage = StorageRoot.at(args.root)
@@ -159,7 +159,7 @@ def ray_log_path(storage) -> Path:
 
 
 def cmd_rehearse(args, console: Console) -> int:
-    from benchmark.rehearse import Sizes, rehearse
+    from benchmark.perf.rehearse import Sizes, rehearse
 
     for name in ("steps", "batch_size", "test_images"):
         if getattr(args, name) < 1:
@@ -176,11 +176,11 @@ def cmd_rehearse(args, console: Console) -> int:
 def cmd_report(args, console: Console) -> int:
     from pathlib import Path
 
-    from benchmark.report import error_count, newest_revisions, ok_rows, parse_by, refuse_inside_results
-    from benchmark.report_formats import render_rich, render_text
-    from benchmark.report_tables import build_tables, parse_weaving
-    from benchmark.results import read_results
-    from benchmark.storage import StorageRoot, write_text_atomic
+    from benchmark.report.leaderboard import error_count, newest_revisions, ok_rows, parse_by, refuse_inside_results
+    from benchmark.report.formats import render_rich, render_text
+    from benchmark.report.tables import build_tables, parse_weaving
+    from benchmark.results.store import read_results
+    from benchmark.results.storage import StorageRoot, write_text_atomic
 
     storage = StorageRoot.at(args.root)
     if not storage.results.exists():
@@ -203,7 +203,7 @@ def cmd_report(args, console: Console) -> int:
     if args.compare is not None:
         if args.table != "leaderboard" or args.by is not None or args.weaving is not None:
             raise ValueError("--compare prints its own tables; drop --table, --by and --weaving")
-        from benchmark.report_compare import compare_tables
+        from benchmark.report.compare import compare_tables
 
         tables, notes = compare_tables(table, *args.compare, metric=args.metric, ci=args.ci), []
     else:
@@ -222,7 +222,7 @@ def cmd_report(args, console: Console) -> int:
     if error_count(table):
         console.print(f"[red]{error_count(table)} error row(s) present; see the 'error' column of the Parquet dataset[/]")
     if figures is not None:
-        from benchmark.report_figures import write_figures
+        from benchmark.report.figures import write_figures
 
         paths, figure_notes = write_figures(table, figures, args.metric)
         for path in paths:
@@ -236,9 +236,9 @@ _SUFFIX = {"table": "txt", "markdown": "md", "latex": "tex", "csv": "csv"}
 
 
 def cmd_analyze(args, console: Console) -> int:
-    from benchmark.analysis import parse_only, run_analyses
-    from benchmark.specs import load_spec
-    from benchmark.storage import StorageRoot
+    from benchmark.analyze import parse_only, run_analyses
+    from benchmark.spec.schema import load_spec
+    from benchmark.results.storage import StorageRoot
 
     only = parse_only(args.only)
     spec = load_spec(args.spec)
@@ -259,8 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 1000  # piped or redirected: tables whole, lines unbroken (not cut at 80 columns)
-    from benchmark.preflight import InsufficientSpaceError
-    from benchmark.specs import SpecError
+    from benchmark.results.preflight import InsufficientSpaceError
+    from benchmark.spec.schema import SpecError
 
     try:
         commands = {"run": cmd_run, "report": cmd_report, "perf": cmd_perf, "data": cmd_data,

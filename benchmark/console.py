@@ -4,7 +4,7 @@ Ray and Tune write to the driver's terminal on their own: the raylet's warnings 
 concurrency, memory pressure, also after the run is done) reach the driver through Ray's error
 channel, and Ray's loggers print warnings to stderr. While :class:`RayOutput` is active all of it
 goes to a log file under the storage root instead (``--debug`` keeps it on the terminal). Tune's own
-reporter (experiment box, TensorBoard hint) is turned off where the grid starts (grid.py).
+reporter (experiment box, TensorBoard hint) is turned off where the grid starts (trials/grid.py).
 
 :class:`StageProgress` shows a stage's progress as a rich progress bar in a terminal and as a few
 plain lines (quarters of the work) when the output is piped or redirected, so logs stay readable.

@@ -1,4 +1,4 @@
-"""``run_bench.py run SPEC``: the data flow of DESIGN.md, stage by stage.
+"""``run_bench.py run SPEC``: the data flow of docs/DESIGN.md, stage by stage.
 
 spec → plan → θ0 / tensors / heads (Ray task) → experts (Ray Train) → references → banks
 (streamed expert by expert; ``ray.put`` once, or a memory-mapped file in each node's cache) → grid
@@ -18,13 +18,14 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
-from benchmark import expert_store, results
+from benchmark.experts import store as expert_store
+from benchmark.results import store as results
 from benchmark.console import StageProgress
-from benchmark.plan import Plan, Trial, build_plan
-from benchmark.preflight import (BankPlan, check_cache_space, check_free_space, check_memory, estimate_disk,
+from benchmark.spec.plan import Plan, Trial, build_plan
+from benchmark.results.preflight import (BankPlan, check_cache_space, check_free_space, check_memory, estimate_disk,
                                   free_bytes, human_bytes, plan_banks, ray_nodes_memory)
-from benchmark.specs import DataSpec, ModelSpec, SetupSpec, Spec
-from benchmark.storage import StorageRoot, require_shared_root
+from benchmark.spec.schema import DataSpec, ModelSpec, SetupSpec, Spec
+from benchmark.results.storage import StorageRoot, require_shared_root
 
 
 @dataclass
@@ -71,9 +72,9 @@ class MissingInputsError(FileNotFoundError):
 
 def missing_inputs(spec: Spec) -> list[Exception]:
     """Every missing or unreadable input of ``spec``: each model's weights, each dataset once."""
-    from benchmark import data
-    from benchmark.datasets import DatasetMalformedError, DatasetMissingError
-    from benchmark.models import MissingWeightsError, check_weights_available
+    from benchmark.data import loaders as data
+    from benchmark.data import DatasetMalformedError, DatasetMissingError
+    from benchmark.model.pretrained import MissingWeightsError, check_weights_available
 
     problems, seen = [], set()
     for model in spec.models:
@@ -110,8 +111,8 @@ def _get_input_checked(ref):
     """
     import ray
 
-    from benchmark.datasets import DatasetMalformedError, DatasetMissingError
-    from benchmark.models import ForeignCheckpointError, MissingWeightsError
+    from benchmark.data import DatasetMalformedError, DatasetMissingError
+    from benchmark.model.pretrained import ForeignCheckpointError, MissingWeightsError
 
     try:
         return ray.get(ref)
@@ -127,8 +128,8 @@ def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Consol
     before its result; a toy θ0 pre-training also shows its steps, which the task records in the root."""
     import threading
 
-    from benchmark.models import _toy_checkpoint
-    from benchmark.prepare import pretrain_progress_path
+    from benchmark.model.pretrained import _toy_checkpoint
+    from benchmark.model.prepare import pretrain_progress_path
 
     prepared: dict = {}
 
@@ -141,7 +142,7 @@ def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Consol
                 else:
                     prepared[key] = value
 
-    from benchmark.models import base_key
+    from benchmark.model.pretrained import base_key
     from benchmark.toy.shipped import shipped_for
 
     toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()
@@ -174,7 +175,7 @@ def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Consol
 
 
 def _bank_built(storage: StorageRoot, key: str) -> bool:
-    from benchmark.bank import bank_file_path
+    from benchmark.trials.banks import bank_file_path
 
     return bank_file_path(storage, key).exists()
 
@@ -182,7 +183,7 @@ def _bank_built(storage: StorageRoot, key: str) -> bool:
 def print_plan(plan: Plan, storage: StorageRoot, console: Console,
                banks: list[BankPlan] | None = None) -> tuple[list, list[Trial]]:
     """Print what the run will do (experts, banks and the route each takes, trials); return what is to do."""
-    from benchmark.bank import object_store_capacity
+    from benchmark.trials.banks import object_store_capacity
 
     status = results.trial_status(storage)
     experts_todo = [e for e in plan.experts if not expert_store.is_done(e, storage)]
@@ -243,7 +244,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
         console.print("[bold]--dry-run[/]: nothing was trained or evaluated "
                       "(no disk estimate until the inputs are in place).")
         raise problems[0] if len(problems) == 1 else MissingInputsError(problems)
-    from benchmark.bank import object_store_capacity
+    from benchmark.trials.banks import object_store_capacity
 
     banks = plan_banks(plan, trials_todo, object_store_capacity()[0])
     bank_files = sum(b.bytes for b in banks if b.route == "file" and not _bank_built(storage, b.key))
@@ -266,7 +267,7 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     stage_done("ray_init")
     require_shared_root(storage)  # every node must see a local root, or nothing can be resumed
     # the object store's real size is known now: the routes are final, and must fit in memory
-    from benchmark.bank import available_memory, object_store_capacity
+    from benchmark.trials.banks import available_memory, object_store_capacity
 
     planned = {b.key: b.route for b in banks}
     store_bytes = object_store_capacity()[0]
@@ -282,12 +283,12 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
 
     import ray
 
-    from benchmark.bank import build_bank, build_bank_file
-    from benchmark.grid import run_grid
-    from benchmark.merge_eval import reference_rows
-    from benchmark.models import load_base_model
-    from benchmark.prepare import prepare_remote, zeroshot_lookup
-    from benchmark.training import fit_experts
+    from benchmark.trials.banks import build_bank, build_bank_file
+    from benchmark.trials.grid import run_grid
+    from benchmark.trials.merge_eval import reference_rows
+    from benchmark.model.pretrained import load_base_model
+    from benchmark.model.prepare import prepare_remote, zeroshot_lookup
+    from benchmark.experts.training import fit_experts
 
     needed_experts = {k for t in trials_todo for k in t.expert_keys} | {e.key for e in experts_todo}
     if not needed_experts:

@@ -49,8 +49,8 @@ def finished_tiny_run(ray_session, tmp_path_factory):
     from rich.console import Console
 
     from benchmark.pipeline import run_spec
-    from benchmark.specs import parse_spec
-    from benchmark.storage import StorageRoot
+    from benchmark.spec.schema import parse_spec
+    from benchmark.results.storage import StorageRoot
 
     storage = StorageRoot.at(tmp_path_factory.mktemp("finished-root"))
     spec = parse_spec(tiny_spec_dict())

@@ -1,6 +1,6 @@
 """The embedded toy world: a tiny open_clip CLIP, an offline image suite and its pre-training.
 
-Everything the quickstart needs without a download (DESIGN.md, "The embedded default"); the
+Everything the quickstart needs without a download (docs/DESIGN.md, "The embedded default"); the
 rest of the harness treats the toy model and tasks like any other model and dataset.
 """
 

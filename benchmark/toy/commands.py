@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def _pretrain_parser() -> argparse.ArgumentParser:
-    from benchmark.specs import PretrainSpec
+    from benchmark.spec.schema import PretrainSpec
 
     defaults = PretrainSpec()
     p = argparse.ArgumentParser(prog="run_bench.py toy pretrain",
@@ -33,8 +33,8 @@ def cmd_pretrain(argv: list[str]) -> int:
     import torch
     from safetensors.torch import save_file
 
-    from benchmark.models import base_key
-    from benchmark.specs import ModelSpec, PretrainSpec
+    from benchmark.model.pretrained import base_key
+    from benchmark.spec.schema import ModelSpec, PretrainSpec
     from benchmark.toy import TOY_MODEL, PretrainRecipe, create_toy_model, pretrain
     from benchmark.toy.shipped import SHIPPED_WEIGHTS, shipped_manifest, write_manifest
 

@@ -1,6 +1,6 @@
-"""The toy CLIP: a tiny open_clip architecture that trains on two CPU cores in minutes.
+"""The toy CLIP: a tiny open_clip architecture small enough to train on a CPU.
 
-The embedded default (DESIGN.md) must run the *real* pipeline without a download, so the toy model
+The embedded default (docs/DESIGN.md) must run the *real* pipeline without a download, so the toy model
 is an ordinary open_clip ``CLIP`` built from a registered config, not a fork: every code path that
 serves ViT-B-32 (heads, fine-tuning, task vectors over ``model.visual``) serves it unchanged.
 Sizes follow TOY_NOTES.md (a 2-layer ViT on 32x32 images, 8x8 patches, a 2-layer text tower);

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.evaluation import image_mean_std, to_model_input
-from benchmark.finetune import warmup_cosine
+from benchmark.trials.evaluation import image_mean_std, to_model_input
+from benchmark.experts.finetune import warmup_cosine
 from benchmark.toy.model import toy_tokenizer
 from benchmark.toy.suite import pretraining_pairs
 

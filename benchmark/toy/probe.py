@@ -28,11 +28,11 @@ import numpy as np
 import torch
 
 import ww
-from benchmark import data as toy_data
-from benchmark.evaluation import evaluate
-from benchmark.finetune import FinetuneRecipe, finetune_image_encoder, steps_for_epochs
-from benchmark.heads import zeroshot_head
-from benchmark.specs import DataSpec
+from benchmark.data import loaders as toy_data
+from benchmark.trials.evaluation import evaluate
+from benchmark.experts.finetune import FinetuneRecipe, finetune_image_encoder, steps_for_epochs
+from benchmark.model.heads import zeroshot_head
+from benchmark.spec.schema import DataSpec
 
 MTL_TASKS = ("digits", "shapes", "colours", "stripes", "dots", "arrows")
 DG_DOMAINS = ("photo", "sketch", "negative", "mosaic", "greyscale")

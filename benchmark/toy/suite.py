@@ -1,6 +1,6 @@
 """The offline image suite: procedurally generated 32x32 classification tasks and pre-training pairs.
 
-Why procedural: the embedded default (DESIGN.md) may download nothing, yet it must exercise the
+Why procedural: the embedded default (docs/DESIGN.md) may download nothing, yet it must exercise the
 whole pipeline with tasks that behave like the paper's: a pre-trained θ0 with real but imperfect
 zero-shot accuracy, experts that gain a lot by fine-tuning, and task vectors that interfere when
 summed. Each task therefore has its own visual domain (as Cars, SVHN, DTD... differ), its class
@@ -470,8 +470,8 @@ _RENDERERS: dict[str, _Renderer] = {
 class ToyTask:
     """A classification task of the toy suite: its class names, prompt templates and pixels.
 
-    The dataclass carries exactly what a real dataset registry would (names and prompts, METHODS
-    §3); the pixels come from the renderer registered under ``name``.
+    The dataclass carries exactly what a real dataset registry would (names and prompts,
+    docs/METHODS.md §3); the pixels come from the renderer registered under ``name``.
     """
 
     name: str
