@@ -9,7 +9,8 @@ from benchmark import expert_store
 from benchmark.plan import build_plan
 from benchmark.specs import parse_spec
 from benchmark.storage import StorageRoot
-from benchmark.training import checkpoints_per_run, default_checkpoint_every, fit_experts
+from benchmark.specs import ResourcesSpec
+from benchmark.training import checkpoints_per_run, default_checkpoint_every, fit_experts, fits_in_flight
 from tests.conftest import tiny_spec_dict
 
 GB = 10**9
@@ -25,6 +26,15 @@ def test_the_default_cadence_thins_out_as_checkpoints_grow():
     assert default_checkpoint_every(2000, int(3.65 * GB)) == 1000
     assert default_checkpoint_every(8, 1000) == 0  # too short to be worth resuming
     assert default_checkpoint_every(30, 1000) == 10
+
+
+def test_experts_in_flight_follow_what_the_cluster_can_train_plus_one_waiting():
+    one_machine = ResourcesSpec(expert_workers=1, cpus_per_expert_worker=2, gpus_per_expert_worker=0)
+    assert fits_in_flight({"CPU": 2.0}, one_machine) == 2  # one training, one queued: not all twenty at once
+    assert fits_in_flight({"CPU": 16.0}, one_machine) == 9
+    gpus = ResourcesSpec(expert_workers=4, cpus_per_expert_worker=4, gpus_per_expert_worker=1)
+    assert fits_in_flight({"CPU": 192.0, "GPU": 8.0}, gpus) == 3  # GPUs bind: two 4-GPU fits
+    assert fits_in_flight({"CPU": 8.0}, gpus) == 2  # no GPU yet (an autoscaler's head): one waits for a node
 
 
 def _checkpoint_dirs(storage: StorageRoot, job) -> list:
