@@ -260,21 +260,23 @@ def _grey_stack(labels: np.ndarray, side: int = 28) -> np.ndarray:
 
 
 def write_mnist_like(root: Path, folder: str = "MNIST", per_class: int = 2, n_classes: int = 10,
-                     prefixes=("train", "t10k")) -> None:
+                     prefixes=("train", "t10k"), test_images: int | None = None) -> None:
     raw = root / folder / "raw"
+    tested = _test_labels(n_classes, per_class, test_images)
     for prefix in prefixes:
-        labels = np.repeat(np.arange(n_classes), per_class)
+        labels = np.repeat([c for c in range(n_classes) if prefix == prefixes[0] or c in tested], per_class)
         _idx_images(raw / f"{prefix}-images-idx3-ubyte", _grey_stack(labels))
         _idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
 
 
-def write_svhn(root: Path, per_class: int = 2, subdir: str = "svhn") -> None:
+def write_svhn(root: Path, per_class: int = 2, subdir: str = "svhn", test_images: int | None = None) -> None:
     from scipy.io import savemat
 
     base = root / subdir
     base.mkdir(parents=True, exist_ok=True)
+    tested = _test_labels(10, per_class, test_images)
     for split in ("train", "test"):
-        labels = np.repeat(np.arange(10), per_class)
+        labels = np.repeat([c for c in range(10) if split == "train" or c in tested], per_class)
         x = np.stack([np.broadcast_to(np.array(label_colour(int(c)), np.uint8), (32, 32, 3)) for c in labels], axis=-1)
         savemat(base / f"{split}_32x32.mat", {"X": x, "y": np.where(labels == 0, 10, labels).reshape(-1, 1)})
     _mark_fake(base)
