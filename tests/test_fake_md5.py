@@ -52,6 +52,13 @@ def test_nested_skips_restore_the_check_only_when_the_last_one_leaves():
     assert utils.check_integrity is original
 
 
+@pytest.mark.parametrize("dataset", ["Cars", "Flowers102"])
+def test_a_single_test_image_still_reads_back(tmp_path, monkeypatch, dataset):
+    fake.write_fake(dataset, tmp_path, test_images=1)  # two, in fact: one MATLAB record reads back as a scalar
+    monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))
+    assert len(set(data.open_split(dataset, "test").labels.tolist())) == 2
+
+
 @pytest.mark.parametrize("dataset, layout, n_classes", [
     ("SUN397", "partitions", 397), ("Cars", "torchvision", 196), ("RESISC45", "lists", 45),
     ("GTSRB", "torchvision", 43), ("DTD", "torchvision", 47), ("CIFAR100", "torchvision", 100),

@@ -105,10 +105,14 @@ def _mark_fake(folder: Path) -> None:
 
 
 def _test_labels(n_classes: int, per_class: int, test_images: int | None) -> set[int]:
-    """Labels that get test images: all of them, or ``test_images // per_class`` spread evenly."""
+    """Labels that get test images: all of them, or ``test_images // per_class`` spread evenly.
+
+    At least two: the formats kept in MATLAB files (Cars, Flowers102) read back a single record as
+    a scalar, which torchvision cannot iterate.
+    """
     if test_images is None or test_images >= n_classes * per_class:
         return set(range(n_classes))
-    k = max(1, test_images // per_class)
+    k = min(n_classes, max(2, test_images // per_class))
     return {int(i) for i in np.linspace(0, n_classes - 1, k).round()}
 
 
