@@ -61,10 +61,14 @@ def _mark_fake(folder: Path) -> None:
 
 
 def _test_labels(n_classes: int, per_class: int, test_images: int | None) -> set[int]:
-    """Labels that get test images: all of them, or ``test_images // per_class`` spread evenly."""
+    """Labels that get test images: all of them, or ``test_images // per_class`` spread evenly.
+
+    At least two: the formats kept in MATLAB files (Cars, Flowers102) read back a single record as
+    a scalar, which torchvision cannot iterate.
+    """
     if test_images is None or test_images >= n_classes * per_class:
         return set(range(n_classes))
-    k = max(1, test_images // per_class)
+    k = min(n_classes, max(2, test_images // per_class))
     return {int(i) for i in np.linspace(0, n_classes - 1, k).round()}
 
 
@@ -216,21 +220,23 @@ def _grey_stack(labels: np.ndarray, side: int = 28) -> np.ndarray:
 
 
 def write_mnist_like(root: Path, folder: str = "MNIST", per_class: int = 2, n_classes: int = 10,
-                     prefixes=("train", "t10k")) -> None:
+                     prefixes=("train", "t10k"), test_images: int | None = None) -> None:
     raw = root / folder / "raw"
+    tested = _test_labels(n_classes, per_class, test_images)
     for prefix in prefixes:
-        labels = np.repeat(np.arange(n_classes), per_class)
+        labels = np.repeat([c for c in range(n_classes) if prefix == prefixes[0] or c in tested], per_class)
         _idx_images(raw / f"{prefix}-images-idx3-ubyte", _grey_stack(labels))
         _idx_labels(raw / f"{prefix}-labels-idx1-ubyte", labels)
 
 
-def write_svhn(root: Path, per_class: int = 2, subdir: str = "svhn") -> None:
+def write_svhn(root: Path, per_class: int = 2, subdir: str = "svhn", test_images: int | None = None) -> None:
     from scipy.io import savemat
 
     base = root / subdir
     base.mkdir(parents=True, exist_ok=True)
+    tested = _test_labels(10, per_class, test_images)
     for split in ("train", "test"):
-        labels = np.repeat(np.arange(10), per_class)
+        labels = np.repeat([c for c in range(10) if split == "train" or c in tested], per_class)
         x = np.stack([np.broadcast_to(np.array(label_colour(int(c)), np.uint8), (32, 32, 3)) for c in labels], axis=-1)
         savemat(base / f"{split}_32x32.mat", {"X": x, "y": np.where(labels == 0, 10, labels).reshape(-1, 1)})
     _mark_fake(base)
@@ -291,15 +297,16 @@ def write_cars(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 1
         savemat(mat, {"annotations": annos.reshape(1, -1)})
 
 
-def write_flowers102(root: Path, per_class: int = 2, size=(24, 20)) -> None:
+def write_flowers102(root: Path, per_class: int = 2, size=(24, 20), test_images: int | None = None) -> None:
     from scipy.io import savemat
 
     base = root / "flowers-102"
     labels, ids = [], {"trnid": [], "valid": [], "tstid": []}
+    tested = _test_labels(102, per_class, test_images)
     image_id = 1
     for label in range(102):
         for split in ids:
-            for _ in range(per_class):
+            for _ in range(per_class if split != "tstid" or label in tested else 0):
                 _image(base / "jpg" / f"image_{image_id:05d}.jpg", label, size)
                 labels.append(label + 1)
                 ids[split].append(image_id)
@@ -321,14 +328,15 @@ def write_fer2013(root: Path, per_class: int = 2) -> None:
     _mark_fake(base)
 
 
-def write_oxford_pets(root: Path, per_class: int = 1, size=(24, 20)) -> None:
+def write_oxford_pets(root: Path, per_class: int = 1, size=(24, 20), test_images: int | None = None) -> None:
     base = root / "oxford-iiit-pet"
     (base / "annotations").mkdir(parents=True, exist_ok=True)
+    tested = _test_labels(len(names.OXFORD_PETS), per_class, test_images)
     for split in ("trainval", "test"):
         rows = []
         for label, breed in enumerate(names.OXFORD_PETS):
             stem = breed.replace(" ", "_")
-            for k in range(per_class):
+            for k in range(per_class if split == "trainval" or label in tested else 0):
                 image_id = f"{stem}_{split}{k}"
                 _image(base / "images" / f"{image_id}.jpg", label, size)
                 rows.append(f"{image_id} {label + 1} 1 1")
@@ -348,7 +356,7 @@ def write_stl10(root: Path, per_class: int = 2) -> None:
     _mark_fake(base)
 
 
-def write_cifar(root: Path, hundred: bool = False, per_class: int = 2) -> None:
+def write_cifar(root: Path, hundred: bool = False, per_class: int = 2, test_images: int | None = None) -> None:
     n_classes = 100 if hundred else 10
     base = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     base.mkdir(parents=True, exist_ok=True)
@@ -359,8 +367,10 @@ def write_cifar(root: Path, hundred: bool = False, per_class: int = 2) -> None:
         return {"data": data, key: [int(c) for c in labels]}
 
     labels = np.repeat(np.arange(n_classes), per_class)
-    files = {"train": batch(labels), "test": batch(labels)} if hundred else {
-        **{f"data_batch_{i}": batch(labels) for i in range(1, 6)}, "test_batch": batch(labels)}
+    tested = _test_labels(n_classes, per_class, test_images)
+    test = batch(np.array([c for c in labels if c in tested]))
+    files = {"train": batch(labels), "test": test} if hundred else {
+        **{f"data_batch_{i}": batch(labels) for i in range(1, 6)}, "test_batch": test}
     for name, content in files.items():
         (base / name).write_bytes(pickle.dumps(content))
     meta = {"fine_label_names": [f"c{i}" for i in range(100)]} if hundred else {"label_names": list(names.CIFAR10)}
@@ -368,15 +378,16 @@ def write_cifar(root: Path, hundred: bool = False, per_class: int = 2) -> None:
     _mark_fake(base)
 
 
-def write_food101(root: Path, per_class: int = 1, size=(24, 20)) -> None:
+def write_food101(root: Path, per_class: int = 1, size=(24, 20), test_images: int | None = None) -> None:
     base = root / "food-101"
     (base / "meta").mkdir(parents=True, exist_ok=True)
     folders = [n.replace(" ", "_") for n in names.FOOD101]
+    tested = _test_labels(len(folders), per_class, test_images)
     for split in ("train", "test"):
         meta = {}
         for label, folder in enumerate(folders):
             meta[folder] = []
-            for k in range(per_class):
+            for k in range(per_class if split == "train" or label in tested else 0):
                 rel = f"{folder}/{split}{k}"
                 _image(base / "images" / f"{rel}.jpg", label, size)
                 meta[folder].append(rel)

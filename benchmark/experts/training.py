@@ -218,6 +218,22 @@ def delete_checkpoints(storage: StorageRoot, run_name: str) -> int:
     return count
 
 
+def fits_in_flight(cluster: dict, resources: ResourcesSpec) -> int:
+    """How many experts' fits to have in flight on a cluster with ``cluster`` total resources.
+
+    As many as its CPUs and GPUs can train at once, plus one waiting (an autoscaler adds nodes for
+    the waiting one's demand; the count grows with the cluster). Launching every expert at once
+    instead would start one driving process and one Ray Train controller per expert, each holding
+    the torch and Ray Train imports while it waits: with tens of experts on one node that is more
+    memory than the fine-tunes themselves.
+    """
+    fit = []
+    for name, per_worker in (("CPU", resources.cpus_per_expert_worker), ("GPU", resources.gpus_per_expert_worker)):
+        if per_worker > 0:
+            fit.append(int(cluster.get(name, 0) // per_worker) // max(1, resources.expert_workers))
+    return max(1, min(fit, default=1)) + 1
+
+
 @dataclasses.dataclass
 class ExpertOutcome:
     job: ExpertJob
@@ -231,9 +247,9 @@ def fit_experts(
 ) -> list[ExpertOutcome]:
     """Fine-tune every job not already in the store; keep the ones that succeed.
 
-    Independent experts all start at once (Ray queues them up to the cluster's capacity); an expert
-    of a sequential chain starts when its predecessor is in the store, and a chain whose link fails
-    stops there (its later splits are reported as blocked).
+    Independent experts start as the cluster can take them (``fits_in_flight``); an expert of a
+    sequential chain starts when its predecessor is in the store, and a chain whose link fails stops
+    there (its later splits are reported as blocked).
     """
     todo = {j.key: j for j in jobs if not expert_store.is_done(j, storage)}
     if not todo:
@@ -244,7 +260,10 @@ def fit_experts(
     failed: set[str] = set()
 
     def launch_ready() -> None:
+        limit = fits_in_flight(ray.cluster_resources(), resources)
         for key, job in list(todo.items()):
+            if job.init_from not in failed and len(running) >= limit:
+                continue
             if job.init_from in failed:
                 outcomes.append(ExpertOutcome(job, False, f"blocked: previous split {job.init_task} failed"))
                 failed.add(key)

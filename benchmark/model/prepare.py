@@ -115,5 +115,9 @@ def zeroshot_lookup(prepared: dict, model: ModelSpec, task: str, data: DataSpec)
 
 
 def prepare_remote(cpus: float, gpus: float):
-    """A streaming Ray task: the driver reads the progress lines while the work goes on."""
-    return ray.remote(num_cpus=cpus, num_gpus=gpus, num_returns="streaming")(iter_prepare_model_assets)
+    """A streaming Ray task: the driver reads the progress lines while the work goes on.
+
+    Its worker exits afterwards (``max_calls=1``): it grew to hold θ0 with the text tower, and Ray
+    would otherwise hand that process, heap and all, to the next task (an expert's driving task).
+    """
+    return ray.remote(num_cpus=cpus, num_gpus=gpus, num_returns="streaming", max_calls=1)(iter_prepare_model_assets)

@@ -48,7 +48,8 @@ REAL_SIZES = {
 #: The layout each fake is written in: the dataset's official release where the registry reads it.
 LAYOUTS = {"SUN397": "partitions", "EuroSAT": "torchvision", "DTD": "torchvision"}
 #: Fake writers that can hold fewer test images than classes (``test_images``).
-CAPPED_TEST = {"SUN397", "Cars", "RESISC45", "GTSRB", "DTD"}
+CAPPED_TEST = {"SUN397", "Cars", "RESISC45", "GTSRB", "DTD", "CIFAR100", "Food101", "Flowers102", "OxfordIIITPet",
+               "MNIST", "SVHN", "FashionMNIST", "KMNIST", "EMNIST"}
 STAGE_TABLE = "rehearsal-stages.parquet"
 
 

@@ -7,9 +7,9 @@ import shutil
 
 from benchmark.experts import store as expert_store
 from benchmark.spec.plan import build_plan
-from benchmark.spec.schema import parse_spec
+from benchmark.spec.schema import ResourcesSpec, parse_spec
 from benchmark.results.storage import StorageRoot
-from benchmark.experts.training import checkpoints_per_run, default_checkpoint_every, fit_experts
+from benchmark.experts.training import checkpoints_per_run, default_checkpoint_every, fit_experts, fits_in_flight
 from tests.conftest import tiny_spec_dict
 
 GB = 10**9
@@ -25,6 +25,15 @@ def test_the_default_cadence_thins_out_as_checkpoints_grow():
     assert default_checkpoint_every(2000, int(3.65 * GB)) == 1000
     assert default_checkpoint_every(8, 1000) == 0  # too short to be worth resuming
     assert default_checkpoint_every(30, 1000) == 10
+
+
+def test_experts_in_flight_follow_what_the_cluster_can_train_plus_one_waiting():
+    one_machine = ResourcesSpec(expert_workers=1, cpus_per_expert_worker=2, gpus_per_expert_worker=0)
+    assert fits_in_flight({"CPU": 2.0}, one_machine) == 2  # one training, one queued: not all twenty at once
+    assert fits_in_flight({"CPU": 16.0}, one_machine) == 9
+    gpus = ResourcesSpec(expert_workers=4, cpus_per_expert_worker=4, gpus_per_expert_worker=1)
+    assert fits_in_flight({"CPU": 192.0, "GPU": 8.0}, gpus) == 3  # GPUs bind: two 4-GPU fits
+    assert fits_in_flight({"CPU": 8.0}, gpus) == 2  # no GPU yet (an autoscaler's head): one waits for a node
 
 
 def _checkpoint_dirs(storage: StorageRoot, job) -> list:

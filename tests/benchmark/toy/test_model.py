@@ -74,6 +74,29 @@ def test_zeroshot_head_averages_normalised_template_embeddings(model):
     torch.testing.assert_close(head[0], F.normalize(embeddings.mean(0), dim=-1))
 
 
+def test_prompts_encoded_over_their_own_length_match_encode_text(model):
+    from benchmark.heads import encode_prompts
+
+    tokenizer = toy_tokenizer()
+    tokens = tokenizer(["a circle.", "a photo of a big red square in the middle.", "x"])
+    assert int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1]  # the cut applies
+    with torch.no_grad():
+        torch.testing.assert_close(encode_prompts(model, tokens), model.encode_text(tokens), rtol=1e-5, atol=1e-6)
+
+
+def test_zeroshot_head_is_the_same_whatever_the_chunk(model):
+    task = TOY_TASKS["shapes"]
+    tokenizer = toy_tokenizer()
+    templates = ("a {}.", "a photo of a {}.", "a drawing of the {} shape.")
+    whole = zeroshot_head(model, tokenizer, task.classnames, templates)
+    with torch.no_grad():
+        reference = torch.stack([F.normalize(F.normalize(model.encode_text(tokenizer([t.format(c) for t in templates])),
+                                                         dim=-1).mean(0), dim=-1) for c in task.classnames])
+    torch.testing.assert_close(whole, reference, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(zeroshot_head(model, tokenizer, task.classnames, templates, chunk=2), whole,
+                               rtol=1e-5, atol=1e-6)
+
+
 def test_to_model_input_normalises_with_the_models_constants(model):
     mean, std = image_mean_std(model)
     assert len(mean) == len(std) == 3
