@@ -466,6 +466,52 @@ _RENDERERS: dict[str, _Renderer] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------
+# The tasks' sensor: a fixed transform every single-domain task's images pass through, and
+# pre-training's never do. It is the toy's version of the gap between CLIP's web photos and
+# satellite or scanned-digit images: θ0's features still fit (the transform is linear on each
+# 8x8 patch, so an expert can undo it inside the patch embedding) but its zero-shot head no longer
+# reads the images well, which leaves the experts headroom that merging can recover.
+
+
+@lru_cache(maxsize=None)
+def _tile_permutation(fraction: float, tile: int = 8) -> np.ndarray:
+    """A fixed permutation of the S*S pixels moving ``fraction`` of each tile's pixels in a cycle.
+
+    The same positions move in every tile (aligned with the ViT's patch grid), so the whole
+    transform is one permutation of a patch's pixels: exactly what a patch embedding can absorb.
+    """
+    rng = np.random.default_rng(20261206)
+    k = int(round(fraction * tile * tile))
+    within = np.arange(tile * tile)
+    if k >= 2:
+        moved = rng.choice(tile * tile, size=k, replace=False)
+        within[moved] = np.roll(moved, 1)
+    ty, tx = np.divmod(within, tile)
+    oy, ox = np.meshgrid(np.arange(_S // tile) * tile, np.arange(_S // tile) * tile, indexing="ij")
+    src = (oy[:, None, :, None] + ty.reshape(tile, tile)[None, :, None, :]) * _S \
+        + ox[:, None, :, None] + tx.reshape(tile, tile)[None, :, None, :]
+    return src.reshape(-1)
+
+
+def _shift_scramble(fraction: float) -> Callable[[np.ndarray], np.ndarray]:
+    def apply(img: np.ndarray) -> np.ndarray:
+        return img.reshape(_S * _S, 3)[_tile_permutation(fraction)].reshape(_S, _S, 3)
+    return apply
+
+
+TASK_SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda img: img,
+    "negative": lambda img: 1.0 - img,
+    "swap": lambda img: img[..., ::-1],
+    "scramble25": _shift_scramble(0.25),
+    "scramble50": _shift_scramble(0.5),
+    "scramble100": _shift_scramble(1.0),
+}
+TASK_SHIFT = "none"
+"""The shift applied to the single-domain tasks (a probe may set another to compare worlds)."""
+
+
 @dataclass(frozen=True)
 class ToyTask:
     """A classification task of the toy suite: its class names, prompt templates and pixels.
@@ -506,6 +552,8 @@ class ToyTask:
         for i, rng in enumerate(_example_rngs(tag, _SPLITS[split], seed, n)):
             label = int(rng.integers(self.num_classes))
             img = render(rng, label, split)
+            if not self.domains:
+                img = TASK_SHIFTS[TASK_SHIFT](img)
             images[i] = _to_uint8(style(rng, img) if style is not None else img)
             labels[i] = label
         return images, labels
