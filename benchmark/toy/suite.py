@@ -6,7 +6,11 @@ zero-shot accuracy, experts that gain a lot by fine-tuning, and task vectors tha
 summed. Each task therefore has its own visual domain (as Cars, SVHN, DTD... differ), its class
 names are words that θ0 met during pre-training, and its images are drawn in a *harder style*
 (clutter, noise, low contrast, colour casts, smaller objects) than most pre-training images: the
-gap between the two styles is the headroom that fine-tuning, and merging, can recover.
+gap between the two styles is the headroom that fine-tuning, and merging, can recover. On top of
+the style, every single-domain task is seen through a *sensor* pre-training never used
+(``TASK_SHIFT``: half of each 8x8 patch's pixels moved, the same way in every patch): θ0's
+features still serve once the patch embedding has learned the wiring, which is what experts do and
+what their task vectors share.
 
 Determinism: every example has its own random stream, ``SeedSequence((tag, split, seed), i)``, so
 example ``i`` is the same whatever ``n`` is (a larger draw extends a smaller one) and the train,
@@ -508,8 +512,12 @@ TASK_SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "scramble50": _shift_scramble(0.5),
     "scramble100": _shift_scramble(1.0),
 }
-TASK_SHIFT = "none"
-"""The shift applied to the single-domain tasks (a probe may set another to compare worlds)."""
+TASK_SHIFT = "scramble50"
+"""The shift every single-domain task's images pass through (``toy probe --shift`` compares others).
+
+Half of each patch's pixels moved: the probe's choice (README, "The toy world"). ``none`` is the
+world before the shift, where θ0's zero-shot sat too close to the experts for merging to show.
+"""
 
 
 @dataclass(frozen=True)
