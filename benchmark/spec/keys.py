@@ -25,7 +25,7 @@ KEY_LAYOUT = "2"
 
 REVISIONS: MappingProxyType[str, int] = MappingProxyType({
     "pretrain": 1,
-    "toy_data": 1,
+    "toy_data": 2,
     "finetune": 1,
     "heads": 1,
     "eval": 1,

@@ -223,6 +223,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared machine two threads wait on each other; 0 = torch's default)")
+    p.add_argument("--shift", default=None, help="the tasks' sensor shift to probe (benchmark.toy.suite.TASK_SHIFTS)")
+    p.add_argument("--cil-dataset", default="digits", help="dataset split for CIL")
     p.add_argument("--json", type=Path, default=None, help="also write every row to this JSON file")
     return p
 
@@ -231,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.shift is not None:
+        from benchmark.toy import suite
+
+        if args.shift not in suite.TASK_SHIFTS:
+            raise ValueError(f"unknown --shift {args.shift!r}; choose among {sorted(suite.TASK_SHIFTS)}")
+        suite.TASK_SHIFT = args.shift
     world = World(args.theta0, DataSpec(n_train=args.n_train, n_test=args.n_test, seed=0))
     setups = [s for s in args.setups.split(",") if s]
     unknown = set(setups) - {"mtl", "cil-sequential", "cil-independent", "dg"}
@@ -245,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             if setup == "mtl":
                 row = probe_mtl(world, recipe, tuple(args.tasks.split(",")))
             elif setup.startswith("cil-"):
-                row = probe_cil(world, recipe, "digits", args.cil_splits, setup[4:], args.cil_epochs)
+                row = probe_cil(world, recipe, args.cil_dataset, args.cil_splits, setup[4:], args.cil_epochs)
             else:
                 row = probe_dg(world, recipe, "objects", DG_DOMAINS)
             rows[setup].append(row)

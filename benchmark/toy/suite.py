@@ -6,7 +6,11 @@ zero-shot accuracy, experts that gain a lot by fine-tuning, and task vectors tha
 summed. Each task therefore has its own visual domain (as Cars, SVHN, DTD... differ), its class
 names are words that θ0 met during pre-training, and its images are drawn in a *harder style*
 (clutter, noise, low contrast, colour casts, smaller objects) than most pre-training images: the
-gap between the two styles is the headroom that fine-tuning, and merging, can recover.
+gap between the two styles is the headroom that fine-tuning, and merging, can recover. On top of
+the style, every single-domain task is seen through a *sensor* pre-training never used
+(``TASK_SHIFT``: half of each 8x8 patch's pixels moved, the same way in every patch): θ0's
+features still serve once the patch embedding has learned the wiring, which is what experts do and
+what their task vectors share.
 
 Determinism: every example has its own random stream, ``SeedSequence((tag, split, seed), i)``, so
 example ``i`` is the same whatever ``n`` is (a larger draw extends a smaller one) and the train,
@@ -466,6 +470,56 @@ _RENDERERS: dict[str, _Renderer] = {
 }
 
 
+# ----------------------------------------------------------------------------------------------
+# The tasks' sensor: a fixed transform every single-domain task's images pass through, and
+# pre-training's never do. It is the toy's version of the gap between CLIP's web photos and
+# satellite or scanned-digit images: θ0's features still fit (the transform is linear on each
+# 8x8 patch, so an expert can undo it inside the patch embedding) but its zero-shot head no longer
+# reads the images well, which leaves the experts headroom that merging can recover.
+
+
+@lru_cache(maxsize=None)
+def _tile_permutation(fraction: float, tile: int = 8) -> np.ndarray:
+    """A fixed permutation of the S*S pixels moving ``fraction`` of each tile's pixels in a cycle.
+
+    The same positions move in every tile (aligned with the ViT's patch grid), so the whole
+    transform is one permutation of a patch's pixels: exactly what a patch embedding can absorb.
+    """
+    rng = np.random.default_rng(20261206)
+    k = int(round(fraction * tile * tile))
+    within = np.arange(tile * tile)
+    if k >= 2:
+        moved = rng.choice(tile * tile, size=k, replace=False)
+        within[moved] = np.roll(moved, 1)
+    ty, tx = np.divmod(within, tile)
+    oy, ox = np.meshgrid(np.arange(_S // tile) * tile, np.arange(_S // tile) * tile, indexing="ij")
+    src = (oy[:, None, :, None] + ty.reshape(tile, tile)[None, :, None, :]) * _S \
+        + ox[:, None, :, None] + tx.reshape(tile, tile)[None, :, None, :]
+    return src.reshape(-1)
+
+
+def _shift_scramble(fraction: float) -> Callable[[np.ndarray], np.ndarray]:
+    def apply(img: np.ndarray) -> np.ndarray:
+        return img.reshape(_S * _S, 3)[_tile_permutation(fraction)].reshape(_S, _S, 3)
+    return apply
+
+
+TASK_SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda img: img,
+    "negative": lambda img: 1.0 - img,
+    "swap": lambda img: img[..., ::-1],
+    "scramble25": _shift_scramble(0.25),
+    "scramble50": _shift_scramble(0.5),
+    "scramble100": _shift_scramble(1.0),
+}
+TASK_SHIFT = "scramble50"
+"""The shift every single-domain task's images pass through (``toy probe --shift`` compares others).
+
+Half of each patch's pixels moved: the probe's choice (README, "The toy world"). ``none`` is the
+world before the shift, where θ0's zero-shot sat too close to the experts for merging to show.
+"""
+
+
 @dataclass(frozen=True)
 class ToyTask:
     """A classification task of the toy suite: its class names, prompt templates and pixels.
@@ -506,6 +560,8 @@ class ToyTask:
         for i, rng in enumerate(_example_rngs(tag, _SPLITS[split], seed, n)):
             label = int(rng.integers(self.num_classes))
             img = render(rng, label, split)
+            if not self.domains:
+                img = TASK_SHIFTS[TASK_SHIFT](img)
             images[i] = _to_uint8(style(rng, img) if style is not None else img)
             labels[i] = label
         return images, labels

@@ -143,3 +143,36 @@ def test_toy_dg_setup_validates_and_plans_leave_one_domain_out():
     assert setup.expert_tasks() == ["objects/photo", "objects/sketch", "objects/negative"]
     held_out = {e.task: e.experts for e in setup.evaluations()}
     assert held_out == {"objects/photo": (1, 2), "objects/sketch": (0, 2), "objects/negative": (0, 1)}
+
+
+@pytest.mark.parametrize("shift", sorted(name for name in suite.TASK_SHIFTS if name.startswith("scramble")))
+def test_scramble_shift_is_a_patch_permutation_the_patch_embedding_can_undo(shift):
+    """The tasks' sensor moves the same pixels in every 8x8 patch: a patch embedding whose kernel
+    is permuted the same way sees the shifted image exactly as the original one sees the image."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    img = rng.random((TOY_IMAGE_SIZE, TOY_IMAGE_SIZE, 3), dtype=np.float32)
+    shifted = suite.TASK_SHIFTS[shift](img)
+    fraction = int(shift.removeprefix("scramble")) / 100
+    assert np.isclose((shifted != img).any(axis=2).mean(), fraction, atol=1 / 64)
+    np.testing.assert_array_equal(np.sort(shifted.reshape(-1, 3), axis=0), np.sort(img.reshape(-1, 3), axis=0))
+    conv = torch.nn.Conv2d(3, 5, kernel_size=8, stride=8, bias=False)
+    first_tile = suite._tile_permutation(fraction).reshape(TOY_IMAGE_SIZE, TOY_IMAGE_SIZE)[:8, :8].reshape(-1)
+    within = (first_tile // TOY_IMAGE_SIZE) * 8 + first_tile % TOY_IMAGE_SIZE  # shifted pixel j = original within[j]
+    undone = torch.empty_like(conv.weight).flatten(2)
+    undone[:, :, torch.from_numpy(within)] = conv.weight.detach().flatten(2)
+    as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+    with torch.no_grad():
+        expected = torch.nn.functional.conv2d(as_tensor(img), undone.reshape(conv.weight.shape), stride=8)
+        torch.testing.assert_close(conv(as_tensor(shifted)), expected)
+
+
+def test_the_sensor_shift_applies_to_single_domain_tasks_only(monkeypatch):
+    monkeypatch.setattr(suite, "TASK_SHIFT", "none")
+    plain = {name: TOY_TASKS[name].generate("test", 4, seed=0)[0] for name in ("digits", "objects")}
+    plain_pairs = pretraining_pairs(4, seed=0)[0]
+    monkeypatch.setattr(suite, "TASK_SHIFT", "scramble50")
+    assert not np.array_equal(TOY_TASKS["digits"].generate("test", 4, seed=0)[0], plain["digits"])
+    np.testing.assert_array_equal(TOY_TASKS["objects"].generate("test", 4, seed=0)[0], plain["objects"])
+    np.testing.assert_array_equal(pretraining_pairs(4, seed=0)[0], plain_pairs)
