@@ -135,6 +135,36 @@ class TaskVectorBank:
         shapes = dict(self.layout)
         return {name: flat[piece].view(shapes[name]) for name, piece in self.slices().items()}
 
+    def select(self, tasks: Sequence[int | str]) -> TaskVectorBank | BankRows:
+        """Some of the task vectors (row indices or task names, in the order given), without
+        copying ``data``: a view when the rows are consecutive, else `BankRows`, which gathers the
+        chosen rows block by block as a merge reads them. What `ww.merge` and `ww.weave` accept
+        like a bank (e.g. leave-one-domain-out: every task but one)."""
+        rows = [self._row(task) for task in tasks]
+        if not rows:
+            raise ValueError("select needs at least one task")
+        if len(set(rows)) != len(rows):
+            raise ValueError(f"select got a task twice: {list(tasks)}")
+        if rows == list(range(len(self))):
+            return self
+        names = [self.task_names[row] for row in rows]
+        if rows == list(range(rows[0], rows[0] + len(rows))):
+            view = TaskVectorBank(self.data[rows[0]:rows[0] + len(rows)], self.layout, tuple(names))
+            for hook in ("_release", "_mapping"):  # a memory-mapped bank's view keeps its page release
+                if hasattr(self, hook):
+                    object.__setattr__(view, hook, getattr(self, hook))
+            return view
+        return BankRows(self, rows)
+
+    def _row(self, task: int | str) -> int:
+        if isinstance(task, str):
+            if task not in self.task_names:
+                raise ValueError(f"unknown task {task!r}; tasks: {', '.join(self.task_names)}")
+            return self.task_names.index(task)
+        if isinstance(task, bool) or not isinstance(task, int) or not 0 <= task < len(self):
+            raise ValueError(f"task index {task!r} out of range for a bank of {len(self)} task vectors")
+        return task
+
     def state_dict(self, task: int | str) -> dict[str, torch.Tensor]:
         """Task vector ``task`` (row index or task name) as a state dict of views into ``data``."""
         if isinstance(task, str):
@@ -142,6 +172,61 @@ class TaskVectorBank:
                 raise ValueError(f"unknown task {task!r}; tasks: {', '.join(self.task_names)}")
             task = self.task_names.index(task)
         return self.unflatten(self.data[task])
+
+
+class BankRows:
+    """Some rows of a `TaskVectorBank`, read in place (`TaskVectorBank.select`): each block of the
+    chosen rows is gathered as a merge reads it, so selecting T − 1 of T tasks costs no copy of
+    the bank. Merges and weaves give exactly what they give on a bank of those rows."""
+
+    def __init__(self, bank: TaskVectorBank, rows: Sequence[int]) -> None:
+        self.bank = bank
+        self.rows = tuple(int(row) for row in rows)
+        self._index = torch.tensor(self.rows, dtype=torch.long, device=bank.data.device)
+        self.layout: Layout = bank.layout
+        self.task_names: tuple[str, ...] = tuple(bank.task_names[row] for row in self.rows)
+        self.dtype: torch.dtype = bank.dtype
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def data(self) -> torch.Tensor:
+        """The whole bank's ``[T, P]`` data (shared, never copied); `rows` says which rows count."""
+        return self.bank.data
+
+    @property
+    def num_params(self) -> int:
+        return self.bank.num_params
+
+    def stream(self, *, block_entries: int | None = None, workers: int | None = None) -> TaskStream:
+        """The chosen rows as a `TaskStream` (resident like the bank; a memory-mapped bank's page
+        release applies)."""
+        data, index = self.bank.data, self._index
+        release = getattr(self.bank, "_release", None)
+
+        def load(block) -> torch.Tensor:
+            return data[:, block.start:block.stop].index_select(0, index)
+
+        def sample(sampled) -> torch.Tensor:
+            return data.index_select(1, sampled.flat_positions(data.device)).index_select(0, index)
+
+        return TaskStream(
+            loader=load,
+            num_tasks=len(self),
+            layout=self.layout,
+            dtype=compute_dtype(self.dtype),
+            labels=self.task_names,
+            block_entries=block_entries or DEFAULT_BLOCK_ENTRIES,
+            workers=workers,
+            release=release,
+            in_memory=release is None,
+            sampler=sample if release is None else None,
+        )
+
+    def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A flat ``[P]`` vector as a state dict of views into it (as `TaskVectorBank.unflatten`)."""
+        return self.bank.unflatten(flat)
 
 
 class StateDictTasks:
@@ -306,10 +391,11 @@ def as_bank(task_vectors: TaskVectorBank | Sequence[StateDict] | Mapping[str, St
 
 
 def as_tasks(
-    task_vectors: TaskVectorBank | Sequence[StateDict] | Mapping[str, StateDict],
-) -> TaskVectorBank | StateDictTasks:
-    """What a merge runs on: a bank as it is, state dicts read in place (`StateDictTasks`, no copy)."""
-    if isinstance(task_vectors, TaskVectorBank):
+    task_vectors: TaskVectorBank | BankRows | Sequence[StateDict] | Mapping[str, StateDict],
+) -> TaskVectorBank | BankRows | StateDictTasks:
+    """What a merge runs on: a bank (or `BankRows`) as it is, state dicts read in place
+    (`StateDictTasks`, no copy)."""
+    if isinstance(task_vectors, (TaskVectorBank, BankRows)):
         return task_vectors
     if isinstance(task_vectors, (str, bytes, torch.Tensor)):
         raise ValueError(

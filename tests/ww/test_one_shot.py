@@ -161,3 +161,43 @@ def test_state_dict_input_errors_are_the_banks():
     bad[2]["a.bias"][1] = float("nan")
     with pytest.raises(ValueError, match="task vector 'task_2' has a non-finite value .* 'a.bias'"):
         ww.merge("magmax", bad)
+
+
+
+
+
+def test_the_heap_guard_trims_only_growth_beyond_what_a_pass_keeps(monkeypatch):
+    """``ww.engine.streaming._HeapGuard``: a trim when resident memory grew by more than the slack beyond
+    the bytes a pass keeps on purpose (a map's output); memory still resident after a trim is live
+    and becomes the floor, so live memory does not make every block trim."""
+    from ww.engine import streaming
+
+    resident, trims, after_trim = [1000], [], [0]
+
+    def trim():
+        trims.append(resident[0])
+        resident[0] = after_trim[0]
+
+    monkeypatch.setattr(streaming, "TRIM_SLACK_BYTES", 100)
+    monkeypatch.setattr(streaming, "_return_free_memory", trim)
+    monkeypatch.setattr(streaming._HeapGuard, "_resident", lambda self: resident[0])
+    guard = streaming._HeapGuard()
+    guard.fd = -1  # as if /proc were readable (``_resident`` is replaced)
+    try:
+        resident[0] = 1500
+        guard.finished(kept=450)  # 50 beyond the kept output: within the slack
+        assert trims == []
+        resident[0], after_trim[0] = 1700, 1460
+        guard.finished()  # 250 beyond: trimmed, 10 left is not live memory worth a new floor
+        assert trims == [1700] and guard.baseline == 1000
+        resident[0], after_trim[0] = 1700, 1540
+        guard.finished()  # trimmed again, 90 left (over half the slack): the new floor
+        assert trims == [1700, 1700] and guard.baseline == 1090
+        resident[0] = 1600
+        guard.finished()  # 60 above the floor and the output: no trim
+        assert len(trims) == 2
+        resident[0] = 1700
+        guard.finished()
+        assert len(trims) == 3
+    finally:
+        guard.fd = None

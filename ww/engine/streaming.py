@@ -337,7 +337,8 @@ class TaskStream:
                 merged = self.finish(block, merged)
             out[block.start:block.stop] = merged
 
-        _run(self, self.blocks(granularity), work)
+        # the output's pages become resident as blocks are written: growth the heap guard expects
+        _run(self, self.blocks(granularity), work, kept_bytes=out.element_size())
         self.state.validated = True
         if self.finish is not None:
             with self.state.lock:
@@ -361,7 +362,11 @@ def _check_finite(chunk: torch.Tensor, block: Block, labels: Sequence[str]) -> N
 
 
 TRIM_EVERY = 256
-"""Blocks between two requests to the allocator to return freed memory (see `_return_free_memory`)."""
+"""Blocks between two requests to the allocator to return freed memory where resident memory cannot
+be read (no ``/proc``); elsewhere `_HeapGuard` decides when (see `_return_free_memory`)."""
+TRIM_SLACK_BYTES = 64 << 20
+"""Resident growth within one pass, beyond what the pass keeps on purpose, after which freed heap
+memory is given back to the system (`_HeapGuard`)."""
 MMAP_THRESHOLD = 32 << 20
 TRIM_THRESHOLD = 256 << 20
 
@@ -422,27 +427,28 @@ def _run(
     blocks: list[Block],
     work: Callable[[Block], object],
     reduce: Callable[[object], None] | None = None,
+    kept_bytes: int = 0,
 ) -> list:
     """``work(block)`` for every block, in order of blocks for results and releases.
 
     With ``reduce``, each result is handed to it in the calling thread as soon as it is ready and
     nothing is kept: what the caller retains is then allocated by the calling thread, not in the
-    workers' arenas between their temporaries (which fragments them).
+    workers' arenas between their temporaries (which fragments them). ``kept_bytes`` per entry of
+    a finished block is memory the pass keeps on purpose (`TaskStream.map`'s output), which the
+    heap guard does not count as growth.
     """
     workers = stream.workers if stream.workers is not None else default_workers()
     release = stream.release
     results = []
+    _return_free_memory()  # what the caller freed since the last pass, so the guard starts from live memory
+    guard = _HeapGuard()
 
-    delivered = [0]
-
-    def deliver(result) -> None:
+    def deliver(result, block: Block) -> None:
         if reduce is None:
             results.append(result)
         else:
             reduce(result)
-        delivered[0] += 1
-        if delivered[0] % TRIM_EVERY == 0:
-            _return_free_memory()
+        guard.finished(block.size * kept_bytes)
 
     # Blocks always run in single-threaded workers, even with one worker: BLAS and LAPACK round
     # differently with different thread counts, and results must not depend on the settings.
@@ -453,10 +459,10 @@ def _run(
             pending: deque = deque()
             for block in blocks:
                 if len(pending) >= 2 * workers:
-                    deliver(_finish_one(pending, release))
+                    deliver(*_finish_one(pending, release))
                 pending.append((block, pool.submit(work, block)))
             while pending:
-                deliver(_finish_one(pending, release))
+                deliver(*_finish_one(pending, release))
         finally:
             # a worker's initializer sets torch's global thread count to 1 as well: restore it so
             # threads the caller creates later keep its setting
@@ -482,7 +488,7 @@ def in_workers(functions: Sequence[Callable[[], object]], workers: int | None = 
         torch.set_num_threads(previous)  # see `_run`: a worker's initializer lowers the global count
 
 
-def _finish_one(pending: deque, release) -> object:
+def _finish_one(pending: deque, release) -> tuple[object, Block]:
     block, future = pending.popleft()
     try:
         result = future.result()
@@ -497,7 +503,66 @@ def _finish_one(pending: deque, release) -> object:
         raise
     if release is not None:
         release(block.start, block.stop)
-    return result
+    return result, block
+
+
+class _HeapGuard:
+    """Gives freed heap memory back whenever a pass's resident memory grew by `TRIM_SLACK_BYTES`
+    beyond what it keeps on purpose.
+
+    Why it is needed: torch allocates with ``posix_memalign``, and glibc (before 2.38) serves an
+    aligned request only from a free chunk somewhat larger than the request. When a worker's small
+    results (counts, collected values) land in the remainders around its freed block temporaries,
+    the holes left are just too small for the next block's temporaries of the same size, so each
+    block takes fresh memory at the top of the heap: a scan that keeps small per-block results grows
+    by several blocks' worth of memory per block until the next trim. Checking resident
+    memory after every block (one read of ``/proc/self/statm``) bounds that growth, and trims only
+    when there is growth to take back, where trimming after a fixed number of blocks cost every
+    pass its re-faulted pages. Without ``/proc`` it trims every `TRIM_EVERY` blocks.
+    """
+
+    def __init__(self) -> None:
+        self.blocks = 0
+        self.kept = 0
+        try:
+            self.fd: int | None = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self.fd = None
+        self.baseline = self._resident()
+
+    def _resident(self) -> int:
+        if self.fd is None:
+            return 0
+        try:
+            return int(os.pread(self.fd, 64, 0).split()[1]) * _PAGE
+        except (OSError, IndexError, ValueError):
+            os.close(self.fd)
+            self.fd = None
+            return 0
+
+    def finished(self, kept: int = 0) -> None:
+        """A block was delivered; ``kept`` bytes of it stay resident on purpose."""
+        self.blocks += 1
+        self.kept += kept
+        if self.fd is None:
+            if self.blocks % TRIM_EVERY == 0:
+                _return_free_memory()
+            return
+        if self._resident() - self.baseline - self.kept > TRIM_SLACK_BYTES:
+            _return_free_memory()
+            # what is left is live (blocks in flight, kept results): count it as the new floor
+            # only if the trim could not take back at least half the slack, so live memory that
+            # grows legitimately does not trigger a trim after every block
+            left = self._resident() - self.baseline - self.kept
+            if left > TRIM_SLACK_BYTES // 2:
+                self.baseline += left
+
+    def __del__(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
 def _return_free_memory() -> None:
