@@ -19,8 +19,16 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 #: while a :class:`RayOutput` is active: the file Ray's own output goes to
 _active_log: list = []
@@ -105,10 +113,19 @@ class StageProgress:
         self._printed_quarter = 0
         self._progress: Progress | None = None
         if console.is_terminal and not console.is_dumb_terminal:
-            self._progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(),
-                                      TextColumn("eta"), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
-                                      console=console, transient=False)
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                TextColumn("{task.fields[note]}"),
+                console=console,
+                transient=False,
+            )
             self._task = self._progress.add_task(description, total=self.total or None, note="")
 
     def __enter__(self) -> StageProgress:
@@ -132,8 +149,10 @@ class StageProgress:
         quarter = 4 * self.done // self.total if self.total else 4
         if quarter > self._printed_quarter:  # piped: a line at each quarter of the work, never a bar
             self._printed_quarter = quarter
-            self.console.print(f"{self.description}: {self.done}/{self.total} {self.unit}"
-                               f"{self._eta()}{' · ' + note if note else ''}", highlight=False)
+            self.console.print(
+                f"{self.description}: {self.done}/{self.total} {self.unit}{self._eta()}{' · ' + note if note else ''}",
+                highlight=False,
+            )
 
     def advance(self, note: str = "") -> None:
         self.update(self.done + 1, note)

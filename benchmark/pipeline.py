@@ -18,14 +18,23 @@ from typing import Callable
 from rich.console import Console
 from rich.table import Table
 
+from benchmark.console import StageProgress
 from benchmark.experts import store as expert_store
 from benchmark.results import store as results
-from benchmark.console import StageProgress
-from benchmark.spec.plan import Plan, Trial, build_plan
-from benchmark.results.preflight import (BankPlan, check_cache_space, check_free_space, check_memory, estimate_disk,
-                                  free_bytes, human_bytes, plan_banks, ray_nodes_memory)
-from benchmark.spec.schema import DataSpec, ModelSpec, SetupSpec, Spec
+from benchmark.results.preflight import (
+    BankPlan,
+    check_cache_space,
+    check_free_space,
+    check_memory,
+    estimate_disk,
+    free_bytes,
+    human_bytes,
+    plan_banks,
+    ray_nodes_memory,
+)
 from benchmark.results.storage import StorageRoot, require_shared_root
+from benchmark.spec.plan import Plan, Trial, build_plan
+from benchmark.spec.schema import ModelSpec, SetupSpec, Spec
 
 
 @dataclass
@@ -56,9 +65,14 @@ def init_ray() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = cluster_address()
-    ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-             configure_logging=not ray_output_captured(),  # else Ray's logs go to the run's log file
-             log_to_driver=os.environ.get("WW_RAY_LOGS") == "1", runtime_env=runtime_env_for(address))
+    ray.init(
+        address=address,
+        include_dashboard=False,
+        logging_level="WARNING",
+        configure_logging=not ray_output_captured(),  # else Ray's logs go to the run's log file
+        log_to_driver=os.environ.get("WW_RAY_LOGS") == "1",
+        runtime_env=runtime_env_for(address),
+    )
 
 
 class MissingInputsError(FileNotFoundError):
@@ -72,8 +86,8 @@ class MissingInputsError(FileNotFoundError):
 
 def missing_inputs(spec: Spec) -> list[Exception]:
     """Every missing or unreadable input of ``spec``: each model's weights, each dataset once."""
-    from benchmark.data import loaders as data
     from benchmark.data import DatasetMalformedError, DatasetMissingError
+    from benchmark.data import loaders as data
     from benchmark.model.pretrained import MissingWeightsError, check_weights_available
 
     problems, seen = [], set()
@@ -128,8 +142,8 @@ def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Consol
     before its result; a toy θ0 pre-training also shows its steps, which the task records in the root."""
     import threading
 
-    from benchmark.model.pretrained import _toy_checkpoint
     from benchmark.model.prepare import pretrain_progress_path
+    from benchmark.model.pretrained import _toy_checkpoint
 
     prepared: dict = {}
 
@@ -145,8 +159,11 @@ def _wait_prepared(refs: dict, spec: Spec, storage: StorageRoot, console: Consol
     from benchmark.model.pretrained import base_key
     from benchmark.toy.shipped import shipped_for
 
-    toys = [m for m in spec.models if m.is_toy and not _toy_checkpoint(m, storage).exists()
-            and shipped_for(base_key(m)) is None]  # the shipped θ0 is copied, not pre-trained
+    toys = [
+        m
+        for m in spec.models
+        if m.is_toy and not _toy_checkpoint(m, storage).exists() and shipped_for(base_key(m)) is None
+    ]  # the shipped θ0 is copied, not pre-trained
     if not toys:
         consume(lambda line: console.print(f"  {line}", highlight=False, markup=False))
         return prepared
@@ -180,8 +197,9 @@ def _bank_built(storage: StorageRoot, key: str) -> bool:
     return bank_file_path(storage, key).exists()
 
 
-def print_plan(plan: Plan, storage: StorageRoot, console: Console,
-               banks: list[BankPlan] | None = None) -> tuple[list, list[Trial]]:
+def print_plan(
+    plan: Plan, storage: StorageRoot, console: Console, banks: list[BankPlan] | None = None
+) -> tuple[list, list[Trial]]:
     """Print what the run will do (experts, banks and the route each takes, trials); return what is to do."""
     from benchmark.trials.banks import object_store_capacity
 
@@ -195,38 +213,61 @@ def print_plan(plan: Plan, storage: StorageRoot, console: Console,
         for setup in plan.spec.setups:
             jobs = [e for e in plan.experts if e.model["name"] == model.name and e.setup == setup.name]
             todo = [e for e in jobs if e in experts_todo]
-            table.add_row("experts (Ray Train)", f"{model.name}/{model.pretrained} · {setup.name}: "
-                          f"{', '.join(setup.expert_tasks())} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
-                          str(len(jobs)), str(len(jobs) - len(todo)), str(len(todo)))
+            table.add_row(
+                "experts (Ray Train)",
+                f"{model.name}/{model.pretrained} · {setup.name}: "
+                f"{', '.join(setup.expert_tasks())} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
+                str(len(jobs)),
+                str(len(jobs) - len(todo)),
+                str(len(todo)),
+            )
     store_bytes, store_source = object_store_capacity()
     if banks is None:
         banks = plan_banks(plan, trials_todo, store_bytes)
     for bank in banks:
         built = bank.route == "file" and _bank_built(storage, bank.key)
-        table.add_row(f"bank → {bank.route.replace('_', ' ')}",
-                      f"{bank.label}: {bank.n_tasks} task vector(s), {human_bytes(bank.bytes)}",
-                      "1", str(int(built)), str(int(not built)))
+        table.add_row(
+            f"bank → {bank.route.replace('_', ' ')}",
+            f"{bank.label}: {bank.n_tasks} task vector(s), {human_bytes(bank.bytes)}",
+            "1",
+            str(int(built)),
+            str(int(not built)),
+        )
     by_merger = defaultdict(list)
     for t in plan.trials:
         by_merger[t.merger].append(t)
     for merger, trials in by_merger.items():
         todo = [t for t in trials if t in trials_todo]
         poolings = sorted({t.pooling for t in trials})
-        table.add_row("trials (Ray Tune)", f"{merger} × pooling {', '.join(poolings)}", str(len(trials)),
-                      str(len(trials) - len(todo)), str(len(todo)))
+        table.add_row(
+            "trials (Ray Tune)",
+            f"{merger} × pooling {', '.join(poolings)}",
+            str(len(trials)),
+            str(len(trials) - len(todo)),
+            str(len(todo)),
+        )
     console.print(table)
     res = plan.spec.resources
     if banks:
         store = "unknown" if store_bytes is None else human_bytes(store_bytes)
-        rule = (f"file above {res.bank_store_fraction:.0%} of the object store"
-                + ("" if store_bytes is None else f" ({human_bytes(int(res.bank_store_fraction * store_bytes))})")
-                if res.bank_route == "auto" else f"{res.bank_route.replace('_', ' ')} (forced)")
+        rule = (
+            f"file above {res.bank_store_fraction:.0%} of the object store"
+            + ("" if store_bytes is None else f" ({human_bytes(int(res.bank_store_fraction * store_bytes))})")
+            if res.bank_route == "auto"
+            else f"{res.bank_route.replace('_', ' ')} (forced)"
+        )
         console.print(f"bank route {res.bank_route}: {rule}; object store {store} ({store_source})", highlight=False)
     return experts_todo, trials_todo
 
 
-def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console: Console | None = None,
-             on_stage: Callable[[str], None] | None = None) -> RunSummary:
+def run_spec(
+    spec: Spec,
+    storage: StorageRoot,
+    *,
+    dry_run: bool = False,
+    console: Console | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> RunSummary:
     """Run the spec; ``on_stage(name)`` is called as each timed stage ends (a caller's meter)."""
     console = console or Console()
     stage_done = on_stage or (lambda name: None)
@@ -241,21 +282,24 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
         if job.key in needed and job not in experts_todo:
             expert_store.check_readable(job, storage)
     if dry_run and (problems := missing_inputs(spec)):  # after the plan: every input it lacks
-        console.print("[bold]--dry-run[/]: nothing was trained or evaluated "
-                      "(no disk estimate until the inputs are in place).")
+        console.print(
+            "[bold]--dry-run[/]: nothing was trained or evaluated (no disk estimate until the inputs are in place)."
+        )
         raise problems[0] if len(problems) == 1 else MissingInputsError(problems)
     from benchmark.trials.banks import object_store_capacity
 
     banks = plan_banks(plan, trials_todo, object_store_capacity()[0])
     bank_files = sum(b.bytes for b in banks if b.route == "file" and not _bank_built(storage, b.key))
-    disk = estimate_disk(plan, experts_todo, trials_todo,
-                         bank_files=bank_files if storage.cache_dir is None else 0)
+    disk = estimate_disk(plan, experts_todo, trials_todo, bank_files=bank_files if storage.cache_dir is None else 0)
     if dry_run:
         free = free_bytes(storage)
         short = free is not None and free < disk.total
-        console.print(f"disk: about {human_bytes(disk.total)} to write ({disk.describe()})"
-                      + ("" if free is None else f"; {human_bytes(free)} free") + (" [red]— not enough[/]" if short else ""),
-                      highlight=False)
+        console.print(
+            f"disk: about {human_bytes(disk.total)} to write ({disk.describe()})"
+            + ("" if free is None else f"; {human_bytes(free)} free")
+            + (" [red]— not enough[/]" if short else ""),
+            highlight=False,
+        )
         console.print("[bold]--dry-run[/]: nothing was trained or evaluated.")
         return summary
     storage.ensure()
@@ -275,20 +319,29 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     routes = {b.key: b.route for b in banks}
     for bank in banks:
         if planned.get(bank.key) != bank.route:
-            console.print(f"bank {bank.label}: {bank.route.replace('_', ' ')} route after all (Ray's object store "
-                          f"holds {human_bytes(store_bytes or 0)})", highlight=False)
+            console.print(
+                f"bank {bank.label}: {bank.route.replace('_', ' ')} route after all (Ray's object store "
+                f"holds {human_bytes(store_bytes or 0)})",
+                highlight=False,
+            )
     res = spec.resources
-    check_memory(banks, res, len(trials_todo), store_bytes=store_bytes,
-                 driver_available=available_memory(), nodes=ray_nodes_memory())
+    check_memory(
+        banks,
+        res,
+        len(trials_todo),
+        store_bytes=store_bytes,
+        driver_available=available_memory(),
+        nodes=ray_nodes_memory(),
+    )
 
     import ray
 
+    from benchmark.experts.training import fit_experts
+    from benchmark.model.prepare import prepare_remote, zeroshot_lookup
+    from benchmark.model.pretrained import load_base_model
     from benchmark.trials.banks import build_bank, build_bank_file
     from benchmark.trials.grid import run_grid
     from benchmark.trials.merge_eval import reference_rows
-    from benchmark.model.pretrained import load_base_model
-    from benchmark.model.prepare import prepare_remote, zeroshot_lookup
-    from benchmark.experts.training import fit_experts
 
     needed_experts = {k for t in trials_todo for k in t.expert_keys} | {e.key for e in experts_todo}
     if not needed_experts:
@@ -300,10 +353,14 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     prepare = prepare_remote(res.prepare_cpus, res.trial_gpus)
     prepared_refs = {}
     for model in spec.models:
-        tasks = [(task, setup.data.model_dump(mode="json"), task in setup.expert_tasks()) for setup in spec.setups
-                 for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])]
-        prepared_refs[model.name, model.pretrained] = prepare.remote(model.model_dump(mode="json"), tasks,
-                                                                    storage.uri())
+        tasks = [
+            (task, setup.data.model_dump(mode="json"), task in setup.expert_tasks())
+            for setup in spec.setups
+            for task in dict.fromkeys([*setup.expert_tasks(), *(e.task for e in setup.evaluations())])
+        ]
+        prepared_refs[model.name, model.pretrained] = prepare.remote(
+            model.model_dump(mode="json"), tasks, storage.uri()
+        )
     prepared = _wait_prepared(prepared_refs, spec, storage, console)
     summary.seconds["prepare"] = time.perf_counter() - clock
     summary.prepared = prepared
@@ -313,10 +370,18 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     # experts (Ray Train), concurrently
     clock = time.perf_counter()
     expert_jobs = [e for e in plan.experts if e.key in needed_experts]
-    with StageProgress(console, "experts", sum(not expert_store.is_done(e, storage) for e in expert_jobs),
-                       "fine-tuned") as bar:
-        outcomes = fit_experts(expert_jobs, storage, res, log=bar.log, on_done=lambda o: bar.advance(
-            f"{o.job.task} {o.detail.get('test_accuracy', float('nan')):.3f}" if o.ok else f"{o.job.task} failed"))
+    with StageProgress(
+        console, "experts", sum(not expert_store.is_done(e, storage) for e in expert_jobs), "fine-tuned"
+    ) as bar:
+        outcomes = fit_experts(
+            expert_jobs,
+            storage,
+            res,
+            log=bar.log,
+            on_done=lambda o: bar.advance(
+                f"{o.job.task} {o.detail.get('test_accuracy', float('nan')):.3f}" if o.ok else f"{o.job.task} failed"
+            ),
+        )
     summary.experts_trained = sum(o.ok for o in outcomes)
     summary.experts_failed = [f"{o.job.task} (seed {o.job.seed}): {o.detail}" for o in outcomes if not o.ok]
     summary.seconds["experts"] = time.perf_counter() - clock
@@ -340,8 +405,11 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
             refs = {}
             for evaluation in setup.evaluations():
                 zs = zeroshot_lookup(prepared[model.name, model.pretrained], model, evaluation.task, setup.data)
-                refs[evaluation.task] = {"zeroshot_accuracy": zs["accuracy"], "n_examples": zs["n_examples"],
-                                         "expert_accuracy": expert_acc.get(evaluation.task)}
+                refs[evaluation.task] = {
+                    "zeroshot_accuracy": zs["accuracy"],
+                    "n_examples": zs["n_examples"],
+                    "expert_accuracy": expert_acc.get(evaluation.task),
+                }
             # streamed expert by expert; refuses bad experts: nothing written yet
             if routes.get(trial.bank_key, "object_store") == "file":
                 bank = build_bank_file(jobs, base_models[trial.base_key], storage, trial.bank_key, log=console.print)
@@ -356,8 +424,10 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
     summary.seconds["banks"] = time.perf_counter() - clock
     stage_done("banks")
     if summary.trials_blocked:
-        console.print(f"[red]{summary.trials_blocked} trial(s) skipped: their experts failed[/] "
-                      + "; ".join(summary.experts_failed))
+        console.print(
+            f"[red]{summary.trials_blocked} trial(s) skipped: their experts failed[/] "
+            + "; ".join(summary.experts_failed)
+        )
 
     clock = time.perf_counter()
     with StageProgress(console, "trials", len(runnable), "merged and evaluated") as bar:
@@ -367,13 +437,23 @@ def run_spec(spec: Spec, storage: StorageRoot, *, dry_run: bool = False, console
             errors_seen.extend([1] if metrics.get("status") != "ok" else [])
             bar.advance(f"{len(errors_seen)} error(s)" if errors_seen else "")
 
-        metrics = run_grid(runnable, bank_refs, references, storage, res, name=f"{spec.name}-{plan.spec_hash}",
-                           plugins=spec.plugins, on_trial_done=trial_done)
+        metrics = run_grid(
+            runnable,
+            bank_refs,
+            references,
+            storage,
+            res,
+            name=f"{spec.name}-{plan.spec_hash}",
+            plugins=spec.plugins,
+            on_trial_done=trial_done,
+        )
     summary.trials_run = len(metrics)
     summary.seconds["grid"] = time.perf_counter() - clock
     summary.trial_metrics = metrics
     stage_done("grid")
     errors = [m for m in metrics if m.get("status") != "ok"]
-    console.print(f"grid: {len(metrics)} trial(s) in {summary.seconds['grid']:.0f} s"
-                  + (f", [red]{len(errors)} error(s)[/]" if errors else ""))
+    console.print(
+        f"grid: {len(metrics)} trial(s) in {summary.seconds['grid']:.0f} s"
+        + (f", [red]{len(errors)} error(s)[/]" if errors else "")
+    )
     return summary

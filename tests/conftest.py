@@ -28,11 +28,22 @@ def tiny_spec_dict(tasks: list[str] | None = None, **overrides) -> dict:
 
     spec = {
         "name": "tiny",
-        "models": [{"name": "ww-toy-vit", "pretrained": "toy",
-                    "pretrain": {"steps": 40, "batch_size": 64, "n_pairs": 2000, "warmup": 5}}],
-        "setups": [{"name": "toy-mtl", "kind": "mtl", "tasks": tasks or list(TOY_TASKS)[:3],
-                    "data": {"n_train": 256, "n_test": 128, "seed": 0},
-                    "finetune": {"steps": 8, "batch_size": 32, "lr": 1e-4, "warmup": 2}}],
+        "models": [
+            {
+                "name": "ww-toy-vit",
+                "pretrained": "toy",
+                "pretrain": {"steps": 40, "batch_size": 64, "n_pairs": 2000, "warmup": 5},
+            }
+        ],
+        "setups": [
+            {
+                "name": "toy-mtl",
+                "kind": "mtl",
+                "tasks": tasks or list(TOY_TASKS)[:3],
+                "data": {"n_train": 256, "n_test": 128, "seed": 0},
+                "finetune": {"steps": 8, "batch_size": 32, "lr": 1e-4, "warmup": 2},
+            }
+        ],
         "mergers": ["task_arithmetic", {"name": "ties", "params": {"k": 0.2}}],
         "poolings": ["none", "avg", "randmix"],
         "variants": ["collaborative"],
@@ -49,8 +60,8 @@ def finished_tiny_run(ray_session, tmp_path_factory):
     from rich.console import Console
 
     from benchmark.pipeline import run_spec
-    from benchmark.spec.schema import parse_spec
     from benchmark.results.storage import StorageRoot
+    from benchmark.spec.schema import parse_spec
 
     storage = StorageRoot.at(tmp_path_factory.mktemp("finished-root"))
     spec = parse_spec(tiny_spec_dict())

@@ -14,9 +14,11 @@ Large banks are merged out-of-core from disk with the same functions:
     woven = ww.weave(ww.open_bank("bank.safetensors"), merger="tsv_m")
 """
 
+from . import (
+    analysis,  # noqa: F401  (geometry and interference of task vectors, docs/METHODS.md §4)
+    kernels,  # noqa: F401  (WW_KERNELS, expect_many_merges: when block kernels compile)
+)
 from . import mergers as _mergers  # noqa: F401  (registers the base mergers)
-from . import analysis  # noqa: F401  (geometry and interference of task vectors, docs/METHODS.md §4)
-from . import kernels  # noqa: F401  (WW_KERNELS, expect_many_merges: when block kernels compile)
 from .bank import TaskVectorBank
 from .engine.bank_file import BankWriter, open_bank, save_bank
 from .merging import merge

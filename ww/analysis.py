@@ -287,7 +287,11 @@ def selection_shares(task_vectors, seed: int = 0) -> SelectionShares:
         raise ValueError(f"seed must be an int, got {seed!r}")
     bank = as_bank(task_vectors)
     count = len(bank)
-    totals = {"magmax": torch.zeros(count, dtype=torch.long), "randmix": torch.zeros(count, dtype=torch.long), "counted": 0}
+    totals = {
+        "magmax": torch.zeros(count, dtype=torch.long),
+        "randmix": torch.zeros(count, dtype=torch.long),
+        "counted": 0,
+    }
 
     def partial(tau: torch.Tensor, block: Block):
         magnitude = tau.abs()

@@ -45,13 +45,10 @@ class TaskVectorBank:
         object.__setattr__(self, "task_names", tuple(str(name) for name in self.task_names))
         if layout_numel(self.layout) != self.data.shape[1]:
             raise ValueError(
-                f"layout describes {layout_numel(self.layout)} parameters but data has "
-                f"{self.data.shape[1]} columns"
+                f"layout describes {layout_numel(self.layout)} parameters but data has {self.data.shape[1]} columns"
             )
         if len(self.task_names) != self.data.shape[0]:
-            raise ValueError(
-                f"{len(self.task_names)} task names for {self.data.shape[0]} task vectors"
-            )
+            raise ValueError(f"{len(self.task_names)} task names for {self.data.shape[0]} task vectors")
         if len(set(self.task_names)) != len(self.task_names):
             raise ValueError(f"task names must be unique, got {self.task_names}")
 
@@ -149,7 +146,7 @@ class TaskVectorBank:
             return self
         names = [self.task_names[row] for row in rows]
         if rows == list(range(rows[0], rows[0] + len(rows))):
-            view = TaskVectorBank(self.data[rows[0]:rows[0] + len(rows)], self.layout, tuple(names))
+            view = TaskVectorBank(self.data[rows[0] : rows[0] + len(rows)], self.layout, tuple(names))
             for hook in ("_release", "_mapping"):  # a memory-mapped bank's view keeps its page release
                 if hasattr(self, hook):
                     object.__setattr__(view, hook, getattr(self, hook))
@@ -206,7 +203,7 @@ class BankRows:
         release = getattr(self.bank, "_release", None)
 
         def load(block) -> torch.Tensor:
-            return data[:, block.start:block.stop].index_select(0, index)
+            return data[:, block.start : block.stop].index_select(0, index)
 
         def sample(sampled) -> torch.Tensor:
             return data.index_select(1, sampled.flat_positions(data.device)).index_select(0, index)
@@ -274,7 +271,7 @@ class StateDictTasks:
         if span is not None and span[0] <= block.start and block.stop <= span[1]:  # a block inside one tensor
             lo = block.start - span[0]
             for row, flat in zip(out, self._flats[block.name]):
-                row.copy_(flat[lo:lo + block.stop - block.start])
+                row.copy_(flat[lo : lo + block.stop - block.start])
             return out
         # any other range (a whole-vector read): tensor by tensor
         index = max(0, bisect.bisect_right(self._starts, block.start) - 1)
@@ -284,7 +281,7 @@ class StateDictTasks:
             lo, hi = max(start, block.start), min(stop, block.stop)
             if hi > lo:
                 for row, flat in zip(out, self._flats[name]):
-                    row[lo - block.start:hi - block.start].copy_(flat[lo - start:hi - start])
+                    row[lo - block.start : hi - block.start].copy_(flat[lo - start : hi - start])
             index += 1
         return out
 
@@ -326,8 +323,7 @@ def _parse_state_dicts(
     if isinstance(task_vectors, Mapping):
         if task_vectors and all(isinstance(v, torch.Tensor) for v in task_vectors.values()):
             raise ValueError(
-                "got a single state dict; pass a list of task-vector state dicts "
-                "or a dict task name -> state dict"
+                "got a single state dict; pass a list of task-vector state dicts or a dict task name -> state dict"
             )
         names = tuple(str(name) for name in task_vectors) if task_names is None else task_names
         state_dicts = list(task_vectors.values())
@@ -384,9 +380,7 @@ def as_bank(task_vectors: TaskVectorBank | Sequence[StateDict] | Mapping[str, St
     if isinstance(task_vectors, TaskVectorBank):
         return task_vectors
     if isinstance(task_vectors, (str, bytes, torch.Tensor)):
-        raise ValueError(
-            "task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict"
-        )
+        raise ValueError("task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict")
     return TaskVectorBank.from_state_dicts(task_vectors)
 
 
@@ -398,7 +392,5 @@ def as_tasks(
     if isinstance(task_vectors, (TaskVectorBank, BankRows)):
         return task_vectors
     if isinstance(task_vectors, (str, bytes, torch.Tensor)):
-        raise ValueError(
-            "task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict"
-        )
+        raise ValueError("task_vectors must be a TaskVectorBank, a list of state dicts or a dict name -> state dict")
     return StateDictTasks(task_vectors)

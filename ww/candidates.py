@@ -65,7 +65,7 @@ def candidate_stream(
     labels = (base.labels if collaborative else ()) + tuple(f"{lam:g}·M" for lam in lambdas)
 
     def load(block: Block) -> torch.Tensor:
-        scaled = merged[block.start:block.stop].unsqueeze(0) * scale
+        scaled = merged[block.start : block.stop].unsqueeze(0) * scale
         if not collaborative:
             return scaled
         return torch.cat([base.read(block), scaled])

@@ -34,6 +34,7 @@ are compiled for one thread there (a first call elsewhere compiles a second vari
 This module is the switch and its records; the kernels themselves (`ww.engine.compiling.Kernel`)
 consult it.
 """
+
 from __future__ import annotations
 
 import collections

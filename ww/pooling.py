@@ -59,7 +59,9 @@ class PoolingRecord:
 
     def __call__(self, candidates: Candidates, *, seed: int = 0, chunk_size: int | None = None) -> torch.Tensor:
         """Pool a whole `Candidates` set into a flat ``[P]`` vector, ``chunk_size`` entries per task at a time."""
-        if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+        ):
             raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
         entries = None if chunk_size is None else chunk_size * max(1, candidates.num_tasks)
         stream = candidates.task_stream(block_entries=entries)
@@ -68,7 +70,9 @@ class PoolingRecord:
         collaborative = candidates.task_vectors is not None
 
         def pool(tau: torch.Tensor, block: Block) -> torch.Tensor:
-            return self.kernel(tau if collaborative else None, merged[block.start:block.stop], lambdas, block, seed=seed)
+            return self.kernel(
+                tau if collaborative else None, merged[block.start : block.stop], lambdas, block, seed=seed
+            )
 
         return stream.map(pool)
 
@@ -110,7 +114,9 @@ def avg(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, 
 
 
 @pooling(name="randmix")
-def randmix(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0):
+def randmix(
+    tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0
+):
     """Per scalar element, one candidate picked uniformly at random.
 
     The pick for element i of tensor ``name`` is `uniform_indices` of the stream keyed by
@@ -172,7 +178,12 @@ _MERGE_AND_PICK: dict[Kernel, Kernel] = {}
 
 
 def randmix_fused(
-    merge: Kernel, params: Mapping[str, object], lambdas: tuple[float, ...], collaborative: bool, seed: int, num_params: int
+    merge: Kernel,
+    params: Mapping[str, object],
+    lambdas: tuple[float, ...],
+    collaborative: bool,
+    seed: int,
+    num_params: int,
 ) -> Callable[[torch.Tensor, Block], torch.Tensor]:
     """`PoolingRecord.fused` for randmix: the merger's block kernel and the pick in one compiled loop.
 
@@ -212,7 +223,9 @@ _POOLINGS["randmix"] = dataclasses.replace(randmix, compiled=randmix_compiled, f
 
 
 @pooling(name="magmax")
-def magmax(tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0):
+def magmax(
+    tasks: torch.Tensor | None, merged: torch.Tensor, lambdas: tuple[float, ...], block: Block, *, seed: int = 0
+):
     """Per element the candidate of largest |Cn|, ties to the later one.
 
     Among the scaled candidates the largest |λi·M| is at the last λ of largest |λ| for every

@@ -120,8 +120,10 @@ def merger(
 def check_revision(what: str, revision: object) -> None:
     """TypeError unless ``revision`` is a positive int (a bool is not a revision)."""
     if isinstance(revision, bool) or not isinstance(revision, int) or revision < 1:
-        raise TypeError(f"{what}: revision must be a positive int (1 for a new method, +1 per change of its "
-                        f"output), got {revision!r}")
+        raise TypeError(
+            f"{what}: revision must be a positive int (1 for a new method, +1 per change of its "
+            f"output), got {revision!r}"
+        )
 
 
 def get_merger(name: str) -> MergerRecord:
@@ -147,6 +149,4 @@ def default_lambdas(merger: str) -> list[float]:
 def require_tasks(tasks, minimum: int, merger_name: str, why: str) -> None:
     """ValueError unless the stream has at least ``minimum`` task vectors (checked before any pass)."""
     if tasks.num_tasks < minimum:
-        raise ValueError(
-            f"{merger_name} needs at least {minimum} task vectors ({why}), got {tasks.num_tasks}"
-        )
+        raise ValueError(f"{merger_name} needs at least {minimum} task vectors ({why}), got {tasks.num_tasks}")

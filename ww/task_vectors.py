@@ -33,9 +33,7 @@ def task_vector(finetuned: StateDict, pretrained: StateDict) -> dict[str, torch.
     for name, base in pretrained.items():
         tuned = finetuned[name]
         if tuned.shape != base.shape:
-            raise ValueError(
-                f"{name!r}: fine-tuned shape {tuple(tuned.shape)} != pretrained shape {tuple(base.shape)}"
-            )
+            raise ValueError(f"{name!r}: fine-tuned shape {tuple(tuned.shape)} != pretrained shape {tuple(base.shape)}")
         if tuned.dtype != base.dtype:
             raise ValueError(f"{name!r}: fine-tuned dtype {tuned.dtype} != pretrained dtype {base.dtype}")
         if base.is_floating_point():

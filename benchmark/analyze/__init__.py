@@ -19,8 +19,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from benchmark.spec.schema import Spec
 from benchmark.results.storage import StorageRoot, safe_name
+from benchmark.spec.schema import Spec
 
 #: Analysis name (as ``--only`` spells it) → module with ``run(ctx) -> list[Path]``.
 ANALYSES = {
@@ -45,8 +45,9 @@ def parse_only(text: str | None) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in ANALYSES]
     if unknown or not names:
-        raise ValueError(f"--only: unknown analysis {', '.join(unknown) or '(none given)'}; "
-                         f"choose from {', '.join(ANALYSES)}")
+        raise ValueError(
+            f"--only: unknown analysis {', '.join(unknown) or '(none given)'}; choose from {', '.join(ANALYSES)}"
+        )
     return [name for name in ANALYSES if name in names]
 
 
@@ -72,8 +73,10 @@ def run_analyses(
     console = console or Console()
     names = list(ANALYSES) if only is None else parse_only(",".join(only))
     if not storage.root.exists():
-        raise FileNotFoundError(f"storage root {storage.root} does not exist; run the spec first "
-                                f"(python run_bench.py run {spec_path or 'SPEC'} --root {storage.root})")
+        raise FileNotFoundError(
+            f"storage root {storage.root} does not exist; run the spec first "
+            f"(python run_bench.py run {spec_path or 'SPEC'} --root {storage.root})"
+        )
     check_experts(spec, storage, spec_path)
     folder = Path(out).expanduser().resolve() if out is not None else analysis_folder(storage, spec)
     ctx = AnalysisContext(spec=spec, storage=storage, out=folder, console=console, refs=bank_refs(spec))

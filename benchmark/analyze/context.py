@@ -18,11 +18,11 @@ from rich.console import Console
 
 import ww
 from benchmark.experts import store as expert_store
-from benchmark.trials.banks import build_bank
-from benchmark.trials.merge_eval import WarmAssets
+from benchmark.results.storage import StorageRoot, safe_name
 from benchmark.spec.plan import ExpertJob, expert_chain
 from benchmark.spec.schema import ModelSpec, SetupSpec, Spec
-from benchmark.results.storage import StorageRoot, safe_name
+from benchmark.trials.banks import build_bank
+from benchmark.trials.merge_eval import WarmAssets
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,10 @@ class BankRef:
 
 def bank_refs(spec: Spec) -> list[BankRef]:
     """Every (model, setup, seed) of the spec with its expert jobs (the plan's keys and paths)."""
-    return [BankRef(model, setup, seed, tuple(expert_chain(model, setup, seed)))
-            for model, setup, seed in itertools.product(spec.models, spec.setups, spec.seeds)]
+    return [
+        BankRef(model, setup, seed, tuple(expert_chain(model, setup, seed)))
+        for model, setup, seed in itertools.product(spec.models, spec.setups, spec.seeds)
+    ]
 
 
 def check_experts(spec: Spec, storage: StorageRoot, spec_path: str | None = None) -> None:
@@ -119,7 +121,7 @@ def _manifests(folder, seed: int) -> list:
     selector = pafs.FileSelector(folder.path, recursive=True, allow_not_found=True)
     found = []
     for info in folder.fs.get_file_info(selector):
-        parts = info.path[len(folder.path):].strip("/").split("/")
+        parts = info.path[len(folder.path) :].strip("/").split("/")
         if len(parts) == 3 and parts[1] == str(seed) and parts[2].endswith(".manifest.json"):
             found.append(folder / parts[0] / parts[1] / parts[2])
     return sorted(found, key=str)

@@ -26,9 +26,19 @@ def _pair_rows(base: dict, scope: str, group: str, tasks: list[str], cosines, ba
     rows = []
     for i, task_i in enumerate(tasks):
         for j, task_j in enumerate(tasks):
-            rows.append({**base, "scope": scope, "group": group, "i": i, "j": j, "task_i": task_i, "task_j": task_j,
-                         "cosine": float(cosines[i, j]),
-                         "baseline": None if baseline is None else float(baseline[i, j])})
+            rows.append(
+                {
+                    **base,
+                    "scope": scope,
+                    "group": group,
+                    "i": i,
+                    "j": j,
+                    "task_i": task_i,
+                    "task_j": task_j,
+                    "cosine": float(cosines[i, j]),
+                    "baseline": None if baseline is None else float(baseline[i, j]),
+                }
+            )
     return rows
 
 
@@ -44,8 +54,15 @@ def _off_diagonal(matrix) -> tuple[float, float, float]:
 
 def _summary_row(base: dict, scope: str, group: str, matrix, baseline=None) -> dict:
     mean, low, high = _off_diagonal(matrix)
-    return {**base, "scope": scope, "group": group, "mean_cosine": mean, "min_cosine": low, "max_cosine": high,
-            "baseline_mean": None if baseline is None else wa.mean_off_diagonal(baseline)}
+    return {
+        **base,
+        "scope": scope,
+        "group": group,
+        "mean_cosine": mean,
+        "min_cosine": low,
+        "max_cosine": high,
+        "baseline_mean": None if baseline is None else wa.mean_off_diagonal(baseline),
+    }
 
 
 def _blocks_figure(ref: BankRef, per_block: dict, path: Path) -> Path:
@@ -65,16 +82,25 @@ def comparison_answer(sequential: float, independent: float) -> str:
     """The one-line answer to "does sequential fine-tuning make task vectors more correlated?"."""
     word = "more" if sequential > independent else "less" if sequential < independent else "as"
     than = "as" if word == "as" else "than"
-    return (f"sequential task vectors are {word} correlated {than} independent: "
-            f"mean off-diagonal cos {sequential:.3f} vs {independent:.3f}")
+    return (
+        f"sequential task vectors are {word} correlated {than} independent: "
+        f"mean off-diagonal cos {sequential:.3f} vs {independent:.3f}"
+    )
 
 
 def run(ctx: AnalysisContext) -> list[Path]:
     rows, summary, comparisons, written = [], [], [], []
     grams_of: dict[tuple[str, ...], wa.Grams] = {}
     table = Table(title="Task-vector geometry: off-diagonal cosine, mean \\[min, max] (float64)")
-    for column, justify in (("setup", "left"), ("mode", "left"), ("T", "right"), ("whole", "right"),
-                            ("increments", "right"), ("√(s/t)", "right"), ("per block, embed → head", "left")):
+    for column, justify in (
+        ("setup", "left"),
+        ("mode", "left"),
+        ("T", "right"),
+        ("whole", "right"),
+        ("increments", "right"),
+        ("√(s/t)", "right"),
+        ("per block, embed → head", "left"),
+    ):
         table.add_column(column, justify=justify)
     for ref in ctx.refs:
         base = ref.identity(ctx.spec.name)
@@ -90,29 +116,50 @@ def run(ctx: AnalysisContext) -> list[Path]:
             summary.append(_summary_row(base, "block", label, matrix))
         for name, gram in grams.per_tensor.items():
             rows += _pair_rows(base, "tensor", name, ref.tasks, wa.cosine_from_gram(gram))
-        written.append(plot_cosine_heatmap(cosines, ref.tasks, ctx.out / f"{NAME}-{ref.label}.png",
-                                           f"cos(τi, τj) · {ref.model.name} · {ref.setup.name} · seed {ref.seed}"))
+        written.append(
+            plot_cosine_heatmap(
+                cosines,
+                ref.tasks,
+                ctx.out / f"{NAME}-{ref.label}.png",
+                f"cos(τi, τj) · {ref.model.name} · {ref.setup.name} · seed {ref.seed}",
+            )
+        )
         written.append(_blocks_figure(ref, per_block, ctx.out / f"{NAME}-{ref.label}-blocks.png"))
         increments_text = baseline_text = "–"
         if sequential:
             increments = wa.cosine_from_gram(wa.increment_gram(grams.whole))
             rows += _pair_rows(base, "increment", "", ref.tasks, increments)
             summary.append(_summary_row(base, "increment", "", increments))
-            written.append(plot_cosine_heatmap(increments, ref.tasks, ctx.out / f"{NAME}-{ref.label}-increments.png",
-                                               f"cos(θs − θs−1, θt − θt−1) · {ref.setup.name} · seed {ref.seed}"))
+            written.append(
+                plot_cosine_heatmap(
+                    increments,
+                    ref.tasks,
+                    ctx.out / f"{NAME}-{ref.label}-increments.png",
+                    f"cos(θs − θs−1, θt − θt−1) · {ref.setup.name} · seed {ref.seed}",
+                )
+            )
             increments_text = _fmt(*_off_diagonal(increments))
             baseline_text = f"{wa.mean_off_diagonal(baseline):.3f}"
         blocks = " ".join(f"{_off_diagonal(m)[0]:.2f}" for m in per_block.values())
-        table.add_row(ctx.row_label(ref), ref.setup.finetune.mode, str(len(ref.jobs)), _fmt(*_off_diagonal(cosines)),
-                      increments_text, baseline_text, blocks)
+        table.add_row(
+            ctx.row_label(ref),
+            ref.setup.finetune.mode,
+            str(len(ref.jobs)),
+            _fmt(*_off_diagonal(cosines)),
+            increments_text,
+            baseline_text,
+            blocks,
+        )
 
     seen, notes = set(), []
     for ref in ctx.refs:
         twin = twin_jobs(ref, ctx.storage)
         if ref.setup.kind == "cil" and ref.setup.finetune.mode == "sequential" and twin is None:
-            notes.append(f"{ref.setup.name} (seed {ref.seed}): no independent fine-tuning of the same CIL setup in the "
-                         "root; add a setup with finetune.mode: independent (same dataset, splits, data, recipe) "
-                         "and run it to compare")
+            notes.append(
+                f"{ref.setup.name} (seed {ref.seed}): no independent fine-tuning of the same CIL setup in the "
+                "root; add a setup with finetune.mode: independent (same dataset, splits, data, recipe) "
+                "and run it to compare"
+            )
         if twin is None:
             continue
         pair = frozenset({ref.key, tuple(job.key for job in twin)})
@@ -123,9 +170,11 @@ def run(ctx: AnalysisContext) -> list[Path]:
 
     ctx.console.print(table)
     for row in comparisons:
-        ctx.console.print(f"[bold]{row['sequential_setup']} vs {row['independent_setup']} (seed {row['seed']}):[/] "
-                          f"{row['answer']} (√(s/t) baseline {row['baseline_mean']:.3f}; "
-                          f"increments θs − θs−1 {row['mean_increment_cosine']:.3f})")
+        ctx.console.print(
+            f"[bold]{row['sequential_setup']} vs {row['independent_setup']} (seed {row['seed']}):[/] "
+            f"{row['answer']} (√(s/t) baseline {row['baseline_mean']:.3f}; "
+            f"increments θs − θs−1 {row['mean_increment_cosine']:.3f})"
+        )
     for note in notes:
         ctx.console.print(note, style="yellow", highlight=False)
     written.append(write_table(rows, ctx.out / f"{NAME}.parquet"))

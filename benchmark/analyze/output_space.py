@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 from rich.table import Table
 
-from benchmark.experts import store as expert_store
 from benchmark.analyze import predict
 from benchmark.analyze.context import AnalysisContext, BankRef
 from benchmark.analyze.output import figure, save_figure, write_table
+from benchmark.experts import store as expert_store
 from benchmark.report.paired import mcnemar_exact
 
 NAME = "output_space"
@@ -39,8 +39,13 @@ LABELS = {
     "feature_ensemble": "raw-feature ensemble",
 }
 SHORT = {"soup": "soup", "logit_ensemble": "logit", "prob_ensemble": "prob.", "feature_ensemble": "raw feat."}
-PAIRS = (("soup", "logit_ensemble"), ("soup", "prob_ensemble"), ("soup", "feature_ensemble"),
-         ("logit_ensemble", "prob_ensemble"), ("logit_ensemble", "feature_ensemble"))
+PAIRS = (
+    ("soup", "logit_ensemble"),
+    ("soup", "prob_ensemble"),
+    ("soup", "feature_ensemble"),
+    ("logit_ensemble", "prob_ensemble"),
+    ("logit_ensemble", "feature_ensemble"),
+)
 
 
 class Ensembles:
@@ -107,16 +112,24 @@ def _measure(ctx: AnalysisContext, ref: BankRef) -> tuple[list[dict], list[dict]
                 common = {**base, "eval_task": task, "n_models": n, "models": members}
                 for method in METHODS:
                     acc, correct = predict.accuracy(logits[method], labels)
-                    accuracy_rows.append({**common, "method": method, "accuracy": acc, "n_correct": correct,
-                                          "n_examples": len(labels)})
+                    accuracy_rows.append(
+                        {**common, "method": method, "accuracy": acc, "n_correct": correct, "n_examples": len(labels)}
+                    )
                 outcomes = {method: (logits[method].argmax(dim=-1) == labels).numpy() for method in METHODS}
                 for first, second in PAIRS:
                     # the grid's paired test (benchmark.report.paired) on the same kind of per-example outcomes
                     test = mcnemar_exact(outcomes[first], outcomes[second])
-                    agreement_rows.append({**common, "method_a": first, "method_b": second,
-                                           "agreement": predict.agreement(logits[first], logits[second]),
-                                           "only_a_correct": test["only_a"], "only_b_correct": test["only_b"],
-                                           "mcnemar_p": test["p_value"]})
+                    agreement_rows.append(
+                        {
+                            **common,
+                            "method_a": first,
+                            "method_b": second,
+                            "agreement": predict.agreement(logits[first], logits[second]),
+                            "only_a_correct": test["only_a"],
+                            "only_b_correct": test["only_b"],
+                            "mcnemar_p": test["p_value"],
+                        }
+                    )
     return accuracy_rows, agreement_rows
 
 
@@ -175,8 +188,11 @@ def run(ctx: AnalysisContext) -> list[Path]:
         accuracy_rows += accuracies
         agreement_rows += agreements
         written.append(save_figure(plot(ref, accuracies, agreements), ctx.out / f"{NAME}-{ref.label}.png"))
-        ctx.console.print(summary_table(f"Weight vs output space · {ctx.row_label(ref)} (mean over eval tasks)",
-                                        accuracies, agreements))
+        ctx.console.print(
+            summary_table(
+                f"Weight vs output space · {ctx.row_label(ref)} (mean over eval tasks)", accuracies, agreements
+            )
+        )
     written.append(write_table(accuracy_rows, ctx.out / f"{NAME}.parquet"))
     written.append(write_table(agreement_rows, ctx.out / f"{NAME}_agreement.parquet"))
     return written

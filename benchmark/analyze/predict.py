@@ -15,8 +15,9 @@ from benchmark.trials.evaluation import bare_model, image_mean_std, to_model_inp
 BATCH_SIZE = 1024
 
 
-def image_features(model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int = BATCH_SIZE,
-                   normalize: bool = True) -> torch.Tensor:
+def image_features(
+    model: torch.nn.Module, images_uint8: torch.Tensor, batch_size: int = BATCH_SIZE, normalize: bool = True
+) -> torch.Tensor:
     """Image features ``[N, D]`` (float32, CPU) of the model's current image encoder, L2-normalised
     as the classifier reads them unless ``normalize=False`` (the raw encoder output, whose norm an
     ensemble of raw features weighs its members by)."""
@@ -29,7 +30,7 @@ def image_features(model: torch.nn.Module, images_uint8: torch.Tensor, batch_siz
     try:
         with torch.inference_mode():
             for start in range(0, len(images_uint8), batch_size):
-                x = to_model_input(images_uint8[start:start + batch_size].to(device), mean, std)
+                x = to_model_input(images_uint8[start : start + batch_size].to(device), mean, std)
                 features = clip.encode_image(x).float()
                 chunks.append((F.normalize(features, dim=-1) if normalize else features).cpu())
     finally:

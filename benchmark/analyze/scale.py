@@ -16,10 +16,10 @@ import torch
 from rich.table import Table
 
 import ww
-from benchmark.experts import store as expert_store
 from benchmark.analyze import predict
 from benchmark.analyze.context import AnalysisContext, BankRef
 from benchmark.analyze.output import figure, save_figure, write_table
+from benchmark.experts import store as expert_store
 
 NAME = "scale"
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
@@ -37,9 +37,16 @@ def _sweep(model, head, images, labels, load) -> list[dict]:
     rows = []
     for alpha in ALPHAS:
         acc, correct = predict.accuracy(logits[alpha], labels)
-        rows.append({"alpha": alpha, "accuracy": acc, "n_correct": correct, "n_examples": len(labels),
-                     "agreement": predict.agreement(logits[alpha], reference),
-                     "kl": predict.mean_kl(reference, logits[alpha])})
+        rows.append(
+            {
+                "alpha": alpha,
+                "accuracy": acc,
+                "n_correct": correct,
+                "n_examples": len(labels),
+                "agreement": predict.agreement(logits[alpha], reference),
+                "kl": predict.mean_kl(reference, logits[alpha]),
+            }
+        )
     return rows
 
 
@@ -74,8 +81,9 @@ def _measure(ctx: AnalysisContext, ref: BankRef) -> list[dict]:
             sub = bank
         else:  # DG: the experts of the other domains
             index = torch.tensor(experts, dtype=torch.long)
-            sub = ww.TaskVectorBank.from_flat(bank.data.index_select(0, index), bank.layout,
-                                              [bank.task_names[i] for i in experts])
+            sub = ww.TaskVectorBank.from_flat(
+                bank.data.index_select(0, index), bank.layout, [bank.task_names[i] for i in experts]
+            )
         merged = ww.merge(MERGER, sub)
 
         def merge(alpha: float) -> None:
@@ -85,8 +93,15 @@ def _measure(ctx: AnalysisContext, ref: BankRef) -> list[dict]:
             images, labels = ctx.test_split(ref.model, eval_task, ref.setup)
             head = ctx.head(ref.model, eval_task)
             for row in _sweep(model, head, images, labels, merge):
-                rows.append({**base, "target": "merge", "scaled": f"{MERGER}({len(experts)} experts)",
-                             "eval_task": eval_task, **row})
+                rows.append(
+                    {
+                        **base,
+                        "target": "merge",
+                        "scaled": f"{MERGER}({len(experts)} experts)",
+                        "eval_task": eval_task,
+                        **row,
+                    }
+                )
     return rows
 
 
@@ -100,8 +115,9 @@ def _mean_by_target(rows: list[dict], value: str) -> dict[tuple[str, float], flo
 def _figure(ref: BankRef, rows: list[dict], path: Path) -> Path:
     fig = figure(figsize=(14, 3.8), layout="constrained")
     panels = fig.subplots(1, 3)
-    for axes, (value, label) in zip(panels, (("accuracy", "accuracy"), ("agreement", "agreement with α = 1"),
-                                             ("kl", "mean KL(p₁ ‖ p_α)"))):
+    for axes, (value, label) in zip(
+        panels, (("accuracy", "accuracy"), ("agreement", "agreement with α = 1"), ("kl", "mean KL(p₁ ‖ p_α)"))
+    ):
         means = _mean_by_target(rows, value)
         for target in TARGETS:
             axes.plot(ALPHAS, [means[target, alpha] for alpha in ALPHAS], marker="o", label=target.replace("_", " "))
@@ -109,8 +125,11 @@ def _figure(ref: BankRef, rows: list[dict], path: Path) -> Path:
         axes.set_xlabel("α")
         axes.set_ylabel(label)
     panels[0].legend(fontsize=8)
-    fig.suptitle(f"scale sensitivity · {ref.model.name} · {ref.setup.name} · seed {ref.seed} "
-                    f"(α·θ, θ0 + α·τ of {ref.tasks[0]}, θ0 + α·M {MERGER})", fontsize=10)
+    fig.suptitle(
+        f"scale sensitivity · {ref.model.name} · {ref.setup.name} · seed {ref.seed} "
+        f"(α·θ, θ0 + α·τ of {ref.tasks[0]}, θ0 + α·M {MERGER})",
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 
@@ -121,16 +140,26 @@ def run(ctx: AnalysisContext) -> list[Path]:
         rows += measured
         written.append(_figure(ref, measured, ctx.out / f"{NAME}-{ref.label}.png"))
         means = {value: _mean_by_target(measured, value) for value in ("accuracy", "agreement", "kl")}
-        table = Table(title=f"Scale sensitivity · {ctx.row_label(ref)}: accuracy · agreement with α = 1 · "
-                            "KL(p₁ ‖ p_α), mean over eval tasks")
+        table = Table(
+            title=f"Scale sensitivity · {ctx.row_label(ref)}: accuracy · agreement with α = 1 · "
+            "KL(p₁ ‖ p_α), mean over eval tasks"
+        )
         table.add_column("α", justify="right")
         for target in TARGETS:
             table.add_column(target.replace("_", " "), justify="right")
         for alpha in ALPHAS:
-            table.add_row(f"{alpha:g}", *(f"{means['accuracy'][t, alpha]:.3f}·{means['agreement'][t, alpha]:.3f}·"
-                                          f"{means['kl'][t, alpha]:.2g}" for t in TARGETS))
+            table.add_row(
+                f"{alpha:g}",
+                *(
+                    f"{means['accuracy'][t, alpha]:.3f}·{means['agreement'][t, alpha]:.3f}·{means['kl'][t, alpha]:.2g}"
+                    for t in TARGETS
+                ),
+            )
         ctx.console.print(table)
-        ctx.console.print(f"whole model = α·θ and task vector = θ0 + α·τ of expert {ref.tasks[0]} on its test split; "
-                          f"merge = θ0 + α·M ({MERGER})", style="dim")
+        ctx.console.print(
+            f"whole model = α·θ and task vector = θ0 + α·τ of expert {ref.tasks[0]} on its test split; "
+            f"merge = θ0 + α·M ({MERGER})",
+            style="dim",
+        )
     written.append(write_table(rows, ctx.out / f"{NAME}.parquet"))
     return written

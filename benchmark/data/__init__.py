@@ -13,7 +13,7 @@ Nothing here knows about specs or storage: loaders take plain values.
 """
 
 from benchmark.data.catalog import MTL8, MTL14, MTL20, REAL_DATASETS, Download, RealDataset
-from benchmark.data.layouts import DatasetMalformedError, DatasetMissingError, DatasetLayout, Probe, Samples
+from benchmark.data.layouts import DatasetLayout, DatasetMalformedError, DatasetMissingError, Probe, Samples
 
 __all__ = [
     "MTL8",

@@ -18,8 +18,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from benchmark.data import loaders as data
 from benchmark.data import REAL_DATASETS, DatasetMalformedError, DatasetMissingError
+from benchmark.data import loaders as data
 
 #: Seconds to wait for a TCP connection before declaring the network absent.
 CONNECT_TIMEOUT = 5.0
@@ -67,8 +67,9 @@ def cmd_check(args, console: Console) -> int:
     for name in names:
         data.check_dataset_name(name)
         if name not in REAL_DATASETS:
-            raise ValueError(f"{name!r} is a toy dataset (generated, nothing to check); check real ones: "
-                             f"{sorted(REAL_DATASETS)}")
+            raise ValueError(
+                f"{name!r} is a toy dataset (generated, nothing to check); check real ones: {sorted(REAL_DATASETS)}"
+            )
     table = Table(title=f"Datasets under {root}", show_lines=False)
     for column in ("dataset", "setups", "status", "layout / problem", "what to do"):
         table.add_column(column, overflow="fold")
@@ -79,8 +80,10 @@ def cmd_check(args, console: Console) -> int:
         counts[status] += 1
         table.add_row(name, ", ".join(REAL_DATASETS[name].used_by), f"[{colours[status]}]{status}[/]", detail, todo)
     console.print(table)
-    console.print(f"{counts['present']} present, {counts['missing']} missing, {counts['malformed']} malformed "
-                  f"(data root: --data-root, else ${data.DATA_ROOT_ENV}, else ~/data; layouts: docs/DATA.md)")
+    console.print(
+        f"{counts['present']} present, {counts['missing']} missing, {counts['malformed']} malformed "
+        f"(data root: --data-root, else ${data.DATA_ROOT_ENV}, else ~/data; layouts: docs/DATA.md)"
+    )
     return 0 if counts["present"] == len(names) else 1
 
 
@@ -134,8 +137,10 @@ def prepare(name: str, root: Path, log=print) -> Path:
             log(f"downloading {url} ...")
             download_and_extract_archive(url, download_root=str(root / folder))
     except Exception as exc:  # torchvision raises URLError, HTTPError, RuntimeError, OSError...
-        raise NoNetworkError(f"download of {name} failed ({type(exc).__name__}: {exc}); partial files may remain "
-                             f"under {target}; re-run when the network is back") from exc
+        raise NoNetworkError(
+            f"download of {name} failed ({type(exc).__name__}: {exc}); partial files may remain "
+            f"under {target}; re-run when the network is back"
+        ) from exc
     data.find_layout(name, root)
     log(f"{name} ready under {root} ({time.perf_counter() - start:.0f} s)")
     return root

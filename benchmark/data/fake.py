@@ -104,8 +104,9 @@ def write_sun397_folders(root: Path, per_class: int = 1, size=(24, 20), n_classe
     _split_folders(root, "sun397", sorted(folders), per_class, size, test_dir="val")
 
 
-def write_sun397_partitions(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 397,
-                            test_images: int | None = None) -> None:
+def write_sun397_partitions(
+    root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 397, test_images: int | None = None
+) -> None:
     base = root / "SUN397"
     classes = sorted(f"/{chr(97 + i % 26)}/fake_scene_{i:03d}" for i in range(n_classes))
     base.mkdir(parents=True, exist_ok=True)
@@ -125,8 +126,13 @@ def write_sun397_partitions(root: Path, per_class: int = 1, size=(24, 20), n_cla
 
 
 def write_eurosat_splits(root: Path, per_class: int = 2, size=(24, 20)) -> None:
-    _folders_per_split(root / "EuroSAT_splits", {"train": "train", "val": "val", "test": "test"},
-                       names.EUROSAT_FOLDERS, per_class, size)
+    _folders_per_split(
+        root / "EuroSAT_splits",
+        {"train": "train", "val": "val", "test": "test"},
+        names.EUROSAT_FOLDERS,
+        per_class,
+        size,
+    )
 
 
 def write_eurosat_torchvision(root: Path, per_class: int = 2, size=(24, 20)) -> None:
@@ -163,8 +169,9 @@ def write_imagenet_r(root: Path, per_class: int = 1, size=(24, 20), renditions=(
                 _image(root / "imagenet-r" / wnid / name, label, size)
 
 
-def write_domainnet(root: Path, per_class: int = 1, size=(16, 16), n_classes: int = 345,
-                    domains=names.DOMAINNET_DOMAINS) -> None:
+def write_domainnet(
+    root: Path, per_class: int = 1, size=(16, 16), n_classes: int = 345, domains=names.DOMAINNET_DOMAINS
+) -> None:
     base = root / "domainnet"
     classes = [f"fake_class_{i:03d}" for i in range(n_classes)]
     for domain in domains:
@@ -178,8 +185,9 @@ def write_domainnet(root: Path, per_class: int = 1, size=(16, 16), n_classes: in
             (base / f"{domain}_{split}.txt").write_text("\n".join(rows) + "\n")
 
 
-def _multi_domain_folders(base: Path, domain_dirs: dict[str, str], folders, per_class: int, size, salt: str,
-                          root: Path) -> None:
+def _multi_domain_folders(
+    base: Path, domain_dirs: dict[str, str], folders, per_class: int, size, salt: str, root: Path
+) -> None:
     for domain_dir in domain_dirs.values():
         for label, folder in enumerate(folders):
             rel_dir = (base / domain_dir / folder).relative_to(root).as_posix()
@@ -188,15 +196,22 @@ def _multi_domain_folders(base: Path, domain_dirs: dict[str, str], folders, per_
 
 
 def write_pacs(root: Path, per_class: int = 1, size=(24, 20)) -> None:
-    _multi_domain_folders(root / "PACS" / "kfold", {d: d for d in names.PACS_DOMAINS}, names.PACS, per_class, size,
-                          "PACS", root)
+    _multi_domain_folders(
+        root / "PACS" / "kfold", {d: d for d in names.PACS_DOMAINS}, names.PACS, per_class, size, "PACS", root
+    )
 
 
 def write_office_home(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 65) -> None:
     folders = [f"Fake_Object_{i:02d}" for i in range(n_classes)]
-    _multi_domain_folders(root / "OfficeHome", {d: d.replace("_", " ") if d == "Real_World" else d
-                                                for d in names.OFFICE_HOME_DOMAINS},
-                          folders, per_class, size, "OfficeHome", root)
+    _multi_domain_folders(
+        root / "OfficeHome",
+        {d: d.replace("_", " ") if d == "Real_World" else d for d in names.OFFICE_HOME_DOMAINS},
+        folders,
+        per_class,
+        size,
+        "OfficeHome",
+        root,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,8 +234,14 @@ def _grey_stack(labels: np.ndarray, side: int = 28) -> np.ndarray:
     return np.stack([np.full((side, side), label_grey(int(c)), np.uint8) for c in labels])
 
 
-def write_mnist_like(root: Path, folder: str = "MNIST", per_class: int = 2, n_classes: int = 10,
-                     prefixes=("train", "t10k"), test_images: int | None = None) -> None:
+def write_mnist_like(
+    root: Path,
+    folder: str = "MNIST",
+    per_class: int = 2,
+    n_classes: int = 10,
+    prefixes=("train", "t10k"),
+    test_images: int | None = None,
+) -> None:
     raw = root / folder / "raw"
     tested = _test_labels(n_classes, per_class, test_images)
     for prefix in prefixes:
@@ -274,16 +295,19 @@ def write_dtd_torchvision(root: Path, per_class: int = 1, size=(24, 20), test_im
         (base / "labels" / listing).write_text("\n".join(rows) + "\n")
 
 
-def write_cars(root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 196,
-               test_images: int | None = None) -> None:
+def write_cars(
+    root: Path, per_class: int = 1, size=(24, 20), n_classes: int = 196, test_images: int | None = None
+) -> None:
     from scipy.io import savemat
 
     base = root / "stanford_cars"
     (base / "devkit").mkdir(parents=True, exist_ok=True)
     class_names = np.array([f"Fake Make Model {i:03d} 2012" for i in range(n_classes)], dtype=object)
     savemat(base / "devkit" / "cars_meta.mat", {"class_names": class_names.reshape(1, -1)})
-    for split, folder, mat in (("train", "cars_train", base / "devkit" / "cars_train_annos.mat"),
-                               ("test", "cars_test", base / "cars_test_annos_withlabels.mat")):
+    for split, folder, mat in (
+        ("train", "cars_train", base / "devkit" / "cars_train_annos.mat"),
+        ("test", "cars_test", base / "cars_test_annos_withlabels.mat"),
+    ):
         records = []
         tested = _test_labels(n_classes, per_class, test_images) if split == "test" else range(n_classes)
         for label in range(n_classes):
@@ -348,8 +372,9 @@ def write_stl10(root: Path, per_class: int = 2) -> None:
     base.mkdir(parents=True, exist_ok=True)
     for split in ("train", "test"):
         labels = np.repeat(np.arange(10), per_class)
-        x = np.stack([np.broadcast_to(np.array(label_colour(int(c)), np.uint8).reshape(3, 1, 1), (3, 96, 96))
-                      for c in labels])
+        x = np.stack(
+            [np.broadcast_to(np.array(label_colour(int(c)), np.uint8).reshape(3, 1, 1), (3, 96, 96)) for c in labels]
+        )
         (base / f"{split}_X.bin").write_bytes(np.ascontiguousarray(x.transpose(0, 1, 3, 2)).tobytes())
         (base / f"{split}_y.bin").write_bytes((labels + 1).astype(np.uint8).tobytes())
     (base / "unlabeled_X.bin").write_bytes(b"")
@@ -369,8 +394,11 @@ def write_cifar(root: Path, hundred: bool = False, per_class: int = 2, test_imag
     labels = np.repeat(np.arange(n_classes), per_class)
     tested = _test_labels(n_classes, per_class, test_images)
     test = batch(np.array([c for c in labels if c in tested]))
-    files = {"train": batch(labels), "test": test} if hundred else {
-        **{f"data_batch_{i}": batch(labels) for i in range(1, 6)}, "test_batch": test}
+    files = (
+        {"train": batch(labels), "test": test}
+        if hundred
+        else {**{f"data_batch_{i}": batch(labels) for i in range(1, 6)}, "test_batch": test}
+    )
     for name, content in files.items():
         (base / name).write_bytes(pickle.dumps(content))
     meta = {"fine_label_names": [f"c{i}" for i in range(100)]} if hundred else {"label_names": list(names.CIFAR10)}
@@ -395,8 +423,14 @@ def write_food101(root: Path, per_class: int = 1, size=(24, 20), test_images: in
 
 
 def write_rendered_sst2(root: Path, per_class: int = 2, size=(24, 20)) -> None:
-    _folders_per_split(root / "rendered-sst2", {"train": "train", "val": "valid", "test": "test"},
-                       names.RENDERED_SST2, per_class, size, ext=".png")
+    _folders_per_split(
+        root / "rendered-sst2",
+        {"train": "train", "val": "valid", "test": "test"},
+        names.RENDERED_SST2,
+        per_class,
+        size,
+        ext=".png",
+    )
 
 
 def write_pcam(root: Path, per_class: int = 2) -> None:
@@ -432,8 +466,11 @@ WRITERS: dict[str, dict[str, Callable[..., None]]] = {
     "CIFAR10": {"torchvision": write_cifar},
     "Food101": {"torchvision": write_food101},
     "FashionMNIST": {"torchvision": lambda root, **kw: write_mnist_like(root, "FashionMNIST", **kw)},
-    "EMNIST": {"torchvision": lambda root, **kw: write_mnist_like(
-        root, "EMNIST", prefixes=("emnist-digits-train", "emnist-digits-test"), **kw)},
+    "EMNIST": {
+        "torchvision": lambda root, **kw: write_mnist_like(
+            root, "EMNIST", prefixes=("emnist-digits-train", "emnist-digits-test"), **kw
+        )
+    },
     "KMNIST": {"torchvision": lambda root, **kw: write_mnist_like(root, "KMNIST", **kw)},
     "RenderedSST2": {"torchvision": write_rendered_sst2},
     "ImageNet-R": {"folders": write_imagenet_r},

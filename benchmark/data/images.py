@@ -93,7 +93,9 @@ def decode_batches(
             yield start, np.stack(list(pool.map(one, indices[start : start + batch_size])))
     if failures:
         failures.sort(key=lambda failure: failure[0])
-        shown = [f"{names[i] if names is not None else f'#{i}'} ({type(exc).__name__}: {exc})" for i, exc in failures[:5]]
+        shown = [
+            f"{names[i] if names is not None else f'#{i}'} ({type(exc).__name__}: {exc})" for i, exc in failures[:5]
+        ]
         more = f" and {len(failures) - 5} more" if len(failures) > 5 else ""
         raise UnreadableImagesError(
             f"{len(failures)} of {len(indices)} images of {what} cannot be decoded: {'; '.join(shown)}{more}. "

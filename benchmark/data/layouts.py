@@ -110,8 +110,11 @@ class Samples:
     @staticmethod
     def from_files(paths: Sequence[Path], labels: Sequence[int], base: Path) -> "Samples":
         paths = list(paths)
-        return Samples(np.asarray(labels, dtype=np.int64), partial(_open_at, paths),
-                       [p.relative_to(base).as_posix() for p in paths])
+        return Samples(
+            np.asarray(labels, dtype=np.int64),
+            partial(_open_at, paths),
+            [p.relative_to(base).as_posix() for p in paths],
+        )
 
     @staticmethod
     def concat(parts: Sequence["Samples"]) -> "Samples":
@@ -119,9 +122,11 @@ class Samples:
         if len(parts) == 1:
             return parts[0]
         offsets = np.cumsum([0] + [len(p) for p in parts])
-        return Samples(np.concatenate([p.labels for p in parts]) if parts else np.empty(0, np.int64),
-                       partial(_load_concat, [p.load for p in parts], offsets),
-                       [k for p in parts for k in p.keys])
+        return Samples(
+            np.concatenate([p.labels for p in parts]) if parts else np.empty(0, np.int64),
+            partial(_load_concat, [p.load for p in parts], offsets),
+            [k for p in parts for k in p.keys],
+        )
 
 
 def _load_at(load: Callable[[int], Image.Image], idx: np.ndarray, i: int) -> Image.Image:
@@ -162,8 +167,10 @@ def class_images(folder: Path) -> list[Path]:
     """
     files = list_images(folder)
     if not files:
-        raise DatasetMalformedError(f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
-                                    "restore them (re-extract the archive) and run again")
+        raise DatasetMalformedError(
+            f"class folder {folder} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+            "restore them (re-extract the archive) and run again"
+        )
     return files
 
 
@@ -223,7 +230,8 @@ def _map_folders(found: Sequence[str], expected: Sequence[str], where: Path) -> 
     if missing or extra:
         raise DatasetMalformedError(
             f"{where}: class folders differ from the dataset's {len(expected)} classes"
-            + (f"; missing {missing[:5]}" if missing else "") + (f"; unexpected {extra[:5]}" if extra else "")
+            + (f"; missing {missing[:5]}" if missing else "")
+            + (f"; unexpected {extra[:5]}" if extra else "")
         )
     return {name: i for i, name in enumerate(expected)}
 
@@ -262,8 +270,15 @@ class TorchvisionLayout(DatasetLayout):
 
     kind = "torchvision"
 
-    def __init__(self, cls: str, subdir: str, splits: dict[str, list[dict]], markers: Sequence[str],
-                 requires: Sequence[str] = (), labels: Callable[[Any, Path], np.ndarray] | None = None):
+    def __init__(
+        self,
+        cls: str,
+        subdir: str,
+        splits: dict[str, list[dict]],
+        markers: Sequence[str],
+        requires: Sequence[str] = (),
+        labels: Callable[[Any, Path], np.ndarray] | None = None,
+    ):
         self.cls, self.subdir, self.splits = cls, subdir, splits
         self.markers, self.requires, self._labels = tuple(markers), tuple(requires), labels
 
@@ -276,7 +291,8 @@ class TorchvisionLayout(DatasetLayout):
     def expected(self) -> str:
         base = f"{self.subdir}/" if self.subdir else ""
         return f"torchvision.datasets.{self.cls}(root=<data root>/{self.subdir}): " + ", ".join(
-            f"{base}{m}" for m in self.markers)
+            f"{base}{m}" for m in self.markers
+        )
 
     def probe(self, root: Path) -> Probe | None:
         here = self._root(root)
@@ -285,14 +301,18 @@ class TorchvisionLayout(DatasetLayout):
             return None
         missing = [m for m in self.markers if m not in present]
         if missing:
-            return Probe(False, f"incomplete torchvision layout: missing {', '.join(missing)}",
-                         f"re-extract the archive under {here}")
+            return Probe(
+                False,
+                f"incomplete torchvision layout: missing {', '.join(missing)}",
+                f"re-extract the archive under {here}",
+            )
         for module in self.requires:
             try:
                 importlib.import_module(module)
             except ImportError:
-                return Probe(False, f"files present, but reading them needs the {module!r} package",
-                             f"pip install {module}")
+                return Probe(
+                    False, f"files present, but reading them needs the {module!r} package", f"pip install {module}"
+                )
         return Probe(True, f"torchvision {self.cls} under {here}")
 
     def is_fake(self, root: Path) -> bool:
@@ -343,8 +363,15 @@ class SplitFoldersLayout(DatasetLayout):
 
     kind = "task-vectors ImageFolder"
 
-    def __init__(self, subdir: str, folders: Sequence[str] | None = None, *, train_dirs: Sequence[str] = ("train",),
-                 test_dirs: Sequence[str] = ("test", "val"), name_of: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        subdir: str,
+        folders: Sequence[str] | None = None,
+        *,
+        train_dirs: Sequence[str] = ("train",),
+        test_dirs: Sequence[str] = ("test", "val"),
+        name_of: Callable[[str], str] | None = None,
+    ):
         self.subdir, self.folders = subdir, tuple(folders) if folders else None
         self.train_dirs, self.test_dirs, self.name_of = tuple(train_dirs), tuple(test_dirs), name_of
 
@@ -415,8 +442,9 @@ class ListedFolderLayout(DatasetLayout):
         return self.subdir
 
     def expected(self) -> str:
-        return (f"{self.subdir}/{self.images}/<class>/*.jpg and "
-                + ", ".join(f"{self.subdir}/{name}" for name in self.lists.values()))
+        return f"{self.subdir}/{self.images}/<class>/*.jpg and " + ", ".join(
+            f"{self.subdir}/{name}" for name in self.lists.values()
+        )
 
     def probe(self, root: Path) -> Probe | None:
         base = root / self.subdir
@@ -424,12 +452,18 @@ class ListedFolderLayout(DatasetLayout):
             return None
         missing = [name for name in self.lists.values() if not (base / name).is_file()]
         if missing:
-            return Probe(False, f"{base / self.images} present but split lists missing: {', '.join(missing)}",
-                         "download the split lists (docs/DATA.md, RESISC45) next to the image folder")
+            return Probe(
+                False,
+                f"{base / self.images} present but split lists missing: {', '.join(missing)}",
+                "download the split lists (docs/DATA.md, RESISC45) next to the image folder",
+            )
         n = len(list_dirs(base / self.images))
         if n != len(self.folders):
-            return Probe(False, f"{base / self.images} has {n} class folders, expected {len(self.folders)}",
-                         "re-extract the archive")
+            return Probe(
+                False,
+                f"{base / self.images} has {n} class folders, expected {len(self.folders)}",
+                "re-extract the archive",
+            )
         return Probe(True, f"{base} ({n} classes, split lists)")
 
     def read(self, root: Path, split: str, domain: str | None) -> Samples:
@@ -448,8 +482,10 @@ class ListedFolderLayout(DatasetLayout):
             raise DatasetMalformedError(f"no image of {listing} found under {base / self.images}")
         missing = sorted(wanted - {p.name for p in paths})
         if missing:
-            raise DatasetMalformedError(f"{len(missing)} of {len(wanted)} images listed in {listing} are not under "
-                                        f"{base / self.images} (e.g. {missing[:3]}); re-extract the archive")
+            raise DatasetMalformedError(
+                f"{len(missing)} of {len(wanted)} images listed in {listing} are not under "
+                f"{base / self.images} (e.g. {missing[:3]}); re-extract the archive"
+            )
         return Samples.from_files(paths, labels, root)
 
 
@@ -464,10 +500,17 @@ class HashSplitLayout(DatasetLayout):
 
     kind = "class folders, seeded split"
 
-    def __init__(self, subdir: str | Sequence[str], folders: Sequence[str] | Callable[[], Sequence[str]] | None, *,
-                 test_fraction: float,
-                 salt: str, domain_dirs: dict[str, Sequence[str]] | None = None,
-                 domain_of_file: Callable[[str], str] | None = None, name_of: Callable[[str], str] | None = None):
+    def __init__(
+        self,
+        subdir: str | Sequence[str],
+        folders: Sequence[str] | Callable[[], Sequence[str]] | None,
+        *,
+        test_fraction: float,
+        salt: str,
+        domain_dirs: dict[str, Sequence[str]] | None = None,
+        domain_of_file: Callable[[str], str] | None = None,
+        name_of: Callable[[str], str] | None = None,
+    ):
         self.subdirs = (subdir,) if isinstance(subdir, str) else tuple(subdir)
         self._folders, self.test_fraction, self.salt = folders, test_fraction, salt
         self.domain_dirs, self.domain_of_file, self.name_of = domain_dirs, domain_of_file, name_of
@@ -490,7 +533,8 @@ class HashSplitLayout(DatasetLayout):
     def expected(self) -> str:
         inner = "<domain>/<class>/*.jpg" if self.domain_dirs else "<class>/*.jpg"
         return " or ".join(f"{s}/{inner}" for s in self.subdirs) + (
-            f" (domains: {', '.join(self.domain_dirs)})" if self.domain_dirs else "")
+            f" (domains: {', '.join(self.domain_dirs)})" if self.domain_dirs else ""
+        )
 
     def _domain_dir(self, base: Path, domain: str) -> Path | None:
         for name in self.domain_dirs[domain]:
@@ -517,8 +561,11 @@ class HashSplitLayout(DatasetLayout):
                 return Probe(False, f"{base}: domain folders missing: {', '.join(missing)}", "re-extract the archive")
         n = len(list_dirs(self._class_root(base)))
         if self.folders and n != len(self.folders):
-            return Probe(False, f"{self._class_root(base)} has {n} class folders, expected {len(self.folders)}",
-                         "re-extract the archive")
+            return Probe(
+                False,
+                f"{self._class_root(base)} has {n} class folders, expected {len(self.folders)}",
+                "re-extract the archive",
+            )
         return Probe(True, f"{base} ({n} classes, seeded {1 - self.test_fraction:.0%}/{self.test_fraction:.0%} split)")
 
     def _classes(self, root: Path) -> list[str]:
@@ -582,8 +629,10 @@ class DomainNetLayout(DatasetLayout):
 
     def expected(self) -> str:
         sub = self.subdirs[0]
-        return (f"{sub}/<domain>/<class>/*.jpg and {sub}/<domain>_train.txt, {sub}/<domain>_test.txt "
-                f"for domains {', '.join(self.domains)}")
+        return (
+            f"{sub}/<domain>/<class>/*.jpg and {sub}/<domain>_train.txt, {sub}/<domain>_test.txt "
+            f"for domains {', '.join(self.domains)}"
+        )
 
     def _lists(self, base: Path, domain: str) -> list[Path]:
         return [base / f"{domain}_{split}.txt" for split in ("train", "test")]
@@ -595,10 +644,15 @@ class DomainNetLayout(DatasetLayout):
         missing = [d for d in self.domains if not (base / d).is_dir()]
         lists = [p.name for d in self.domains for p in self._lists(base, d) if not p.is_file()]
         if missing or lists:
-            return Probe(False, f"{base}: " + "; ".join(
-                ([f"domain folders missing: {', '.join(missing)}"] if missing else [])
-                + ([f"split lists missing: {', '.join(lists)}"] if lists else [])),
-                "download every domain's zip and its _train.txt/_test.txt (docs/DATA.md, DomainNet)")
+            return Probe(
+                False,
+                f"{base}: "
+                + "; ".join(
+                    ([f"domain folders missing: {', '.join(missing)}"] if missing else [])
+                    + ([f"split lists missing: {', '.join(lists)}"] if lists else [])
+                ),
+                "download every domain's zip and its _train.txt/_test.txt (docs/DATA.md, DomainNet)",
+            )
         return Probe(True, f"{base} ({len(self.domains)} domains, official splits)")
 
     @staticmethod
@@ -663,8 +717,11 @@ class SUN397PartitionLayout(DatasetLayout):
             return None
         missing = [p.name for p in _need([base / "ClassName.txt", base / "Training_01.txt", base / "Testing_01.txt"])]
         if missing:
-            return Probe(False, f"{base}: missing {', '.join(missing)}",
-                         "unzip Partitions.zip (SUN397 site) into SUN397/ (docs/DATA.md)")
+            return Probe(
+                False,
+                f"{base}: missing {', '.join(missing)}",
+                "unzip Partitions.zip (SUN397 site) into SUN397/ (docs/DATA.md)",
+            )
         return Probe(True, f"{base} (partition 01)")
 
     @staticmethod

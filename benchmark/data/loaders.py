@@ -33,9 +33,17 @@ import numpy as np
 
 from benchmark.data import REAL_DATASETS, DatasetMalformedError, DatasetMissingError, Samples
 from benchmark.data.layouts import DatasetLayout, hash_fraction
+from benchmark.data.tasks import (
+    TaskRef,
+    check_dataset_name,
+    check_task_name,
+    dataset_names,
+    domains,
+    is_real,
+    n_classes,
+    parse_task,
+)
 from benchmark.toy import TOY_IMAGE_SIZE, TOY_TASKS
-from benchmark.data.tasks import (TaskRef, check_dataset_name, check_task_name, dataset_names, domains, is_real,
-                                  n_classes, parse_task)
 
 
 class ToySizes(Protocol):
@@ -47,10 +55,30 @@ class ToySizes(Protocol):
 
 
 __all__ = [
-    "CLASS_ORDER_SEED", "DEFAULT_RESOLUTION", "SPLITS", "VALIDATION_FRACTION", "DatasetMalformedError",
-    "DatasetMissingError", "TaskRef", "check_dataset_name", "check_task_data", "check_task_name", "class_order",
-    "classnames", "data_root", "dataset_classnames", "dataset_names", "domains", "find_layout", "is_real",
-    "load_split", "n_classes", "open_split", "parse_task", "task_classes", "templates",
+    "CLASS_ORDER_SEED",
+    "DEFAULT_RESOLUTION",
+    "SPLITS",
+    "VALIDATION_FRACTION",
+    "DatasetMalformedError",
+    "DatasetMissingError",
+    "TaskRef",
+    "check_dataset_name",
+    "check_task_data",
+    "check_task_name",
+    "class_order",
+    "classnames",
+    "data_root",
+    "dataset_classnames",
+    "dataset_names",
+    "domains",
+    "find_layout",
+    "is_real",
+    "load_split",
+    "n_classes",
+    "open_split",
+    "parse_task",
+    "task_classes",
+    "templates",
 ]
 
 #: Seed of every dataset's fixed class permutation for class-incremental splits.
@@ -127,8 +155,9 @@ def _classnames_on_disk(dataset: str, root: str) -> tuple[str, ...]:
     names = find_layout(dataset, root).classnames(Path(root))
     want = REAL_DATASETS[dataset].n_classes
     if names is None or len(names) != want:
-        raise DatasetMalformedError(f"dataset {dataset} under {root}: found {0 if names is None else len(names)} "
-                                    f"classes, expected {want}")
+        raise DatasetMalformedError(
+            f"dataset {dataset} under {root}: found {0 if names is None else len(names)} classes, expected {want}"
+        )
     return names
 
 
@@ -144,7 +173,7 @@ def task_classes(task: str) -> list[int]:
     if ref.n_splits is None:
         return list(range(n))
     size = n // ref.n_splits
-    return class_order(ref.dataset)[ref.split_index * size:(ref.split_index + 1) * size]
+    return class_order(ref.dataset)[ref.split_index * size : (ref.split_index + 1) * size]
 
 
 def classnames(task: str, root: str | os.PathLike | None = None) -> tuple[str, ...]:
@@ -197,8 +226,9 @@ def open_split(task: str, split: str, root: str | os.PathLike | None = None) -> 
         held_out = np.asarray([hash_fraction(k, VALIDATION_SALT) < VALIDATION_FRACTION for k in full.keys], dtype=bool)
         samples = full.take(np.flatnonzero(held_out if split == "validation" else ~held_out))
     if len(samples) and (samples.labels.min() < 0 or samples.labels.max() >= n_classes(ref.dataset)):
-        raise DatasetMalformedError(f"{task} {split}: labels outside 0..{n_classes(ref.dataset) - 1} "
-                                    f"under {base}; is it the right dataset?")
+        raise DatasetMalformedError(
+            f"{task} {split}: labels outside 0..{n_classes(ref.dataset) - 1} under {base}; is it the right dataset?"
+        )
     if ref.n_splits is not None:
         keep, labels = _restrict_to_task(task, samples.labels)
         samples = samples.take(keep)
@@ -215,7 +245,7 @@ def _toy_split(task: str, split: str, data: ToySizes | None) -> tuple[np.ndarray
     if split == "validation":
         n_val = max(1, data.n_train // 10)
         images, labels = source.generate("train", data.n_train + n_val, data.seed, **kwargs)
-        images, labels = images[data.n_train:], labels[data.n_train:]
+        images, labels = images[data.n_train :], labels[data.n_train :]
     else:
         n = data.n_train if split == "train" else data.n_test
         images, labels = source.generate(split, n, data.seed, **kwargs)
@@ -261,7 +291,8 @@ def load_split(
     samples = open_split(task, split, root)
     size = resolution or DEFAULT_RESOLUTION
     images = np.empty((len(samples), 3, size, size), np.uint8)
-    for offset, batch in decode_batches(samples.load, range(len(samples)), size, names=samples.keys,
-                                        what=f"{task} {split} under {data_root(root)}"):
+    for offset, batch in decode_batches(
+        samples.load, range(len(samples)), size, names=samples.keys, what=f"{task} {split} under {data_root(root)}"
+    ):
         images[offset : offset + len(batch)] = batch
     return images, samples.labels.astype(np.int64)

@@ -66,14 +66,18 @@ def parse_task(text: str) -> TaskRef:
     check_dataset_name(ref.dataset)
     if ref.domain is not None and ref.domain not in domains(ref.dataset):
         known = list(domains(ref.dataset))
-        raise ValueError(f"dataset {ref.dataset!r} has no domain {ref.domain!r}{_suggest(ref.domain, known)}; "
-                         f"domains: {known or 'none (single-domain dataset)'}")
+        raise ValueError(
+            f"dataset {ref.dataset!r} has no domain {ref.domain!r}{_suggest(ref.domain, known)}; "
+            f"domains: {known or 'none (single-domain dataset)'}"
+        )
     if ref.n_splits is not None:
         n = n_classes(ref.dataset)
         if ref.n_splits < 2 or n % ref.n_splits:
             divisors = [d for d in range(2, n + 1) if n % d == 0]
-            raise ValueError(f"{text}: {ref.dataset} has {n} classes; the number of class-incremental "
-                             f"splits must divide it (and be at least 2): choose one of {divisors}")
+            raise ValueError(
+                f"{text}: {ref.dataset} has {n} classes; the number of class-incremental "
+                f"splits must divide it (and be at least 2): choose one of {divisors}"
+            )
         if not 0 <= ref.split_index < ref.n_splits:
             raise ValueError(f"{text}: split index must be in 0..{ref.n_splits - 1}")
     return ref

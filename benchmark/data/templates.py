@@ -17,40 +17,71 @@ PHOTO = ("a photo of a {}.", "a photo of the {}.")
 NUMBER = ('a photo of the number: "{}".',)
 
 CIFAR = (
-    "a photo of a {}.", "a blurry photo of a {}.", "a black and white photo of a {}.",
-    "a low contrast photo of a {}.", "a high contrast photo of a {}.", "a bad photo of a {}.",
-    "a good photo of a {}.", "a photo of a small {}.", "a photo of a big {}.", "a photo of the {}.",
-    "a blurry photo of the {}.", "a black and white photo of the {}.", "a low contrast photo of the {}.",
-    "a high contrast photo of the {}.", "a bad photo of the {}.", "a good photo of the {}.",
-    "a photo of the small {}.", "a photo of the big {}.",
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
+    "a photo of a small {}.",
+    "a photo of a big {}.",
+    "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
 )
 
 CARS = (
-    "a photo of a {}.", "a photo of the {}.", "a photo of my {}.", "i love my {}!",
-    "a photo of my dirty {}.", "a photo of my clean {}.", "a photo of my new {}.", "a photo of my old {}.",
+    "a photo of a {}.",
+    "a photo of the {}.",
+    "a photo of my {}.",
+    "i love my {}!",
+    "a photo of my dirty {}.",
+    "a photo of my clean {}.",
+    "a photo of my new {}.",
+    "a photo of my old {}.",
 )
 
 DTD = (
-    "a photo of a {} texture.", "a photo of a {} pattern.", "a photo of a {} thing.", "a photo of a {} object.",
-    "a photo of the {} texture.", "a photo of the {} pattern.", "a photo of the {} thing.",
+    "a photo of a {} texture.",
+    "a photo of a {} pattern.",
+    "a photo of a {} thing.",
+    "a photo of a {} object.",
+    "a photo of the {} texture.",
+    "a photo of the {} pattern.",
+    "a photo of the {} thing.",
     "a photo of the {} object.",
 )
 
 EUROSAT = (
-    "a centered satellite photo of {}.", "a centered satellite photo of a {}.",
+    "a centered satellite photo of {}.",
+    "a centered satellite photo of a {}.",
     "a centered satellite photo of the {}.",
 )
 
 GTSRB = (
-    'a zoomed in photo of a "{}" traffic sign.', 'a centered photo of a "{}" traffic sign.',
+    'a zoomed in photo of a "{}" traffic sign.',
+    'a centered photo of a "{}" traffic sign.',
     'a close up photo of a "{}" traffic sign.',
 )
 
 RESISC45 = tuple(
     f"{kind} {what} of {article}{{}}."
     for article in ("", "a ", "the ")
-    for kind, what in (("satellite", "imagery"), ("aerial", "imagery"), ("satellite", "photo"),
-                       ("aerial", "photo"), ("satellite", "view"), ("aerial", "view"))
+    for kind, what in (
+        ("satellite", "imagery"),
+        ("aerial", "imagery"),
+        ("satellite", "photo"),
+        ("aerial", "photo"),
+        ("satellite", "view"),
+        ("aerial", "view"),
+    )
 )
 
 FLOWERS102 = ("a photo of a {}, a type of flower.",)
@@ -62,8 +93,12 @@ OXFORD_PETS = ("a photo of a {}, a type of pet.",)
 PCAM = ("this is a photo of {}",)
 
 FER2013 = (
-    "a photo of a {} looking face.", "a photo of a face showing the emotion: {}.",
-    "a photo of a face looking {}.", "a face that looks {}.", "they look {}.", "look at how {} they are.",
+    "a photo of a {} looking face.",
+    "a photo of a face showing the emotion: {}.",
+    "a photo of a face looking {}.",
+    "a face that looks {}.",
+    "they look {}.",
+    "look at how {} they are.",
 )
 
 RENDERED_SST2 = ("a {} review of a movie.",)

@@ -189,17 +189,23 @@ def finetune_image_encoder(
                 if log is not None and (step % log_every == 0 or step == recipe.steps - 1):
                     log({"step": float(step), "loss": losses[-1], "lr": schedule.get_last_lr()[0]})
                 done = step + 1
-                if on_checkpoint is not None and recipe.checkpoint_every and done % recipe.checkpoint_every == 0 \
-                        and done < recipe.steps:
-                    on_checkpoint({
-                        "step": done,
-                        "visual": bare_model(clip.visual).state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "schedule": schedule.state_dict(),
-                        "scaler": scaler.state_dict(),
-                        "losses": list(losses),
-                        "hits": list(hits),
-                    })
+                if (
+                    on_checkpoint is not None
+                    and recipe.checkpoint_every
+                    and done % recipe.checkpoint_every == 0
+                    and done < recipe.steps
+                ):
+                    on_checkpoint(
+                        {
+                            "step": done,
+                            "visual": bare_model(clip.visual).state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "schedule": schedule.state_dict(),
+                            "scaler": scaler.state_dict(),
+                            "losses": list(losses),
+                            "hits": list(hits),
+                        }
+                    )
     finally:
         clip.eval()
     tail = max(1, recipe.steps // 10)

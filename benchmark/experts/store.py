@@ -21,8 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load, load_file, save_file
 
-from benchmark.spec.plan import ExpertJob
 from benchmark.results.storage import RootPath, StorageRoot, atomic_write, write_text_atomic
+from benchmark.spec.plan import ExpertJob
 
 
 class CorruptExpertError(ValueError):
@@ -48,8 +48,11 @@ def is_done(job: ExpertJob, storage: StorageRoot) -> bool:
 
 def save_expert(job: ExpertJob, storage: StorageRoot, visual_state: dict[str, torch.Tensor], metrics: dict) -> None:
     with atomic_write(job.path(storage)) as tmp:
-        save_file({k: v.detach().contiguous().cpu() for k, v in visual_state.items()}, str(tmp),
-                  metadata={"key": job.key, "task": job.task})
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in visual_state.items()},
+            str(tmp),
+            metadata={"key": job.key, "task": job.task},
+        )
         with open(tmp, "rb") as written:
             digest, size = _sha256(written)
     manifest = {

@@ -15,23 +15,22 @@ from typing import Callable
 
 import ray
 
-from benchmark.trials import eval_cache
 from benchmark.experts import store as expert_store
+from benchmark.results.storage import StorageRoot, safe_name
 from benchmark.spec.plan import ExpertJob
 from benchmark.spec.schema import DataSpec, ModelSpec, ResourcesSpec
-from benchmark.results.storage import StorageRoot, safe_name
+from benchmark.trials import eval_cache
 
 
 def train_expert_loop(config: dict) -> None:
     """Ray Train worker entry point (runs once per worker of the expert's worker group)."""
     import ray.train
     import ray.train.torch
-    import torch
 
-    from benchmark.trials.evaluation import evaluate
     from benchmark.experts.finetune import finetune_image_encoder
     from benchmark.model.head_cache import load_head
     from benchmark.model.pretrained import load_base_model
+    from benchmark.trials.evaluation import evaluate
 
     storage = StorageRoot.at(config["root"])
     job = ExpertJob(**config["job"])
@@ -48,14 +47,22 @@ def train_expert_loop(config: dict) -> None:
     model = base.model.to(device)
     if world > 1:
         model.visual = ray.train.torch.prepare_model(model.visual)
-    recipe = _recipe(job, n_train=len(labels) * world, world=world, rank=rank,
-                     checkpoint_size=checkpoint_bytes(base.model.visual))
+    recipe = _recipe(
+        job, n_train=len(labels) * world, world=world, rank=rank, checkpoint_size=checkpoint_bytes(base.model.visual)
+    )
     resume = _load_checkpoint(ray.train.get_checkpoint())
     # checkpoint bytes over the whole fine-tune, attempts before a restart included (carried in the state)
     written = {"bytes": int((resume or {}).get(WRITTEN_KEY, 0)), "count": int((resume or {}).get(COUNT_KEY, 0))}
-    metrics = finetune_image_encoder(model, head.to(device), images, labels, recipe, device=str(device),
-                                     resume=resume,
-                                     on_checkpoint=lambda state: _report_checkpoint(state, rank, written))
+    metrics = finetune_image_encoder(
+        model,
+        head.to(device),
+        images,
+        labels,
+        recipe,
+        device=str(device),
+        resume=resume,
+        on_checkpoint=lambda state: _report_checkpoint(state, rank, written),
+    )
     metrics["checkpoint_bytes"] = written["bytes"]
     metrics["checkpoints"] = written["count"]
     visual = getattr(model.visual, "module", model.visual)
@@ -64,8 +71,10 @@ def train_expert_loop(config: dict) -> None:
         from benchmark.model.pretrained import check_finite_state
 
         # a diverged fine-tune fails here, as a failed expert, instead of poisoning every merge it enters
-        check_finite_state(visual.state_dict(), what=f"fine-tuned expert {job.task} (seed {job.seed}) diverged "
-                           "(lower finetune.lr or use precision: fp32)")
+        check_finite_state(
+            visual.state_dict(),
+            what=f"fine-tuned expert {job.task} (seed {job.seed}) diverged (lower finetune.lr or use precision: fp32)",
+        )
         test_images, test_labels = eval_cache.load_split(storage, job.task, "test", data, resolution=base.resolution)
         metrics["test_accuracy"] = evaluate(model.eval(), head.to(device), test_images, test_labels)["accuracy"]
         # this worker's peak resident memory (θ0, AdamW state, activations, train tensors): what a
@@ -111,11 +120,20 @@ def _recipe(job: ExpertJob, *, n_train: int, world: int, rank: int, checkpoint_s
     spec = FinetuneSpec(**{k: v for k, v in job.finetune.items() if k != "mode"})
     epochs = spec.epochs_for(data.parse_task(job.task).dataset)
     steps = spec.steps if epochs is None else steps_for_epochs(epochs, n_train, spec.batch_size, world)
-    every = (spec.checkpoint_every if spec.checkpoint_every is not None
-             else default_checkpoint_every(steps, checkpoint_size))
-    return FinetuneRecipe(steps=steps, batch_size=spec.batch_size, lr=spec.lr, weight_decay=spec.weight_decay,
-                          warmup=spec.warmup, grad_clip=spec.grad_clip, precision=spec.precision,
-                          checkpoint_every=every, seed=job.seed + 1000 * rank)
+    every = (
+        spec.checkpoint_every if spec.checkpoint_every is not None else default_checkpoint_every(steps, checkpoint_size)
+    )
+    return FinetuneRecipe(
+        steps=steps,
+        batch_size=spec.batch_size,
+        lr=spec.lr,
+        weight_decay=spec.weight_decay,
+        warmup=spec.warmup,
+        grad_clip=spec.grad_clip,
+        precision=spec.precision,
+        checkpoint_every=every,
+        seed=job.seed + 1000 * rank,
+    )
 
 
 CHECKPOINT_FILE = "finetune_state.pt"
@@ -242,7 +260,10 @@ class ExpertOutcome:
 
 
 def fit_experts(
-    jobs: list[ExpertJob], storage: StorageRoot, resources: ResourcesSpec, log: Callable[[str], None] = print,
+    jobs: list[ExpertJob],
+    storage: StorageRoot,
+    resources: ResourcesSpec,
+    log: Callable[[str], None] = print,
     on_done: Callable[[ExpertOutcome], None] | None = None,
 ) -> list[ExpertOutcome]:
     """Fine-tune every job not already in the store; keep the ones that succeed.
@@ -268,8 +289,9 @@ def fit_experts(
                 outcomes.append(ExpertOutcome(job, False, f"blocked: previous split {job.init_task} failed"))
                 failed.add(key)
                 del todo[key]
-            elif job.init_from is None or (job.init_from not in todo and job.init_from not in
-                                           {j.key for j in running.values()}):
+            elif job.init_from is None or (
+                job.init_from not in todo and job.init_from not in {j.key for j in running.values()}
+            ):
                 ref = _fit_expert.remote(dataclasses.asdict(job), str(storage.root), resources.model_dump())
                 running[ref] = job
                 del todo[key]
@@ -280,8 +302,10 @@ def fit_experts(
         job = running.pop(done[0])
         try:
             detail = ray.get(done[0])
-            log(f"  expert {job.task:<14} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
-                f"({detail['seconds']:.0f} s)")
+            log(
+                f"  expert {job.task:<14} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
+                f"({detail['seconds']:.0f} s)"
+            )
             outcomes.append(ExpertOutcome(job, True, detail))
             if on_done is not None:  # the console's progress display
                 on_done(outcomes[-1])

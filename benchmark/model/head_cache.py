@@ -19,15 +19,22 @@ from safetensors.torch import load_file, save_file
 
 from benchmark.data import loaders as data
 from benchmark.model.heads import zeroshot_head
-from benchmark.spec.keys import content_key, revision
 from benchmark.model.pretrained import LoadedModel
 from benchmark.results.storage import StorageRoot, atomic_write, safe_name
+from benchmark.spec.keys import content_key, revision
 
 
 def head_path(storage: StorageRoot, base_key: str, dataset: str, root: str | os.PathLike | None = None) -> Path:
     """Cache file of the head of task ``dataset`` (named by its dataset, keyed by its content)."""
-    key = content_key("head", {"base": base_key, "classnames": data.classnames(dataset, root),
-                               "templates": data.templates(dataset), "revision": revision("heads")})
+    key = content_key(
+        "head",
+        {
+            "base": base_key,
+            "classnames": data.classnames(dataset, root),
+            "templates": data.templates(dataset),
+            "revision": revision("heads"),
+        },
+    )
     return storage.cache / "heads" / base_key / f"{safe_name(data.parse_task(dataset).dataset)}-{key}.safetensors"
 
 

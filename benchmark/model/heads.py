@@ -41,7 +41,7 @@ def zeroshot_head(
     try:
         with torch.inference_mode():
             for start in range(0, len(prompts), chunk):
-                tokens = tokenizer(prompts[start:start + chunk]).to(device)
+                tokens = tokenizer(prompts[start : start + chunk]).to(device)
                 parts.append(F.normalize(encode_prompts(clip, tokens).float(), dim=-1))
     finally:
         clip.train(was_training)
@@ -61,8 +61,11 @@ def encode_prompts(clip: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """
     import open_clip
 
-    if (type(clip).encode_text is not open_clip.CLIP.encode_text or getattr(clip, "text_pool_type", None) != "argmax"
-            or getattr(clip, "attn_mask", None) is None):
+    if (
+        type(clip).encode_text is not open_clip.CLIP.encode_text
+        or getattr(clip, "text_pool_type", None) != "argmax"
+        or getattr(clip, "attn_mask", None) is None
+    ):
         return clip.encode_text(tokens)
     length = int(tokens.argmax(dim=-1).max()) + 1
     if length >= tokens.shape[1]:

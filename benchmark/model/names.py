@@ -13,8 +13,12 @@ CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 def is_local_checkpoint(pretrained: str) -> bool:
     """``pretrained`` names a file (a path or a checkpoint suffix), not an open_clip tag."""
-    return (os.sep in pretrained or "/" in pretrained or pretrained.startswith("~")
-            or pretrained.lower().endswith(CHECKPOINT_SUFFIXES))
+    return (
+        os.sep in pretrained
+        or "/" in pretrained
+        or pretrained.startswith("~")
+        or pretrained.lower().endswith(CHECKPOINT_SUFFIXES)
+    )
 
 
 def check_model_name(name: str, pretrained: str) -> None:
@@ -48,5 +52,7 @@ def check_model_name(name: str, pretrained: str) -> None:
 
         close = difflib.get_close_matches(pretrained, tags, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"open_clip has no pretrained tag {pretrained!r} for {name}{hint}; tags: {tags}, "
-                         "or give a checkpoint file path")
+        raise ValueError(
+            f"open_clip has no pretrained tag {pretrained!r} for {name}{hint}; tags: {tags}, "
+            "or give a checkpoint file path"
+        )

@@ -13,10 +13,10 @@ from typing import Any, Callable, Iterator
 
 import ray
 
-from benchmark.trials import eval_cache
+from benchmark.results.storage import StorageRoot, safe_name, write_text_atomic
 from benchmark.spec.keys import content_key, revision
 from benchmark.spec.schema import DataSpec, ModelSpec
-from benchmark.results.storage import StorageRoot, safe_name, write_text_atomic
+from benchmark.trials import eval_cache
 
 
 def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], root: str) -> Iterator[tuple[str, Any]]:
@@ -27,9 +27,9 @@ def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], 
     on a few cores: the driver prints each line so that a long preparation is visibly moving.
     """
     from benchmark.data import loaders as datasets
-    from benchmark.trials.evaluation import evaluate
     from benchmark.model.head_cache import head_path, load_head
     from benchmark.model.pretrained import base_key, ensure_base_model, load_base_model
+    from benchmark.trials.evaluation import evaluate
 
     storage = StorageRoot.at(root)
     spec = ModelSpec(**model)
@@ -37,8 +37,13 @@ def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], 
     start = time.perf_counter()
     progress = pretrain_progress_path(storage, spec)
     steps = spec.pretrain.steps if spec.pretrain is not None else 0
-    pretrain_metrics = ensure_base_model(spec, storage, log=lambda m: write_text_atomic(progress, json.dumps(
-        {"step": int(m["step"]) + 1, "steps": steps, "loss": m["loss"]})))
+    pretrain_metrics = ensure_base_model(
+        spec,
+        storage,
+        log=lambda m: write_text_atomic(
+            progress, json.dumps({"step": int(m["step"]) + 1, "steps": steps, "loss": m["loss"]})
+        ),
+    )
     timings["pretrain_seconds"] = time.perf_counter() - start
     base = load_base_model(spec, storage)
     yield "progress", f"{spec.name}: θ0 loaded ({time.perf_counter() - start:.0f} s)"
@@ -51,8 +56,10 @@ def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], 
         if trains:
             clock = time.perf_counter()
             folder = eval_cache.ensure_split(storage, task, "train", data_spec, resolution=base.resolution)
-            yield "progress", f"{where}: train tensors cached ({_cached_images(folder)} images, " \
-                              f"{time.perf_counter() - clock:.0f} s)"
+            yield (
+                "progress",
+                f"{where}: train tensors cached ({_cached_images(folder)} images, {time.perf_counter() - clock:.0f} s)",
+            )
         if path.exists():
             zeroshot[f"{task}|{key}"] = json.loads(path.read_text())
             yield "progress", f"{where}: head and zero-shot accuracy already cached"
@@ -60,16 +67,26 @@ def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], 
         clock = time.perf_counter()
         cached_head = head_path(storage, base.key, task).exists()
         head = load_head(storage, base, task)
-        yield "progress", (f"{where}: head {'already cached' if cached_head else 'computed'} "
-                           f"({head.shape[0]} classes × {len(datasets.templates(task))} templates, "
-                           f"{time.perf_counter() - clock:.0f} s)")
+        yield (
+            "progress",
+            (
+                f"{where}: head {'already cached' if cached_head else 'computed'} "
+                f"({head.shape[0]} classes × {len(datasets.templates(task))} templates, "
+                f"{time.perf_counter() - clock:.0f} s)"
+            ),
+        )
         clock = time.perf_counter()
         images, labels = eval_cache.load_split(storage, task, "test", data_spec, resolution=base.resolution)
         result = evaluate(base.model, head, images, labels)
         write_text_atomic(path, json.dumps(result))
         zeroshot[f"{task}|{key}"] = result
-        yield "progress", (f"{where}: test tensors cached and zero-shot accuracy {result['accuracy']:.3f} "
-                           f"({len(labels)} images, {time.perf_counter() - clock:.0f} s)")
+        yield (
+            "progress",
+            (
+                f"{where}: test tensors cached and zero-shot accuracy {result['accuracy']:.3f} "
+                f"({len(labels)} images, {time.perf_counter() - clock:.0f} s)"
+            ),
+        )
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     yield "result", {"zeroshot": zeroshot, "pretrain": pretrain_metrics, "peak_rss_bytes": peak_rss, **timings}
 
@@ -80,8 +97,9 @@ def _cached_images(folder) -> int:
     return len(np.load(eval_cache._paths(folder)[1], mmap_mode="r"))
 
 
-def prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], root: str,
-                         log: Callable[[str], None] | None = None) -> dict:
+def prepare_model_assets(
+    model: dict, tasks: list[tuple[str, dict, bool]], root: str, log: Callable[[str], None] | None = None
+) -> dict:
     """Ensure θ0, the train/test tensors and the head of every task; return zero-shot accuracies."""
     for kind, value in iter_prepare_model_assets(model, tasks, root):
         if kind == "result":
@@ -96,8 +114,17 @@ def zeroshot_key(base: str, task: str, data: DataSpec) -> str:
     with the revision of the code that produces it."""
     from benchmark.trials.eval_cache import tensor_revision
 
-    return content_key("zeroshot", {"base": base, "task": task, "data": data, "tensors": tensor_revision(task),
-                                    "heads": revision("heads"), "eval": revision("eval")})
+    return content_key(
+        "zeroshot",
+        {
+            "base": base,
+            "task": task,
+            "data": data,
+            "tensors": tensor_revision(task),
+            "heads": revision("heads"),
+            "eval": revision("eval"),
+        },
+    )
 
 
 def pretrain_progress_path(storage: StorageRoot, model: ModelSpec):

@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any, Mapping
 import torch
 
 from benchmark.model.names import CHECKPOINT_SUFFIXES, check_model_name, is_local_checkpoint
-from benchmark.spec.keys import content_key, revision
 from benchmark.results.storage import StorageRoot, atomic_write, safe_name, write_text_atomic
+from benchmark.spec.keys import content_key, revision
 
 if TYPE_CHECKING:
     from benchmark.spec.schema import ModelSpec
+
 
 class MissingWeightsError(FileNotFoundError):
     """Pretrained weights are not on this machine; the message says how to obtain them."""
@@ -276,13 +277,16 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         try:
             return load_file(str(path))
         except SafetensorError as exc:
-            raise ForeignCheckpointError(f"{path} is not a readable safetensors file ({exc}): truncated or "
-                                         "corrupted; copy or download it again") from None
+            raise ForeignCheckpointError(
+                f"{path} is not a readable safetensors file ({exc}): truncated or corrupted; copy or download it again"
+            ) from None
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        detail = next((line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or
-                       "Unsupported" in line), str(exc).splitlines()[0] if str(exc) else "")
+        detail = next(
+            (line for line in str(exc).splitlines() if "WeightsUnpickler error" in line or "Unsupported" in line),
+            str(exc).splitlines()[0] if str(exc) else "",
+        )
         raise ForeignCheckpointError(
             f"{path} is refused: torch.load(weights_only=True) cannot read it ({detail.strip()}); it needs code "
             "execution to load (a pickled module or object) or is not a checkpoint — export its state_dict to "
@@ -299,7 +303,7 @@ def load_state_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, Mapping) or not all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         raise ForeignCheckpointError(f"{path} does not hold a state dict (name → tensor)")
     if checkpoint and all(k.startswith("module.") for k in checkpoint):
-        checkpoint = {k[len("module."):]: v for k, v in checkpoint.items()}
+        checkpoint = {k[len("module.") :]: v for k, v in checkpoint.items()}
     return dict(checkpoint)
 
 
@@ -341,15 +345,19 @@ def check_state(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch
     missing = sorted(set(reference) - set(state))
     extra = sorted(set(state) - set(reference))
     if missing:
-        raise ForeignCheckpointError(f"{what}: missing tensor {missing[0]!r} ({len(missing)} missing"
-                                     + (f", {len(extra)} unexpected, e.g. {extra[0]!r}" if extra else "") + ")")
+        raise ForeignCheckpointError(
+            f"{what}: missing tensor {missing[0]!r} ({len(missing)} missing"
+            + (f", {len(extra)} unexpected, e.g. {extra[0]!r}" if extra else "")
+            + ")"
+        )
     if extra:
         raise ForeignCheckpointError(f"{what}: unexpected tensor {extra[0]!r} ({len(extra)} unexpected)")
     for name in reference:
         got, want = state[name], reference[name]
         if tuple(got.shape) != tuple(want.shape):
-            raise ForeignCheckpointError(f"{what}: tensor {name!r} has shape {tuple(got.shape)}, "
-                                         f"expected {tuple(want.shape)}")
+            raise ForeignCheckpointError(
+                f"{what}: tensor {name!r} has shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+            )
         if got.dtype != want.dtype:
             raise ForeignCheckpointError(f"{what}: tensor {name!r} has dtype {got.dtype}, expected {want.dtype}")
 
@@ -364,12 +372,14 @@ def check_finite_state(state: Mapping[str, torch.Tensor], *, what: str) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             kinds = "NaN" if bool(torch.isnan(tensor).any()) else "Inf"
-            raise NonFiniteWeightsError(f"{what}: tensor {name!r} holds {bad} non-finite value(s) ({kinds} among "
-                                        f"them) of {tensor.numel()}")
+            raise NonFiniteWeightsError(
+                f"{what}: tensor {name!r} holds {bad} non-finite value(s) ({kinds} among them) of {tensor.numel()}"
+            )
 
 
-def check_image_encoder_state(state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor],
-                              what: str = "expert image encoder") -> None:
+def check_image_encoder_state(
+    state: Mapping[str, torch.Tensor], reference: Mapping[str, torch.Tensor], what: str = "expert image encoder"
+) -> None:
     """Validate an expert's image-encoder state dict against θ0's (``LoadedModel.visual_state()``).
 
     Every name of θ0's encoder must be present with the same shape and dtype, and nothing else:

@@ -36,8 +36,11 @@ TARGET_DATA_FRACTION = 0.10
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_bench.py perf eval", description=__doc__.split("\n\n")[1])
-    parser.add_argument("--model", default="toy",
-                        help="'toy' (the embedded tiny CLIP) or an open_clip model name, random init (default: toy)")
+    parser.add_argument(
+        "--model",
+        default="toy",
+        help="'toy' (the embedded tiny CLIP) or an open_clip model name, random init (default: toy)",
+    )
     parser.add_argument("--n-images", type=int, default=1000, help="test images (default: 1000)")
     parser.add_argument("--image-size", type=int, default=256, help="side of the PNG files (default: 256)")
     parser.add_argument("--passes", type=int, default=3, help="timed passes per path (default: 3)")
@@ -105,12 +108,12 @@ def _timed_eval(model, head, batches, mean, std) -> tuple[float, float, int, int
 
 def run(args) -> list[dict]:
     from benchmark.data import loaders as data
-    from benchmark.trials import eval_cache
     from benchmark.data.images import decode_batches, default_threads
-    from benchmark.trials.evaluation import evaluate, image_mean_std
     from benchmark.model.pretrained import image_resolution
-    from benchmark.spec.schema import DataSpec
     from benchmark.results.storage import StorageRoot
+    from benchmark.spec.schema import DataSpec
+    from benchmark.trials import eval_cache
+    from benchmark.trials.evaluation import evaluate, image_mean_std
 
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="ww-perf-eval-"))
     data_root = workdir / "data"
@@ -151,8 +154,9 @@ def run(args) -> list[dict]:
             if item is None:
                 break
             offset, batch = item
-            d, m, _, _ = _timed_eval(model, head, [(lambda b=batch: b, samples.labels[offset : offset + len(batch)])],
-                                     mean, std)
+            d, m, _, _ = _timed_eval(
+                model, head, [(lambda b=batch: b, samples.labels[offset : offset + len(batch)])], mean, std
+            )
             data_s, model_s = data_s + t_decode + d, model_s + m
         return data_s, model_s
 
@@ -168,17 +172,36 @@ def run(args) -> list[dict]:
             start = time.perf_counter()
             d, m = one_pass()
             timings[name].append((time.perf_counter() - start, d, m))
-    common = {"model": args.model, "resolution": resolution, "n_images": n, "png_side": args.image_size,
-              "batch_size": bs, "decode_threads": default_threads(), "torch_threads": torch.get_num_threads(),
-              "passes": args.passes, "host": platform.node(), "timestamp": datetime.now(timezone.utc).isoformat(),
-              "cache_build_seconds": build, "load_average_before": load_before,
-              "load_average_after": os.getloadavg()[0]}
+    common = {
+        "model": args.model,
+        "resolution": resolution,
+        "n_images": n,
+        "png_side": args.image_size,
+        "batch_size": bs,
+        "decode_threads": default_threads(),
+        "torch_threads": torch.get_num_threads(),
+        "passes": args.passes,
+        "host": platform.node(),
+        "timestamp": datetime.now(timezone.utc).isoformat(),
+        "cache_build_seconds": build,
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg()[0],
+    }
     rows = []
     for name, values in timings.items():
         seconds = statistics.median(v[0] for v in values)
         d, m = statistics.median(v[1] for v in values), statistics.median(v[2] for v in values)
-        rows.append({**common, "path": name, "seconds_per_pass": seconds, "images_per_s": n / seconds,
-                     "data_seconds": d, "model_seconds": m, "data_fraction": d / (d + m) if d == d else float("nan")})
+        rows.append(
+            {
+                **common,
+                "path": name,
+                "seconds_per_pass": seconds,
+                "images_per_s": n / seconds,
+                "data_seconds": d,
+                "model_seconds": m,
+                "data_fraction": d / (d + m) if d == d else float("nan"),
+            }
+        )
     return rows
 
 
@@ -193,22 +216,32 @@ def report(rows: list[dict], out: Path) -> dict:
     fraction = by["cached"]["data_fraction"]
     for r in rows:
         r["speedup_vs_decode"] = r["images_per_s"] / by["decode"]["images_per_s"]
-    table = Table(title=f"Evaluation throughput · model {rows[0]['model']} @ {rows[0]['resolution']} px · "
-                        f"{rows[0]['n_images']} PNG {rows[0]['png_side']} px · {rows[0]['torch_threads']} torch "
-                        f"threads · load average {rows[0]['load_average_before']:.1f}")
+    table = Table(
+        title=f"Evaluation throughput · model {rows[0]['model']} @ {rows[0]['resolution']} px · "
+        f"{rows[0]['n_images']} PNG {rows[0]['png_side']} px · {rows[0]['torch_threads']} torch "
+        f"threads · load average {rows[0]['load_average_before']:.1f}"
+    )
     for col in ("path", "images/s", "s/pass", "data s", "model s", "data share", "× decode"):
         table.add_column(col, justify="left" if col == "path" else "right")
     for r in rows:
-        table.add_row(r["path"], f"{r['images_per_s']:.0f}", f"{r['seconds_per_pass']:.3f}",
-                      f"{r['data_seconds']:.3f}", f"{r['model_seconds']:.3f}", f"{r['data_fraction']:.1%}",
-                      f"{r['speedup_vs_decode']:.1f}")
+        table.add_row(
+            r["path"],
+            f"{r['images_per_s']:.0f}",
+            f"{r['seconds_per_pass']:.3f}",
+            f"{r['data_seconds']:.3f}",
+            f"{r['model_seconds']:.3f}",
+            f"{r['data_fraction']:.1%}",
+            f"{r['speedup_vs_decode']:.1f}",
+        )
     console = Console()
     console.print(table)
     ok_speed, ok_share = speedup >= TARGET_SPEEDUP, fraction <= TARGET_DATA_FRACTION
     speed_colour, share_colour = ("green" if ok else "red" for ok in (ok_speed, ok_share))
-    console.print(f"cache build (one-time): {rows[0]['cache_build_seconds']:.2f} s · cached ÷ decode = "
-                  f"[{speed_colour}]{speedup:.1f}×[/] (target ≥ {TARGET_SPEEDUP:.0f}×) · data share with the "
-                  f"cache [{share_colour}]{fraction:.1%}[/] (target ≤ {TARGET_DATA_FRACTION:.0%})")
+    console.print(
+        f"cache build (one-time): {rows[0]['cache_build_seconds']:.2f} s · cached ÷ decode = "
+        f"[{speed_colour}]{speedup:.1f}×[/] (target ≥ {TARGET_SPEEDUP:.0f}×) · data share with the "
+        f"cache [{share_colour}]{fraction:.1%}[/] (target ≤ {TARGET_DATA_FRACTION:.0%})"
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), out)
     console.print(f"results: {out}")

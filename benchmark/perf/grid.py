@@ -32,8 +32,11 @@ TARGET_OVERHEAD = 0.10
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="run_bench.py perf grid", description=__doc__.split("\n\n")[1])
     parser.add_argument("spec", nargs="?", default=None, help="grid spec (default: the quickstart)")
-    parser.add_argument("--root", default=None, help="storage root holding (or receiving) θ0 and the experts "
-                        "(default: $WW_ROOT or ww-root)")
+    parser.add_argument(
+        "--root",
+        default=None,
+        help="storage root holding (or receiving) θ0 and the experts (default: $WW_ROOT or ww-root)",
+    )
     parser.add_argument("--out", default="perf_grid.parquet", help="Parquet file of the per-trial measurements")
     return parser
 
@@ -65,8 +68,7 @@ def overhead_summary(reports: list[dict]) -> dict:
             work = trial["merge_seconds"] + trial["eval_seconds"]
             overhead = trial["trial_seconds"] - work + gap
             total = trial["trial_seconds"] + gap
-            per_trial.append({**trial, "gap_seconds": gap, "overhead_seconds": overhead,
-                              "first_on_worker": index == 0})
+            per_trial.append({**trial, "gap_seconds": gap, "overhead_seconds": overhead, "first_on_worker": index == 0})
             overall["overhead"] += overhead
             overall["total"] += total
             if index > 0:
@@ -93,8 +95,9 @@ def _scratch_root(storage, directory: Path):
     from benchmark.results.storage import StorageRoot
 
     if not storage.on_local_disk:
-        raise ValueError(f"perf grid shares the root's cache and experts through symlinks: give a local --root, "
-                         f"not {storage.uri()}")
+        raise ValueError(
+            f"perf grid shares the root's cache and experts through symlinks: give a local --root, not {storage.uri()}"
+        )
     for name in ("cache", "experts"):
         (directory / name).symlink_to(Path(getattr(storage, name)).resolve(), target_is_directory=True)
     return StorageRoot.at(directory)
@@ -109,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     from rich.table import Table
 
     from benchmark.pipeline import run_spec
-    from benchmark.spec.schema import load_spec, quickstart_spec_path
     from benchmark.results.storage import StorageRoot
+    from benchmark.spec.schema import load_spec, quickstart_spec_path
 
     args = _parser().parse_args(argv)
     console = Console()
@@ -135,28 +138,55 @@ def main(argv: list[str] | None = None) -> int:
     table.add_column("value", justify="right")
     table.add_column("target")
     ok = result["steady_overhead_fraction"] <= TARGET_OVERHEAD
-    table.add_row("overhead, steady state (first trial per worker excluded)",
-                  f"{100 * result['steady_overhead_fraction']:.1f} %",
-                  f"≤ {100 * TARGET_OVERHEAD:.0f} % " + ("[green]yes[/]" if ok else "[red]no[/]"))
+    table.add_row(
+        "overhead, steady state (first trial per worker excluded)",
+        f"{100 * result['steady_overhead_fraction']:.1f} %",
+        f"≤ {100 * TARGET_OVERHEAD:.0f} % " + ("[green]yes[/]" if ok else "[red]no[/]"),
+    )
     table.add_row("overhead, all trials", f"{100 * result['overall_overhead_fraction']:.1f} %", "")
     table.add_row("mean trial wall time", f"{result['mean_trial_seconds']:.2f} s", "")
     table.add_row("merge + eval, summed", f"{work:.1f} s", "")
     table.add_row("grid stage wall time (Tune start to end)", f"{grid_seconds:.1f} s", "")
-    for label, key in (("assets read per trial after the first (max)", "max_assets_bytes_after_first"),
-                       ("disk reads per trial after the first (max)", "max_disk_bytes_after_first")):
+    for label, key in (
+        ("assets read per trial after the first (max)", "max_assets_bytes_after_first"),
+        ("disk reads per trial after the first (max)", "max_disk_bytes_after_first"),
+    ):
         value = result[key]
-        table.add_row(label, "n/a" if value is None else f"{value:,} B",
-                      "0 " + ("" if value is None else "[green]yes[/]" if value == 0 else "[red]no[/]"))
+        table.add_row(
+            label,
+            "n/a" if value is None else f"{value:,} B",
+            "0 " + ("" if value is None else "[green]yes[/]" if value == 0 else "[red]no[/]"),
+        )
     console.print(table)
 
     stamp = datetime.now(timezone.utc).isoformat()
-    rows = [{"spec": spec.name, "started_at": stamp, "host": platform.node(),
-             "grid_seconds": grid_seconds, "steady_overhead_fraction": result["steady_overhead_fraction"],
-             "overall_overhead_fraction": result["overall_overhead_fraction"],
-             **{k: trial.get(k) for k in ("trial_seconds", "merge_seconds", "eval_seconds", "gap_seconds",
-                                          "overhead_seconds", "first_on_worker", "worker_pid", "node_id",
-                                          "assets_read_bytes", "disk_read_bytes", "status")}}
-            for trial in result["per_trial"]]
+    rows = [
+        {
+            "spec": spec.name,
+            "started_at": stamp,
+            "host": platform.node(),
+            "grid_seconds": grid_seconds,
+            "steady_overhead_fraction": result["steady_overhead_fraction"],
+            "overall_overhead_fraction": result["overall_overhead_fraction"],
+            **{
+                k: trial.get(k)
+                for k in (
+                    "trial_seconds",
+                    "merge_seconds",
+                    "eval_seconds",
+                    "gap_seconds",
+                    "overhead_seconds",
+                    "first_on_worker",
+                    "worker_pid",
+                    "node_id",
+                    "assets_read_bytes",
+                    "disk_read_bytes",
+                    "status",
+                )
+            },
+        }
+        for trial in result["per_trial"]
+    ]
     from benchmark.results.storage import atomic_write
 
     with atomic_write(Path(args.out)) as tmp:

@@ -85,11 +85,40 @@ TINY_LAYOUT = (
     ("ln_post.weight", (16,)),
 )
 COLUMNS = (
-    "kind", "merger", "pooling", "k", "collaborative", "seconds", "cpu_seconds", "load_1min", "gb_per_s", "peak_rss_gb",
-    "kernels", "warmup_seconds",
-    "baseline_rss_gb", "peak_models", "ratio_vs_stream", "ratio_vs_merger", "target", "meets_target",
-    "model", "tasks", "params", "bank_gb", "out_of_core", "threads", "repeat", "host", "started_at", "error",
-    "process_seconds", "input_seconds", "compiled", "over_input_models", "ratio_vs_eager", "cold_cache",
+    "kind",
+    "merger",
+    "pooling",
+    "k",
+    "collaborative",
+    "seconds",
+    "cpu_seconds",
+    "load_1min",
+    "gb_per_s",
+    "peak_rss_gb",
+    "kernels",
+    "warmup_seconds",
+    "baseline_rss_gb",
+    "peak_models",
+    "ratio_vs_stream",
+    "ratio_vs_merger",
+    "target",
+    "meets_target",
+    "model",
+    "tasks",
+    "params",
+    "bank_gb",
+    "out_of_core",
+    "threads",
+    "repeat",
+    "host",
+    "started_at",
+    "error",
+    "process_seconds",
+    "input_seconds",
+    "compiled",
+    "over_input_models",
+    "ratio_vs_eager",
+    "cold_cache",
 )
 
 
@@ -99,36 +128,73 @@ def _parser() -> argparse.ArgumentParser:
         description="Time and memory of every ww merger and of Weight Weaving on a synthetic bank shaped "
         "like an open_clip image encoder (no download).",
     )
-    parser.add_argument("--model", default="ViT-B-32", choices=MODELS,
-                        help="open_clip architecture whose image-encoder layout the bank copies (tiny: a smoke-test layout)")
+    parser.add_argument(
+        "--model",
+        default="ViT-B-32",
+        choices=MODELS,
+        help="open_clip architecture whose image-encoder layout the bank copies (tiny: a smoke-test layout)",
+    )
     parser.add_argument("--tasks", type=int, default=8, help="number of task vectors T (default 8)")
-    parser.add_argument("--mergers", nargs="+", default=None, metavar="NAME",
-                        help="mergers to measure (default: every registered merger); commas also separate names")
-    parser.add_argument("--weave", nargs="*", default=None, metavar="NAME",
-                        help="base mergers to weave (default: the measured mergers; give none to skip weaving)")
-    parser.add_argument("--poolings", nargs="+", default=["avg", "randmix"], help="weaving poolings (default: avg randmix)")
-    parser.add_argument("--k", type=int, default=20, help="number of λ values K of the weaving grid (0.1, 0.2, ..., K/10)")
+    parser.add_argument(
+        "--mergers",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help="mergers to measure (default: every registered merger); commas also separate names",
+    )
+    parser.add_argument(
+        "--weave",
+        nargs="*",
+        default=None,
+        metavar="NAME",
+        help="base mergers to weave (default: the measured mergers; give none to skip weaving)",
+    )
+    parser.add_argument(
+        "--poolings", nargs="+", default=["avg", "randmix"], help="weaving poolings (default: avg randmix)"
+    )
+    parser.add_argument(
+        "--k", type=int, default=20, help="number of λ values K of the weaving grid (0.1, 0.2, ..., K/10)"
+    )
     parser.add_argument("--out", default=None, help="Parquet output (default: perf/merge-<timestamp>.parquet)")
-    parser.add_argument("--out-of-core", action="store_true",
-                        help="merge from a memory-mapped bank file on disk instead of memory")
+    parser.add_argument(
+        "--out-of-core", action="store_true", help="merge from a memory-mapped bank file on disk instead of memory"
+    )
     parser.add_argument("--bank-dir", default=None, help="where the bank file is written (default: next to --out)")
     parser.add_argument("--keep-bank", action="store_true", help="keep the bank file afterwards")
-    parser.add_argument("--repeat", type=int, default=None,
-                        help="fresh runs per measurement, the fastest reported (default 3 in memory, 1 "
-                        "out of core): a first run on a VM mostly times the host backing fresh pages")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="fresh runs per measurement, the fastest reported (default 3 in memory, 1 "
+        "out of core): a first run on a VM mostly times the host backing fresh pages",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic task vectors")
-    parser.add_argument("--kernels", nargs="+", choices=("auto", "compiled", "eager"), default=None,
-                        help="ww's block kernels: torch.compile-d or eager (default: WW_KERNELS, else auto); "
-                        "compiling happens in an untimed warm-up, reported apart (with --one-shot: inside the "
-                        "timed call, and several modes may be given to compare them)")
-    parser.add_argument("--one-shot", action="store_true",
-                        help="one merge per fresh process from a list of state dicts, no warm-up: what a script "
-                        "calling ww.merge once pays (call and process seconds, peak memory above the inputs)")
-    parser.add_argument("--cold-cache", action="store_true",
-                        help="with --one-shot: give every process an empty inductor cache directory")
-    parser.add_argument("--in-process", action="store_true",
-                        help="measure in this process instead of a fresh subprocess per measurement "
-                        "(faster; peaks then include allocator state left by earlier measurements)")
+    parser.add_argument(
+        "--kernels",
+        nargs="+",
+        choices=("auto", "compiled", "eager"),
+        default=None,
+        help="ww's block kernels: torch.compile-d or eager (default: WW_KERNELS, else auto); "
+        "compiling happens in an untimed warm-up, reported apart (with --one-shot: inside the "
+        "timed call, and several modes may be given to compare them)",
+    )
+    parser.add_argument(
+        "--one-shot",
+        action="store_true",
+        help="one merge per fresh process from a list of state dicts, no warm-up: what a script "
+        "calling ww.merge once pays (call and process seconds, peak memory above the inputs)",
+    )
+    parser.add_argument(
+        "--cold-cache",
+        action="store_true",
+        help="with --one-shot: give every process an empty inductor cache directory",
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="measure in this process instead of a fresh subprocess per measurement "
+        "(faster; peaks then include allocator state left by earlier measurements)",
+    )
     return parser
 
 
@@ -145,7 +211,9 @@ def main(argv: list[str]) -> int:
     weave = mergers if args.weave is None else _names(args.weave, [])
     for name in [*mergers, *weave, *args.poolings]:
         if name not in ww.MERGERS and name not in ww.POOLINGS:
-            raise ValueError(f"unknown merger or pooling {name!r}; known: {sorted(ww.MERGERS)} and {sorted(ww.POOLINGS)}")
+            raise ValueError(
+                f"unknown merger or pooling {name!r}; known: {sorted(ww.MERGERS)} and {sorted(ww.POOLINGS)}"
+            )
     if args.repeat is None:
         args.repeat = 1 if args.out_of_core else 3
     if args.one_shot:
@@ -169,7 +237,9 @@ def main(argv: list[str]) -> int:
     bank_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(bank_dir).free
     if free < bank_bytes * 1.05 + (1 << 28):
-        raise OSError(f"{bank_dir} has {free / 1e9:.1f} GB free; the bank needs {bank_bytes / 1e9:.1f} GB (use --bank-dir)")
+        raise OSError(
+            f"{bank_dir} has {free / 1e9:.1f} GB free; the bank needs {bank_bytes / 1e9:.1f} GB (use --bank-dir)"
+        )
     if not args.out_of_core and bank_bytes > 0.6 * _total_memory():
         raise MemoryError(f"a {bank_bytes / 1e9:.1f} GB bank does not fit in memory here; add --out-of-core")
 
@@ -185,33 +255,48 @@ def main(argv: list[str]) -> int:
         write_synthetic_bank(bank_path, layout, args.tasks, args.seed)
         console.print(f"bank written to {bank_path} in {time.perf_counter() - start:.1f} s")
         base = {
-            "model": args.model, "tasks": args.tasks, "params": params, "bank_gb": bank_bytes / 1e9,
-            "out_of_core": bool(args.out_of_core), "threads": torch.get_num_threads(), "repeat": args.repeat,
-            "host": socket.gethostname(), "started_at": started.isoformat(),
+            "model": args.model,
+            "tasks": args.tasks,
+            "params": params,
+            "bank_gb": bank_bytes / 1e9,
+            "out_of_core": bool(args.out_of_core),
+            "threads": torch.get_num_threads(),
+            "repeat": args.repeat,
+            "host": socket.gethostname(),
+            "started_at": started.isoformat(),
         }
         grid = [round(0.1 * (index + 1), 10) for index in range(args.k)]
         streams = [{"kind": "stream", "merger": variant} for variant in STREAM_VARIANTS]
         jobs = list(streams)
         jobs += [{"kind": "merge", "merger": name} for name in mergers]
-        jobs += [{"kind": "weave", "merger": name, "pooling": pooling, "lambdas": grid}
-                 for name in weave for pooling in args.poolings]
+        jobs += [
+            {"kind": "weave", "merger": name, "pooling": pooling, "lambdas": grid}
+            for name in weave
+            for pooling in args.poolings
+        ]
         jobs += streams
         for job in jobs:
             result = measure(job, bank_path, args.out_of_core, args.repeat, args.in_process)
             row = _row(job, result, bank_bytes, model_bytes, len(grid))
             row.update(base)
             rows.append(row)
-            console.print(f"  {row['kind']:6s} {row['merger'] or '':18s} {row['pooling'] or '':8s} "
-                          f"{_fmt(row['seconds'], '.3f')} s  peak {_fmt(row['peak_rss_gb'], '.2f')} GB"
-                          + (f"  [red]{row['error']}[/]" if row["error"] else ""))
+            console.print(
+                f"  {row['kind']:6s} {row['merger'] or '':18s} {row['pooling'] or '':8s} "
+                f"{_fmt(row['seconds'], '.3f')} s  peak {_fmt(row['peak_rss_gb'], '.2f')} GB"
+                + (f"  [red]{row['error']}[/]" if row["error"] else "")
+            )
     finally:
         if args.keep_bank:
             console.print(f"bank kept at {bank_path}")
         else:
             bank_path.unlink(missing_ok=True)
     add_ratios(rows)
-    render(rows, console, title=f"ww merge performance · {args.model} · T = {args.tasks} · K = {args.k}"
-                                  f"{' · out-of-core' if args.out_of_core else ''}")
+    render(
+        rows,
+        console,
+        title=f"ww merge performance · {args.model} · T = {args.tasks} · K = {args.k}"
+        f"{' · out-of-core' if args.out_of_core else ''}",
+    )
     write_parquet(rows, out)
     console.print(f"saved {out}")
     return 1 if any(row["error"] for row in rows) else 0
@@ -255,7 +340,9 @@ def write_synthetic_bank(path: Path, layout, tasks: int, seed: int) -> None:
             for name, shape in layout:
                 values = torch.randn(shape, generator=generator)
                 scale = row_scales[name] * (1e-3 * factor)
-                values = values.view(scale.shape[0], -1).mul_(scale.unsqueeze(1)) if len(shape) >= 2 else values.mul_(scale)
+                values = (
+                    values.view(scale.shape[0], -1).mul_(scale.unsqueeze(1)) if len(shape) >= 2 else values.mul_(scale)
+                )
                 writer.write(values)
 
 
@@ -281,7 +368,6 @@ def measure(job: dict, bank_path: Path, out_of_core: bool, repeat: int, in_proce
 
 def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
     """One measurement in a fresh interpreter: load the bank, reset the RSS peak, run, read the peak."""
-    import torch
 
     import ww
 
@@ -318,9 +404,16 @@ def _child(job: dict, bank_path: str, out_of_core: bool) -> dict:
         return {"error": f"{type(error).__name__}: {error}"}
     finally:
         many.close()
-    return {"seconds": seconds, "cpu_seconds": cpu_seconds, "load": load, "peak": peak, "baseline": baseline,
-            "runtime": runtime, "kernels": None if job["kind"] == "stream" else ("compiled" if compiled else "eager"),
-            "warmup": warmup}
+    return {
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "load": load,
+        "peak": peak,
+        "baseline": baseline,
+        "runtime": runtime,
+        "kernels": None if job["kind"] == "stream" else ("compiled" if compiled else "eager"),
+        "warmup": warmup,
+    }
 
 
 def _run_job(job: dict, bank) -> None:
@@ -431,9 +524,14 @@ def _total_memory() -> int:
 
 def _row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k: int) -> dict:
     row = {column: None for column in COLUMNS}
-    row.update(kind=job["kind"], merger=job.get("merger"), pooling=job.get("pooling"),
-               k=k if job["kind"] == "weave" else None, collaborative=True if job["kind"] == "weave" else None,
-               error=result.get("error"))
+    row.update(
+        kind=job["kind"],
+        merger=job.get("merger"),
+        pooling=job.get("pooling"),
+        k=k if job["kind"] == "weave" else None,
+        collaborative=True if job["kind"] == "weave" else None,
+        error=result.get("error"),
+    )
     if not result.get("error"):
         seconds = result["seconds"]
         row.update(
@@ -483,17 +581,44 @@ def render(rows: list[dict], console, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    for header in ("kind", "merger", "pooling", "kernels", "seconds", "warm-up s", "CPU s", "load", "GB/s", "peak GB",
-                   "peak (models)", "x stream", "x merger", "target", "ok"):
-        table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "kernels", "target") else "right")
+    for header in (
+        "kind",
+        "merger",
+        "pooling",
+        "kernels",
+        "seconds",
+        "warm-up s",
+        "CPU s",
+        "load",
+        "GB/s",
+        "peak GB",
+        "peak (models)",
+        "x stream",
+        "x merger",
+        "target",
+        "ok",
+    ):
+        table.add_column(
+            header, justify="left" if header in ("kind", "merger", "pooling", "kernels", "target") else "right"
+        )
     for row in rows:
         ok = "" if row["meets_target"] is None else ("[green]yes[/]" if row["meets_target"] else "[red]no[/]")
         table.add_row(
-            row["kind"], row["merger"] or "", row["pooling"] or "", row["kernels"] or "",
-            _fmt(row["seconds"], ".3f"), _fmt(row["warmup_seconds"] or None, ".1f"), _fmt(row["cpu_seconds"], ".1f"), _fmt(row["load_1min"], ".1f"),
-            _fmt(row["gb_per_s"], ".2f"), _fmt(row["peak_rss_gb"], ".2f"),
-            _fmt(row["peak_models"], ".1f"), _fmt(row["ratio_vs_stream"], ".2f"), _fmt(row["ratio_vs_merger"], ".2f"),
-            row["target"] or (row["error"] or ""), ok,
+            row["kind"],
+            row["merger"] or "",
+            row["pooling"] or "",
+            row["kernels"] or "",
+            _fmt(row["seconds"], ".3f"),
+            _fmt(row["warmup_seconds"] or None, ".1f"),
+            _fmt(row["cpu_seconds"], ".1f"),
+            _fmt(row["load_1min"], ".1f"),
+            _fmt(row["gb_per_s"], ".2f"),
+            _fmt(row["peak_rss_gb"], ".2f"),
+            _fmt(row["peak_models"], ".1f"),
+            _fmt(row["ratio_vs_stream"], ".2f"),
+            _fmt(row["ratio_vs_merger"], ".2f"),
+            row["target"] or (row["error"] or ""),
+            ok,
         )
     console.print(table)
 
@@ -509,7 +634,9 @@ def write_parquet(rows: list[dict], path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist([{column: row.get(column) for column in COLUMNS} for row in rows])
-    table = table.replace_schema_metadata({"ww_perf": json.dumps({"python": platform.python_version(), "argv": sys.argv})})
+    table = table.replace_schema_metadata(
+        {"ww_perf": json.dumps({"python": platform.python_version(), "argv": sys.argv})}
+    )
     temporary = path.with_name(path.name + ".partial")
     pq.write_table(table, temporary)
     os.replace(temporary, path)
@@ -528,13 +655,17 @@ def one_shot_main(args, mergers: list[str], weave: list[str], console) -> int:
     if args.out_of_core:
         raise ValueError("--one-shot merges state dicts held in memory; drop --out-of-core")
     if bank_bytes + 2 * model_bytes > 0.6 * _total_memory():
-        raise MemoryError(f"{args.tasks} state dicts of {args.model} ({bank_bytes / 1e9:.1f} GB) plus the output do not "
-                          f"fit in memory here; use fewer --tasks")
+        raise MemoryError(
+            f"{args.tasks} state dicts of {args.model} ({bank_bytes / 1e9:.1f} GB) plus the output do not "
+            f"fit in memory here; use fewer --tasks"
+        )
     bank_dir = Path(args.bank_dir or out.parent)
     bank_dir.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(bank_dir).free
     if free < bank_bytes * 1.05 + (1 << 28):
-        raise OSError(f"{bank_dir} has {free / 1e9:.1f} GB free; the inputs need {bank_bytes / 1e9:.1f} GB (use --bank-dir)")
+        raise OSError(
+            f"{bank_dir} has {free / 1e9:.1f} GB free; the inputs need {bank_bytes / 1e9:.1f} GB (use --bank-dir)"
+        )
     modes = args.kernels or [os.environ.get("WW_KERNELS", "auto").strip().lower() or "auto"]
     console.print(
         f"[bold]perf merge --one-shot[/] {args.model}: {len(layout)} tensors, {params:,} parameters; "
@@ -547,35 +678,52 @@ def one_shot_main(args, mergers: list[str], weave: list[str], console) -> int:
     try:
         write_synthetic_bank(bank_path, layout, args.tasks, args.seed)
         base = {
-            "model": args.model, "tasks": args.tasks, "params": params, "bank_gb": bank_bytes / 1e9,
-            "out_of_core": False, "threads": torch.get_num_threads(), "repeat": args.repeat,
-            "host": socket.gethostname(), "started_at": started.isoformat(), "cold_cache": bool(args.cold_cache),
+            "model": args.model,
+            "tasks": args.tasks,
+            "params": params,
+            "bank_gb": bank_bytes / 1e9,
+            "out_of_core": False,
+            "threads": torch.get_num_threads(),
+            "repeat": args.repeat,
+            "host": socket.gethostname(),
+            "started_at": started.isoformat(),
+            "cold_cache": bool(args.cold_cache),
         }
         jobs = [{"kind": "one-shot", "merger": name} for name in mergers]
-        jobs += [{"kind": "one-shot weave", "merger": name, "pooling": pooling, "lambdas": grid}
-                 for name in weave for pooling in args.poolings]
+        jobs += [
+            {"kind": "one-shot weave", "merger": name, "pooling": pooling, "lambdas": grid}
+            for name in weave
+            for pooling in args.poolings
+        ]
         for job in jobs:
             for mode in modes:  # modes side by side, so a change in the machine's load hits them alike
                 result = measure_one_shot({**job, "mode": mode}, bank_path, args.repeat, args.cold_cache)
                 row = _one_shot_row({**job, "mode": mode}, result, bank_bytes, model_bytes, len(grid))
                 row.update(base)
                 rows.append(row)
-                console.print(f"  {row['kind']:14s} {row['merger']:18s} {row['pooling'] or '':8s} {mode:8s} "
-                              f"call {_fmt(row['seconds'], '.2f')} s  process {_fmt(row['process_seconds'], '.1f')} s  "
-                              f"+{_fmt(row['over_input_models'], '.2f')} models"
-                              + (f"  [red]{row['error']}[/]" if row["error"] else ""))
+                console.print(
+                    f"  {row['kind']:14s} {row['merger']:18s} {row['pooling'] or '':8s} {mode:8s} "
+                    f"call {_fmt(row['seconds'], '.2f')} s  process {_fmt(row['process_seconds'], '.1f')} s  "
+                    f"+{_fmt(row['over_input_models'], '.2f')} models"
+                    + (f"  [red]{row['error']}[/]" if row["error"] else "")
+                )
     finally:
         bank_path.unlink(missing_ok=True)
     add_one_shot_targets(rows, model_bytes)
-    render_one_shot(rows, console, title=f"ww one-shot merge · {args.model} · T = {args.tasks} state dicts"
-                                          f"{' · cold inductor cache' if args.cold_cache else ''}")
+    render_one_shot(
+        rows,
+        console,
+        title=f"ww one-shot merge · {args.model} · T = {args.tasks} state dicts"
+        f"{' · cold inductor cache' if args.cold_cache else ''}",
+    )
     write_parquet(rows, out)
     console.print(f"saved {out}")
     return 1 if any(row["error"] for row in rows) else 0
 
 
-def measure_one_shot(job: dict, bank_path: Path, repeat: int, cold_cache: bool = False,
-                     return_output: bool = False) -> dict:
+def measure_one_shot(
+    job: dict, bank_path: Path, repeat: int, cold_cache: bool = False, return_output: bool = False
+) -> dict:
     """``job`` in ``repeat`` fresh processes (kernel mode ``job["mode"]``); the fastest call's figures.
 
     The mode and (with ``cold_cache``) an empty inductor cache directory reach the child through
@@ -588,7 +736,9 @@ def measure_one_shot(job: dict, bank_path: Path, repeat: int, cold_cache: bool =
         with contextlib.ExitStack() as stack:
             os.environ["WW_KERNELS"] = job["mode"]
             if cold_cache:
-                os.environ["TORCHINDUCTOR_CACHE_DIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="ww-inductor-"))
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = stack.enter_context(
+                    tempfile.TemporaryDirectory(prefix="ww-inductor-")
+                )
             start = time.perf_counter()
             try:
                 with concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
@@ -622,8 +772,10 @@ def _one_shot_child(job: dict, bank_path: str, return_output: bool = False) -> d
         bank = ww.open_bank(bank_path)
         layout = bank.layout
         pieces = list(bank.slices().values())
-        inputs = [{name: bank.data[row, piece].view(shape).clone() for (name, shape), piece in zip(layout, pieces)}
-                  for row in range(len(bank))]
+        inputs = [
+            {name: bank.data[row, piece].view(shape).clone() for (name, shape), piece in zip(layout, pieces)}
+            for row in range(len(bank))
+        ]
         del bank
         gc.collect()
         input_seconds = time.perf_counter() - start
@@ -635,16 +787,26 @@ def _one_shot_child(job: dict, bank_path: str, return_output: bool = False) -> d
         if job["kind"] == "one-shot":
             merged = ww.merge(job["merger"], inputs)
         else:
-            merged = ww.weave(inputs, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"],
-                              collaborative=True, seed=0)
+            merged = ww.weave(
+                inputs, job["merger"], lambdas=job["lambdas"], pooling=job["pooling"], collaborative=True, seed=0
+            )
         seconds = time.perf_counter() - start
         cpu_seconds = time.process_time() - cpu
         peak = _status("VmHWM")
         if not isinstance(merged, dict) or [(name, tuple(t.shape)) for name, t in merged.items()] != list(layout):
             raise RuntimeError("the merge did not return a state dict shaped like its inputs")
-        result = {"seconds": seconds, "cpu_seconds": cpu_seconds, "load": load, "peak": peak, "baseline": baseline,
-                  "runtime": runtime, "input_seconds": input_seconds, "compiled": kernels.compiled_kernels(),
-                  "dtype": str(next(iter(merged.values())).dtype) if merged else None, "threads": torch.get_num_threads()}
+        result = {
+            "seconds": seconds,
+            "cpu_seconds": cpu_seconds,
+            "load": load,
+            "peak": peak,
+            "baseline": baseline,
+            "runtime": runtime,
+            "input_seconds": input_seconds,
+            "compiled": kernels.compiled_kernels(),
+            "dtype": str(next(iter(merged.values())).dtype) if merged else None,
+            "threads": torch.get_num_threads(),
+        }
         if return_output:
             result["output"] = {name: tensor.clone() for name, tensor in merged.items()}
         return result
@@ -655,9 +817,16 @@ def _one_shot_child(job: dict, bank_path: str, return_output: bool = False) -> d
 def _one_shot_row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k: int) -> dict:
     row = {column: None for column in COLUMNS}
     weave = job["kind"] != "one-shot"
-    row.update(kind=job["kind"], merger=job["merger"], pooling=job.get("pooling"), kernels=job["mode"],
-               k=k if weave else None, collaborative=True if weave else None, error=result.get("error"),
-               process_seconds=result.get("process_seconds"))
+    row.update(
+        kind=job["kind"],
+        merger=job["merger"],
+        pooling=job.get("pooling"),
+        kernels=job["mode"],
+        k=k if weave else None,
+        collaborative=True if weave else None,
+        error=result.get("error"),
+        process_seconds=result.get("process_seconds"),
+    )
     if not result.get("error"):
         seconds = result["seconds"]
         row.update(
@@ -678,8 +847,11 @@ def _one_shot_row(job: dict, result: dict, bank_bytes: int, model_bytes: int, k:
 def add_one_shot_targets(rows: list[dict], model_bytes: int) -> None:
     """Every one-shot row: peak above its inputs <= one model; ``auto`` rows: no slower than ``eager``;
     MagMax and TIES merges: no slower than FusionBench (`ONE_SHOT_SECONDS_TARGET`)."""
-    eager = {(row["kind"], row["merger"], row["pooling"]): row["seconds"] for row in rows
-             if row["kernels"] == "eager" and row["seconds"]}
+    eager = {
+        (row["kind"], row["merger"], row["pooling"]): row["seconds"]
+        for row in rows
+        if row["kernels"] == "eager" and row["seconds"]
+    }
     memory_limit = ONE_SHOT_MEMORY_TARGET + ONE_SHOT_SLACK_BYTES / model_bytes
     for row in rows:
         if row["seconds"] is None:
@@ -703,18 +875,46 @@ def render_one_shot(rows: list[dict], console, title: str) -> None:
     from rich.table import Table
 
     table = Table(title=title)
-    headers = ("kind", "merger", "pooling", "kernels", "compiled", "call s", "process s", "inputs s", "CPU s", "load",
-               "peak GB", "over inputs (models)", "x eager", "target", "ok")
+    headers = (
+        "kind",
+        "merger",
+        "pooling",
+        "kernels",
+        "compiled",
+        "call s",
+        "process s",
+        "inputs s",
+        "CPU s",
+        "load",
+        "peak GB",
+        "over inputs (models)",
+        "x eager",
+        "target",
+        "ok",
+    )
     for header in headers:
-        table.add_column(header, justify="left" if header in ("kind", "merger", "pooling", "kernels", "compiled", "target") else "right")
+        table.add_column(
+            header,
+            justify="left" if header in ("kind", "merger", "pooling", "kernels", "compiled", "target") else "right",
+        )
     for row in rows:
         ok = "" if row["meets_target"] is None else ("[green]yes[/]" if row["meets_target"] else "[red]no[/]")
         table.add_row(
-            row["kind"], row["merger"] or "", row["pooling"] or "", row["kernels"] or "", row["compiled"] or "",
-            _fmt(row["seconds"], ".2f"), _fmt(row["process_seconds"], ".1f"), _fmt(row["input_seconds"], ".1f"),
-            _fmt(row["cpu_seconds"], ".1f"), _fmt(row["load_1min"], ".1f"), _fmt(row["peak_rss_gb"], ".2f"),
-            _fmt(row["over_input_models"], ".2f"), _fmt(row["ratio_vs_eager"], ".2f"),
-            row["target"] or (row["error"] or ""), ok,
+            row["kind"],
+            row["merger"] or "",
+            row["pooling"] or "",
+            row["kernels"] or "",
+            row["compiled"] or "",
+            _fmt(row["seconds"], ".2f"),
+            _fmt(row["process_seconds"], ".1f"),
+            _fmt(row["input_seconds"], ".1f"),
+            _fmt(row["cpu_seconds"], ".1f"),
+            _fmt(row["load_1min"], ".1f"),
+            _fmt(row["peak_rss_gb"], ".2f"),
+            _fmt(row["over_input_models"], ".2f"),
+            _fmt(row["ratio_vs_eager"], ".2f"),
+            row["target"] or (row["error"] or ""),
+            ok,
         )
     console.print(table)
 

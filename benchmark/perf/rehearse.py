@@ -41,15 +41,38 @@ SPEC_FILES = {"mtl": "paper_mtl.yaml", "cil": "paper_cil.yaml", "dg": "paper_dg.
 #: Typical image sizes (width, height) of the real datasets written as folders of image files;
 #: the formats torchvision reads (MNIST, SVHN, CIFAR, ...) have their fixed native sizes.
 REAL_SIZES = {
-    "SUN397": (500, 375), "Cars": (700, 470), "RESISC45": (256, 256), "EuroSAT": (64, 64), "GTSRB": (50, 50),
-    "DTD": (640, 480), "Flowers102": (500, 670), "OxfordIIITPet": (500, 375), "Food101": (512, 512),
-    "RenderedSST2": (448, 448), "ImageNet-R": (500, 400), "DomainNet": (300, 300),
+    "SUN397": (500, 375),
+    "Cars": (700, 470),
+    "RESISC45": (256, 256),
+    "EuroSAT": (64, 64),
+    "GTSRB": (50, 50),
+    "DTD": (640, 480),
+    "Flowers102": (500, 670),
+    "OxfordIIITPet": (500, 375),
+    "Food101": (512, 512),
+    "RenderedSST2": (448, 448),
+    "ImageNet-R": (500, 400),
+    "DomainNet": (300, 300),
 }
 #: The layout each fake is written in: the dataset's official release where the registry reads it.
 LAYOUTS = {"SUN397": "partitions", "EuroSAT": "torchvision", "DTD": "torchvision"}
 #: Fake writers that can hold fewer test images than classes (``test_images``).
-CAPPED_TEST = {"SUN397", "Cars", "RESISC45", "GTSRB", "DTD", "CIFAR100", "Food101", "Flowers102", "OxfordIIITPet",
-               "MNIST", "SVHN", "FashionMNIST", "KMNIST", "EMNIST"}
+CAPPED_TEST = {
+    "SUN397",
+    "Cars",
+    "RESISC45",
+    "GTSRB",
+    "DTD",
+    "CIFAR100",
+    "Food101",
+    "Flowers102",
+    "OxfordIIITPet",
+    "MNIST",
+    "SVHN",
+    "FashionMNIST",
+    "KMNIST",
+    "EMNIST",
+}
 STAGE_TABLE = "rehearsal-stages.parquet"
 
 
@@ -97,16 +120,26 @@ def _mtl_tasks(n: int) -> list[str]:
     from benchmark.data.catalog import MTL8, MTL20
 
     if not 2 <= n <= len(MTL20):
-        raise ValueError(f"--tasks {n}: an MTL rehearsal merges 2 to {len(MTL20)} tasks (8 = the paper's, "
-                         "up to 20 = the 20-task extension)")
+        raise ValueError(
+            f"--tasks {n}: an MTL rehearsal merges 2 to {len(MTL20)} tasks (8 = the paper's, "
+            "up to 20 = the 20-task extension)"
+        )
     if n > len(MTL8):
         return list(MTL20[:n])
     # fewest classes first (heads and tensors stay small), in the paper's order among equals
     return sorted(sorted(MTL8, key=lambda t: (data.n_classes(t), MTL8.index(t)))[:n], key=MTL8.index)
 
 
-def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, sizes: Sizes,
-                   bank_route: str | None = None, grid: dict | None = None, cpus: int | None = None) -> dict:
+def rehearsal_spec(
+    model: str,
+    setup: str,
+    n_tasks: int | None,
+    theta0: Path,
+    sizes: Sizes,
+    bank_route: str | None = None,
+    grid: dict | None = None,
+    cpus: int | None = None,
+) -> dict:
     """The paper's spec for ``setup`` reduced to ``model`` (at ``theta0``) and the rehearsal's sizes.
 
     ``grid`` may replace the paper's ``mergers``, ``poolings`` or ``variants`` (a quicker rehearsal).
@@ -123,8 +156,10 @@ def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, si
             entry["tasks"] = _mtl_tasks(n_tasks)
         elif setup == "cil" and n_tasks is not None:
             if n_tasks < 2 or 100 % n_tasks:
-                raise ValueError(f"--tasks {n_tasks}: CIFAR100's 100 classes split into 2, 4, 5, 10, 20, 25 or 50 "
-                                 "class-incremental tasks; choose one of those")
+                raise ValueError(
+                    f"--tasks {n_tasks}: CIFAR100's 100 classes split into 2, 4, 5, 10, 20, 25 or 50 "
+                    "class-incremental tasks; choose one of those"
+                )
             entry["n_splits"] = n_tasks
         elif setup == "dg" and n_tasks is not None:
             if n_tasks < 3:
@@ -134,12 +169,19 @@ def rehearsal_spec(model: str, setup: str, n_tasks: int | None, theta0: Path, si
         entry["finetune"] = {**recipe, "steps": sizes.steps, "batch_size": sizes.batch_size}
         setups.append(entry)
     cpus = max(1, min(cpus or os.cpu_count() or 1, 8))
-    resources = {"expert_workers": 1, "cpus_per_expert_worker": cpus, "gpus_per_expert_worker": 0,
-                 "prepare_cpus": cpus, "trial_cpus": cpus, "trial_gpus": 0}
+    resources = {
+        "expert_workers": 1,
+        "cpus_per_expert_worker": cpus,
+        "gpus_per_expert_worker": 0,
+        "prepare_cpus": cpus,
+        "trial_cpus": cpus,
+        "trial_gpus": 0,
+    }
     if bank_route is not None:
         if "bank_route" not in ResourcesSpec.model_fields:
-            raise ValueError("--bank-route: this version of the harness has no bank routes (resources.bank_route); "
-                             "drop the option")
+            raise ValueError(
+                "--bank-route: this version of the harness has no bank routes (resources.bank_route); drop the option"
+            )
         resources["bank_route"] = bank_route
     return {
         "name": f"rehearse-{setup}-{model}-{len(_expert_tasks(setups))}",
@@ -176,8 +218,8 @@ def datasets_of(spec: dict) -> dict[str, set[str]]:
 
 def write_fake_data(needed: dict[str, set[str]], data_root: Path, sizes: Sizes) -> None:
     """Each dataset once, in its real layout, at its real image size, with few test images."""
-    from benchmark.data import loaders as data
     from benchmark.data import fake
+    from benchmark.data import loaders as data
 
     for dataset, domains in sorted(needed.items()):
         done = data_root / f".{dataset}.written"
@@ -225,7 +267,7 @@ def _descendants(root_pid: int) -> tuple[dict[int, str], dict[int, float]]:
         try:
             with open(f"/proc/{entry}/stat") as stat:
                 text = stat.read()
-            fields = text[text.rindex(")") + 2:].split()
+            fields = text[text.rindex(")") + 2 :].split()
             parents[int(entry)] = int(fields[1])
             cpu[int(entry)] = (int(fields[11]) + int(fields[12])) / tick
             with open(f"/proc/{entry}/cmdline", "rb") as cmd:
@@ -313,8 +355,15 @@ class Meter:
     def _sample(self, with_store: bool) -> None:
         titles, cpu = _descendants(self._pid)
         workers = {pid: _status(pid, "VmRSS") or 0 for pid in titles}
-        self.samples.append(Sample(time.time(), _status(self._pid, "VmRSS") or 0, workers,
-                                   object_store_bytes(cpu) if with_store else None, cpu))
+        self.samples.append(
+            Sample(
+                time.time(),
+                _status(self._pid, "VmRSS") or 0,
+                workers,
+                object_store_bytes(cpu) if with_store else None,
+                cpu,
+            )
+        )
 
     def _run(self) -> None:
         n = 0
@@ -339,11 +388,13 @@ class Meter:
         for s in inside:
             last_cpu.update(s.cpu)
         workers = [max(s.workers.values()) for s in inside if s.workers]
-        return {"driver_peak_rss_bytes": max((s.driver for s in inside), default=None),
-                "worker_peak_rss_bytes": max(workers) if workers else None,
-                "workers_total_peak_rss_bytes": max((sum(s.workers.values()) for s in inside), default=None),
-                "object_store_peak_bytes": max(stores) if stores else None,
-                "cpu_seconds": sum(v - start_cpu.get(pid, 0.0) for pid, v in last_cpu.items())}
+        return {
+            "driver_peak_rss_bytes": max((s.driver for s in inside), default=None),
+            "worker_peak_rss_bytes": max(workers) if workers else None,
+            "workers_total_peak_rss_bytes": max((sum(s.workers.values()) for s in inside), default=None),
+            "object_store_peak_bytes": max(stores) if stores else None,
+            "cpu_seconds": sum(v - start_cpu.get(pid, 0.0) for pid, v in last_cpu.items()),
+        }
 
     def stages(self) -> list[tuple[str, float, float, int]]:
         """(stage, start, end, bytes added to the root) between consecutive marks."""
@@ -353,24 +404,46 @@ class Meter:
 # ---------------------------------------------------------------------------------------------
 # The stage table
 
-COLUMNS = ("stage", "item", "seconds", "cpu_seconds", "driver_peak_rss_bytes", "worker_peak_rss_bytes",
-           "workers_total_peak_rss_bytes", "object_store_peak_bytes", "bytes_written", "detail")
+COLUMNS = (
+    "stage",
+    "item",
+    "seconds",
+    "cpu_seconds",
+    "driver_peak_rss_bytes",
+    "worker_peak_rss_bytes",
+    "workers_total_peak_rss_bytes",
+    "object_store_peak_bytes",
+    "bytes_written",
+    "detail",
+)
 
 
 def stage_rows(meter: Meter, summary, storage) -> list[dict]:
     """One row per stage, plus one per expert and per trial under their stage."""
     from benchmark.experts import store as expert_store
     from benchmark.results import store as results
-    from benchmark.spec.schema import SetupSpec
     from benchmark.results.storage import safe_name
+    from benchmark.spec.schema import SetupSpec
 
-    labels = {"fakes": "θ0 file + fake datasets (outside the root)", "ray_init": "Ray start + preflight",
-              "prepare": "θ0 + heads + tensors", "experts": "experts (Ray Train)", "banks": "banks",
-              "grid": "trials (Ray Tune)", "report": "report (Parquet → leaderboard)"}
+    labels = {
+        "fakes": "θ0 file + fake datasets (outside the root)",
+        "ray_init": "Ray start + preflight",
+        "prepare": "θ0 + heads + tensors",
+        "experts": "experts (Ray Train)",
+        "banks": "banks",
+        "grid": "trials (Ray Tune)",
+        "report": "report (Parquet → leaderboard)",
+    }
     rows = []
     for name, t0, t1, written in meter.stages():
-        row = {"stage": name, "item": labels.get(name, name), "seconds": t1 - t0, "bytes_written": written,
-               "detail": "", **meter.window(t0, t1)}
+        row = {
+            "stage": name,
+            "item": labels.get(name, name),
+            "seconds": t1 - t0,
+            "bytes_written": written,
+            "detail": "",
+            **meter.window(t0, t1),
+        }
         if name == "prepare":
             peaks = [p.get("peak_rss_bytes") for p in summary.prepared.values() if p.get("peak_rss_bytes")]
             if peaks:  # the prepare task's own figure (ru_maxrss), in case sampling missed its peak
@@ -386,15 +459,27 @@ def stage_rows(meter: Meter, summary, storage) -> list[dict]:
                 if checkpoints is None:  # Ray Train checkpoints left under the run's folder
                     checkpoints = tree_bytes(Path(run_dir)) if Path(run_dir).exists() else 0
                 expert_bytes = int(manifest.get("bytes", 0))
-                outcome_text = (f"test acc {detail['test_accuracy']:.3f}" if "test_accuracy" in detail else
-                                "" if outcome.ok else f"FAILED: {outcome.detail}")
-                rows.append({"stage": "expert", "item": f"{job.task} (seed {job.seed})",
-                             "seconds": detail.get("seconds"), "driver_peak_rss_bytes": None,
-                             "worker_peak_rss_bytes": detail.get("peak_rss_bytes"),
-                             "workers_total_peak_rss_bytes": None, "object_store_peak_bytes": None,
-                             "bytes_written": expert_bytes + int(checkpoints),
-                             "detail": f"{outcome_text}; expert {human_bytes(expert_bytes)}, "
-                                       f"checkpoints {human_bytes(int(checkpoints))}"})
+                outcome_text = (
+                    f"test acc {detail['test_accuracy']:.3f}"
+                    if "test_accuracy" in detail
+                    else ""
+                    if outcome.ok
+                    else f"FAILED: {outcome.detail}"
+                )
+                rows.append(
+                    {
+                        "stage": "expert",
+                        "item": f"{job.task} (seed {job.seed})",
+                        "seconds": detail.get("seconds"),
+                        "driver_peak_rss_bytes": None,
+                        "worker_peak_rss_bytes": detail.get("peak_rss_bytes"),
+                        "workers_total_peak_rss_bytes": None,
+                        "object_store_peak_bytes": None,
+                        "bytes_written": expert_bytes + int(checkpoints),
+                        "detail": f"{outcome_text}; expert {human_bytes(expert_bytes)}, "
+                        f"checkpoints {human_bytes(int(checkpoints))}",
+                    }
+                )
         if name == "grid":
             by_key = {t.key: t for t in summary.plan.trials}
             for metrics in summary.trial_metrics:
@@ -408,28 +493,52 @@ def stage_rows(meter: Meter, summary, storage) -> list[dict]:
                 part = None
                 if trial is not None:
                     part = results.part_path(storage, trial.model["name"], SetupSpec(**trial.setup).name, trial.key)
-                rows.append({"stage": "trial", "item": _trial_label(trial) if trial else "?",
-                             "seconds": metrics.get("trial_seconds"), "driver_peak_rss_bytes": None,
-                             "worker_peak_rss_bytes": peak, "workers_total_peak_rss_bytes": None,
-                             "object_store_peak_bytes": None,
-                             "bytes_written": Path(part).stat().st_size if part and Path(part).exists() else None,
-                             "detail": f"{metrics.get('status', '?')}; mean acc {figure('mean_accuracy'):.3f}; "
-                                       f"merge {figure('merge_seconds'):.1f} s, eval {figure('eval_seconds'):.1f} s"})
+                rows.append(
+                    {
+                        "stage": "trial",
+                        "item": _trial_label(trial) if trial else "?",
+                        "seconds": metrics.get("trial_seconds"),
+                        "driver_peak_rss_bytes": None,
+                        "worker_peak_rss_bytes": peak,
+                        "workers_total_peak_rss_bytes": None,
+                        "object_store_peak_bytes": None,
+                        "bytes_written": Path(part).stat().st_size if part and Path(part).exists() else None,
+                        "detail": f"{metrics.get('status', '?')}; mean acc {figure('mean_accuracy'):.3f}; "
+                        f"merge {figure('merge_seconds'):.1f} s, eval {figure('eval_seconds'):.1f} s",
+                    }
+                )
     return rows
 
 
 def print_stage_table(rows: list[dict], console: Console, title: str) -> None:
     table = Table(title=title)
-    for col, head in (("stage", "stage"), ("item", "what"), ("seconds", "wall s"), ("cpu_seconds", "CPU s"),
-                      ("driver_peak_rss_bytes", "driver peak RSS"), ("worker_peak_rss_bytes", "worker peak RSS"),
-                      ("workers_total_peak_rss_bytes", "all workers peak"),
-                      ("object_store_peak_bytes", "object store"), ("bytes_written", "written to root"),
-                      ("detail", "detail")):
+    for col, head in (
+        ("stage", "stage"),
+        ("item", "what"),
+        ("seconds", "wall s"),
+        ("cpu_seconds", "CPU s"),
+        ("driver_peak_rss_bytes", "driver peak RSS"),
+        ("worker_peak_rss_bytes", "worker peak RSS"),
+        ("workers_total_peak_rss_bytes", "all workers peak"),
+        ("object_store_peak_bytes", "object store"),
+        ("bytes_written", "written to root"),
+        ("detail", "detail"),
+    ):
         table.add_column(head, justify="left" if col in ("stage", "item", "detail") else "right")
     for row in rows:
         cells = []
-        for col in ("stage", "item", "seconds", "cpu_seconds", "driver_peak_rss_bytes", "worker_peak_rss_bytes",
-                    "workers_total_peak_rss_bytes", "object_store_peak_bytes", "bytes_written", "detail"):
+        for col in (
+            "stage",
+            "item",
+            "seconds",
+            "cpu_seconds",
+            "driver_peak_rss_bytes",
+            "worker_peak_rss_bytes",
+            "workers_total_peak_rss_bytes",
+            "object_store_peak_bytes",
+            "bytes_written",
+            "detail",
+        ):
             value = row.get(col)
             if value is None:
                 cells.append("–")
@@ -449,10 +558,16 @@ def write_stage_table(rows: list[dict], path: Path, meta: dict) -> None:
 
     from benchmark.results.storage import atomic_write
 
-    schema = pa.schema([("stage", pa.string()), ("item", pa.string()), ("seconds", pa.float64()),
-                        ("cpu_seconds", pa.float64()),
-                        *[(c, pa.int64()) for c in COLUMNS if c.endswith("bytes") or c == "bytes_written"],
-                        ("detail", pa.string())])
+    schema = pa.schema(
+        [
+            ("stage", pa.string()),
+            ("item", pa.string()),
+            ("seconds", pa.float64()),
+            ("cpu_seconds", pa.float64()),
+            *[(c, pa.int64()) for c in COLUMNS if c.endswith("bytes") or c == "bytes_written"],
+            ("detail", pa.string()),
+        ]
+    )
     columns = {name: [r.get(name) for r in rows] for name in schema.names}
     for name in schema.names:
         if schema.field(name).type == pa.int64():
@@ -475,9 +590,18 @@ class Rehearsal:
     table_path: Path
 
 
-def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = None, root: str | Path = "ww-rehearse",
-             keep: bool = False, sizes: Sizes = Sizes(), bank_route: str | None = None, grid: dict | None = None,
-             data_root: str | Path | None = None, console: Console | None = None) -> Rehearsal:
+def rehearse(
+    model: str = "ViT-B-32",
+    setup: str = "mtl",
+    n_tasks: int | None = None,
+    root: str | Path = "ww-rehearse",
+    keep: bool = False,
+    sizes: Sizes = Sizes(),
+    bank_route: str | None = None,
+    grid: dict | None = None,
+    data_root: str | Path | None = None,
+    console: Console | None = None,
+) -> Rehearsal:
     """Write θ0 and the fakes under ``root``, run the derived spec, measure every stage.
 
     ``root`` holds ``theta0/``, ``data/`` (the fakes, unless ``data_root`` puts them elsewhere),
@@ -488,9 +612,9 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
     from benchmark.data import loaders as data
     from benchmark.pipeline import run_spec
     from benchmark.report.leaderboard import render_leaderboard
+    from benchmark.results.storage import StorageRoot
     from benchmark.results.store import read_results
     from benchmark.spec.schema import parse_spec
-    from benchmark.results.storage import StorageRoot
 
     if model not in MODELS:
         raise ValueError(f"--model {model!r}: rehearsals cover the paper's models {list(MODELS)}")
@@ -500,8 +624,10 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
     scratch = Path(root).expanduser().resolve()
     table_path = scratch / STAGE_TABLE
     if table_path.exists():
-        raise ValueError(f"{scratch} already holds a finished rehearsal ({table_path.name}); a second run there would "
-                         "measure cached stages: remove it or pass another --root")
+        raise ValueError(
+            f"{scratch} already holds a finished rehearsal ({table_path.name}); a second run there would "
+            "measure cached stages: remove it or pass another --root"
+        )
     theta0 = scratch / "theta0" / f"{model}-seed0.safetensors"
     data_root = Path(data_root).expanduser().resolve() if data_root else scratch / "data"
     check_workers_see(data_root)
@@ -520,8 +646,11 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
         data_root.mkdir(parents=True, exist_ok=True)
         write_fake_data(datasets_of(spec_dict), data_root, sizes)
     meter.mark("fakes")
-    console.print(f"θ0 {theta0} ({human_bytes(theta0.stat().st_size)}), "
-                  f"fake data {human_bytes(tree_bytes(data_root))} under {data_root}", highlight=False)
+    console.print(
+        f"θ0 {theta0} ({human_bytes(theta0.stat().st_size)}), "
+        f"fake data {human_bytes(tree_bytes(data_root))} under {data_root}",
+        highlight=False,
+    )
     previous_root = os.environ.get(data.DATA_ROOT_ENV)
     os.environ[data.DATA_ROOT_ENV] = str(data_root)  # Ray workers started from here inherit it
     try:
@@ -536,18 +665,28 @@ def rehearse(model: str = "ViT-B-32", setup: str = "mtl", n_tasks: int | None = 
         else:
             os.environ[data.DATA_ROOT_ENV] = previous_root
     rows = stage_rows(meter, summary, storage)
-    title = (f"Rehearsal: {model} · {setup} · {len(_expert_tasks(spec_dict['setups']))} expert(s) · "
-             f"{len(summary.plan.trials)} trial(s) · {sizes.steps} step(s) × batch {sizes.batch_size}")
+    title = (
+        f"Rehearsal: {model} · {setup} · {len(_expert_tasks(spec_dict['setups']))} expert(s) · "
+        f"{len(summary.plan.trials)} trial(s) · {sizes.steps} step(s) × batch {sizes.batch_size}"
+    )
     print_stage_table(rows, console, title)
-    meta = {"model": model, "setup": setup, "tasks": n_tasks, "sizes": sizes.__dict__, "spec": spec_dict,
-            "cpus": os.cpu_count(), "finished_at": time.time()}
+    meta = {
+        "model": model,
+        "setup": setup,
+        "tasks": n_tasks,
+        "sizes": sizes.__dict__,
+        "spec": spec_dict,
+        "cpus": os.cpu_count(),
+        "finished_at": time.time(),
+    }
     write_stage_table(rows, table_path, meta)
     console.print(f"stage table: {table_path}; results: {storage.results}", highlight=False)
     if not keep:
         for bulky in (scratch / "theta0", data_root, Path(storage.cache), Path(storage.experts), Path(storage.runs)):
             shutil.rmtree(bulky, ignore_errors=True)
-        console.print(f"removed θ0, fake data, caches, experts and Ray runs under {scratch} (--keep keeps them)",
-                      highlight=False)
+        console.print(
+            f"removed θ0, fake data, caches, experts and Ray runs under {scratch} (--keep keeps them)", highlight=False
+        )
     return Rehearsal(rows, summary, storage, spec, table_path)
 
 
@@ -565,9 +704,11 @@ def check_workers_see(data_root: Path) -> None:
         return
     seen = ray.get(ray.remote(num_cpus=0)(_data_root_env).remote())
     if seen is None or Path(seen).expanduser().resolve() != data_root:
-        raise ValueError(f"Ray was started before this rehearsal and its workers read data from "
-                         f"{seen or '~/data'}, not {data_root}; run the rehearsal in a fresh process, or set "
-                         f"{data.DATA_ROOT_ENV}={data_root} before ray.init")
+        raise ValueError(
+            f"Ray was started before this rehearsal and its workers read data from "
+            f"{seen or '~/data'}, not {data_root}; run the rehearsal in a fresh process, or set "
+            f"{data.DATA_ROOT_ENV}={data_root} before ray.init"
+        )
 
 
 def _data_root_env() -> str | None:

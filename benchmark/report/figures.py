@@ -66,9 +66,19 @@ def plot_lambda_curves(table: pa.Table, out_dir: Path, metric: str = "accuracy")
             mean = [100 * v for v in curve["mean"]]
             ax.plot(lams, mean, color="black", linewidth=2.0, marker="o", markersize=3, label="λ·M (oracle sweep)")
             best = int(np.nanargmax(mean))
-            ax.plot([lams[best]], [mean[best]], marker="*", markersize=14, color="gold", markeredgecolor="black",
-                    linestyle="none", label=f"oracle λ={lams[best]:g} (test data)")
-            colours = iter(["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"])
+            ax.plot(
+                [lams[best]],
+                [mean[best]],
+                marker="*",
+                markersize=14,
+                color="gold",
+                markeredgecolor="black",
+                linestyle="none",
+                label=f"oracle λ={lams[best]:g} (test data)",
+            )
+            colours = iter(
+                ["tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"]
+            )
             for r in levels.get((model, setup, merger), []):
                 value = 100 * r[field]
                 if math.isnan(value):
@@ -77,17 +87,29 @@ def plot_lambda_curves(table: pa.Table, out_dir: Path, metric: str = "accuracy")
                     ax.axhline(value, color="0.4", linestyle=":", linewidth=1.2, label=f"zero-shot {value:.1f}")
                 elif r["lambda_policy"] == "fixed":
                     for lam in r["lams"]:
-                        ax.plot([lam], [value], marker="X", markersize=9, color="tab:red", linestyle="none",
-                                label=f"fixed λ={lam:g} {value:.1f}")
+                        ax.plot(
+                            [lam],
+                            [value],
+                            marker="X",
+                            markersize=9,
+                            color="tab:red",
+                            linestyle="none",
+                            label=f"fixed λ={lam:g} {value:.1f}",
+                        )
                 else:
-                    ax.axhline(value, color=next(colours, "tab:gray"), linestyle="--", linewidth=1.4,
-                               label=f"weave {r['pooling']} {r['variant']} {value:.1f}")
+                    ax.axhline(
+                        value,
+                        color=next(colours, "tab:gray"),
+                        linestyle="--",
+                        linewidth=1.4,
+                        label=f"weave {r['pooling']} {r['variant']} {value:.1f}",
+                    )
             ax.set_title(merger)
             ax.set_xlabel("λ")
             ax.set_ylabel(f"{'accuracy' if metric == 'accuracy' else 'normalised accuracy'} %")
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, loc="best")
-        for ax in list(axes.flat)[len(mergers):]:
+        for ax in list(axes.flat)[len(mergers) :]:
             ax.set_visible(False)
         fig.suptitle(f"{model} / {setup}: accuracy vs λ (thin: per eval task; mean over seeds)")
         paths.append(_save(fig, Path(out_dir) / f"lambda_curves_{safe_name(model)}_{safe_name(setup)}.png"))
@@ -104,8 +126,9 @@ def plot_best_lambda(table: pa.Table, out_dir: Path) -> list[Path]:
     paths = []
     for model, setups in by_model.items():
         rows, cols = _grid(len(setups))
-        fig = Figure(figsize=(max(4.5, 1.3 * max(len(m) for m in setups.values()) + 2) * cols, 3.8 * rows),
-                     layout="constrained")
+        fig = Figure(
+            figsize=(max(4.5, 1.3 * max(len(m) for m in setups.values()) + 2) * cols, 3.8 * rows), layout="constrained"
+        )
         axes = fig.subplots(rows, cols, squeeze=False)
         for ax, (setup, mergers) in zip(axes.flat, setups.items()):
             names = list(mergers)
@@ -119,15 +142,16 @@ def plot_best_lambda(table: pa.Table, out_dir: Path) -> list[Path]:
             ax.set_ylabel("best λ of each eval task")
             ax.set_title(setup)
             ax.grid(alpha=0.3, axis="y")
-        for ax in list(axes.flat)[len(setups):]:
+        for ax in list(axes.flat)[len(setups) :]:
             ax.set_visible(False)
         fig.suptitle(f"{model}: per-task best λ in the oracle sweep (test data; mean over seeds)")
         paths.append(_save(fig, Path(out_dir) / f"best_lambda_{safe_name(model)}.png"))
     return paths
 
 
-def plot_cosine_heatmap(matrix, labels: Sequence[str], path: Path, title: str,
-                        vmin: float = -1.0, vmax: float = 1.0) -> Path:
+def plot_cosine_heatmap(
+    matrix, labels: Sequence[str], path: Path, title: str, vmin: float = -1.0, vmax: float = 1.0
+) -> Path:
     """A square similarity matrix (e.g. pairwise cosine of task vectors) as an annotated heatmap.
 
     The colour range is fixed to [-1, 1] by default so heatmaps of different setups compare by eye;
@@ -150,8 +174,15 @@ def plot_cosine_heatmap(matrix, labels: Sequence[str], path: Path, title: str,
             for j in range(n):
                 if np.isfinite(values[i, j]):
                     dark = abs(values[i, j]) > 0.6 * max(abs(vmin), abs(vmax))
-                    ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if dark else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{values[i, j]:.2f}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="cosine")
     ax.set_title(title)
     return _save(fig, Path(path))
@@ -162,4 +193,6 @@ def write_figures(table: pa.Table, out_dir: Path, metric: str = "accuracy") -> t
     paths = plot_lambda_curves(table, Path(out_dir), metric) + plot_best_lambda(table, Path(out_dir))
     if paths:
         return paths, []
-    return [], ["no λ-curve or best-λ figures: this root has no finished oracle sweep (add 'oracle' to the spec's poolings)"]
+    return [], [
+        "no λ-curve or best-λ figures: this root has no finished oracle sweep (add 'oracle' to the spec's poolings)"
+    ]

@@ -86,8 +86,8 @@ class ReportTable:
         styles = self.styles or [None] * len(self.rows)
         out: dict[tuple, list] = {}
         for row, style in zip(self.rows, styles):
-            out.setdefault(tuple(row[: self.sections]), []).append((row[self.sections:], style))
-        return [(values, self.columns[self.sections:], rows) for values, rows in out.items()]
+            out.setdefault(tuple(row[: self.sections]), []).append((row[self.sections :], style))
+        return [(values, self.columns[self.sections :], rows) for values, rows in out.items()]
 
 
 # ----------------------------------------------------------------------------------------- cells
@@ -169,13 +169,40 @@ def to_markdown(tables: Iterable[ReportTable]) -> str:
 
 #: Characters LaTeX treats specially, and the Unicode our cells use, as pdflatex-safe ASCII.
 _LATEX = {
-    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-    "<": r"\textless{}", ">": r"\textgreater{}",
-    "±": r"$\pm$", "λ": r"$\lambda$", "Λ": r"$\Lambda$", "Δ": r"$\Delta$", "θ": r"$\theta$",
-    "τ": r"$\tau$", "·": r"$\cdot$", "×": r"$\times$", "÷": r"$\div$", "→": r"$\rightarrow$",
-    "−": "-", "–": "--", "—": "---", "≥": r"$\geq$", "≤": r"$\leq$", "≈": r"$\approx$",
-    "’": "'", "‘": "`", "“": "``", "”": "''", "…": r"\dots{}", "⚠": "(!)",
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "±": r"$\pm$",
+    "λ": r"$\lambda$",
+    "Λ": r"$\Lambda$",
+    "Δ": r"$\Delta$",
+    "θ": r"$\theta$",
+    "τ": r"$\tau$",
+    "·": r"$\cdot$",
+    "×": r"$\times$",
+    "÷": r"$\div$",
+    "→": r"$\rightarrow$",
+    "−": "-",
+    "–": "--",
+    "—": "---",
+    "≥": r"$\geq$",
+    "≤": r"$\leq$",
+    "≈": r"$\approx$",
+    "’": "'",
+    "‘": "`",
+    "“": "``",
+    "”": "''",
+    "…": r"\dots{}",
+    "⚠": "(!)",
 }
 
 
@@ -189,7 +216,7 @@ def to_latex(tables: Iterable[ReportTable]) -> str:
     sections become full-width italic rows inside the tabular, as papers group setups."""
     parts = []
     for table in tables:
-        columns = table.columns[table.sections:]
+        columns = table.columns[table.sections :]
         spec = "".join("l" if c.kind == "text" else "r" for c in columns)
         caption = latex_escape(table.title) + ". " + latex_escape(table.caption)
         if table.notes:
@@ -242,8 +269,10 @@ def to_csv(tables: Iterable[ReportTable]) -> str:
             buffer.write(f"# note: {note}\n")
         writer = csv.writer(buffer, lineterminator="\n")
         # a std column only where some cell has a spread (leaderboards), not for tables of means
-        with_std = [col.kind == "pct" and any(isinstance(row[i], Stat) and row[i].std is not None for row in table.rows)
-                    for i, col in enumerate(table.columns)]
+        with_std = [
+            col.kind == "pct" and any(isinstance(row[i], Stat) and row[i].std is not None for row in table.rows)
+            for i, col in enumerate(table.columns)
+        ]
         header = []
         for col, std in zip(table.columns, with_std):
             if col.kind == "ci":  # an interval is two numbers: its bounds in points
@@ -258,7 +287,11 @@ def to_csv(tables: Iterable[ReportTable]) -> str:
                     stat = value if isinstance(value, Stat) else (None if value is None else Stat(float(value)))
                     out.append("" if stat is None or stat.missing else _num(100 * stat.mean))
                     if std:
-                        out.append("" if stat is None or stat.std is None or stat.missing or stat.n < 2 else _num(100 * stat.std))
+                        out.append(
+                            ""
+                            if stat is None or stat.std is None or stat.missing or stat.n < 2
+                            else _num(100 * stat.std)
+                        )
                 elif col.kind == "gain":
                     out.append("" if value is None or math.isnan(value) else _num(100 * value))
                 elif col.kind == "ci":

@@ -40,9 +40,25 @@ AGGREGATION = (
 
 #: Columns a leaderboard may be grouped by (``variant`` is ``collaborative`` shown as A*/A/-).
 GROUPABLE = (
-    "model", "pretrained", "setup", "setup_kind", "finetune_mode", "n_tasks", "merger", "merger_params",
-    "pooling", "variant", "collaborative", "lambda_policy", "lam", "seed", "eval_task",
-    "run_name", "spec_hash", "code_version", "host",
+    "model",
+    "pretrained",
+    "setup",
+    "setup_kind",
+    "finetune_mode",
+    "n_tasks",
+    "merger",
+    "merger_params",
+    "pooling",
+    "variant",
+    "collaborative",
+    "lambda_policy",
+    "lam",
+    "seed",
+    "eval_task",
+    "run_name",
+    "spec_hash",
+    "code_version",
+    "host",
 )
 #: Columns that vary inside one trial: grouping by them splits a trial instead of pooling trials.
 WITHIN_TRIAL = ("eval_task", "lam")
@@ -53,8 +69,20 @@ REFERENCE_MERGERS = ("zeroshot", "expert")
 
 #: What one configuration is: the trial-level columns that say *what* was computed (not by which
 #: revision of the code, nor where or when). ``lam`` joins them for fixed-λ trials only.
-CONFIGURATION = ("model", "pretrained", "setup", "setup_kind", "finetune_mode", "merger", "merger_params",
-                 "pooling", "collaborative", "lambda_policy", "lambdas", "seed")
+CONFIGURATION = (
+    "model",
+    "pretrained",
+    "setup",
+    "setup_kind",
+    "finetune_mode",
+    "merger",
+    "merger_params",
+    "pooling",
+    "collaborative",
+    "lambda_policy",
+    "lambdas",
+    "seed",
+)
 #: The revisions compared to find the newest, most significant first (absent or null = oldest).
 REVISION_ORDER = ("merger", "pooling", "eval", "heads", "finetune", "pretrain", "toy_data")
 
@@ -119,8 +147,10 @@ def newest_revisions(table: pa.Table) -> tuple[pa.Table, list[str]]:
         return table, []
     keep = pc.invert(pc.is_in(table.column("trial_key"), value_set=pa.array(sorted(dropped))))
     what = sorted({str(config[CONFIGURATION.index("merger")]) for config in dropped.values()})
-    note = (f"{len(dropped)} trial(s) of {', '.join(what)} left out: an older code revision of a configuration "
-            "also run at a newer one (kept the newest; see the *_revision columns of the dataset)")
+    note = (
+        f"{len(dropped)} trial(s) of {', '.join(what)} left out: an older code revision of a configuration "
+        "also run at a newer one (kept the newest; see the *_revision columns of the dataset)"
+    )
     return table.filter(keep), [note]
 
 
@@ -203,7 +233,8 @@ def leaderboard_rows(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY) -> list[
     """One dict per group of ``by`` (steps 2–3 of the aggregation), sorted best first per block.
 
     Keys: the ``by`` columns, ``kind``, ``variant``/``collaborative`` when grouped by either,
-    ``lambda`` (text), ``lams`` (the λ of the entries: fixed, or each oracle trial's best), ``uses_test_data``, ``n_seeds``,
+    ``lambda`` (text), ``lams`` (the λ of the entries: fixed, or each oracle trial's best),
+    ``uses_test_data``, ``n_seeds``,
     ``n_trials``, ``accuracy``/``accuracy_std``, ``normalized``/``normalized_std``,
     ``balanced``/``balanced_std`` (mean per-class recall; NaN where a row lacks it), ``dg`` (the
     group holds domain-generalisation trials, whose tables show balanced accuracy), ``mixed_params``
@@ -245,11 +276,18 @@ def leaderboard_rows(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY) -> list[
         policies = {e["lambda_policy"] for e in entries}
         row.setdefault("lambda_policy", policies.pop() if len(policies) == 1 else "mixed")
         if "collaborative" in by or "variant" in by:
-            row.setdefault("collaborative", first["collaborative"] if len({e["collaborative"] for e in entries}) == 1 else None)
+            row.setdefault(
+                "collaborative", first["collaborative"] if len({e["collaborative"] for e in entries}) == 1 else None
+            )
             row["variant"] = variant_name(row["collaborative"])
         out.append(row)
     sections = section_columns(by)
-    out.sort(key=lambda r: (*(_sortable(r[c]) for c in sections), -r["accuracy"] if not math.isnan(r["accuracy"]) else math.inf))
+    out.sort(
+        key=lambda r: (
+            *(_sortable(r[c]) for c in sections),
+            -r["accuracy"] if not math.isnan(r["accuracy"]) else math.inf,
+        )
+    )
     return out
 
 
@@ -313,8 +351,12 @@ def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: 
     columns = [Column(c, "text", c) for c in shown]
     if "merger" not in by:
         columns.append(Column("kind", "text", "kind"))
-    columns += [Column("λ", "text", "lambda"), Column("seeds", "int", "n_seeds"),
-                Column("accuracy %", "pct", "accuracy"), Column("normalised %", "pct", "normalized")]
+    columns += [
+        Column("λ", "text", "lambda"),
+        Column("seeds", "int", "n_seeds"),
+        Column("accuracy %", "pct", "accuracy"),
+        Column("normalised %", "pct", "normalized"),
+    ]
     balanced = any(r["dg"] for r in rows)  # docs/METHODS.md §3: DG also reports balanced accuracy
     if balanced:
         columns.append(Column("balanced %", "pct", "balanced"))
@@ -323,8 +365,12 @@ def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: 
         values = [_display(r[c]) for c in shown]
         if "merger" not in by:
             values.append(r["kind"])
-        values += [r["lambda"], r["n_seeds"], Stat(r["accuracy"], r["accuracy_std"], r["n_seeds"]),
-                   Stat(r["normalized"], r["normalized_std"], r["n_seeds"])]
+        values += [
+            r["lambda"],
+            r["n_seeds"],
+            Stat(r["accuracy"], r["accuracy_std"], r["n_seeds"]),
+            Stat(r["normalized"], r["normalized_std"], r["n_seeds"]),
+        ]
         if balanced:
             values.append(Stat(r["balanced"], r["balanced_std"], r["n_seeds"]))
         cells.append(values)
@@ -332,9 +378,21 @@ def leaderboard_table(table: pa.Table, by: tuple[str, ...] = DEFAULT_BY, title: 
     mixed = sorted({str(r.get("merger", "-")) for r in rows if r["mixed_params"]})
     notes = [mixed_params_note(mixed, "add merger_params to --by to tell them apart")] if mixed else []
     if any(r["uses_test_data"] for r in rows):
-        notes.append("Rows marked 'oracle ... (test data)' choose λ on the test sets: a privileged reference, not a data-free result.")
-    return ReportTable("leaderboard", title, columns, cells, AGGREGATION, notes, len(sections), styles,
-                       uses_test_data=any(r["uses_test_data"] for r in rows))
+        notes.append(
+            "Rows marked 'oracle ... (test data)' choose λ on the test sets: "
+            "a privileged reference, not a data-free result."
+        )
+    return ReportTable(
+        "leaderboard",
+        title,
+        columns,
+        cells,
+        AGGREGATION,
+        notes,
+        len(sections),
+        styles,
+        uses_test_data=any(r["uses_test_data"] for r in rows),
+    )
 
 
 def mixed_params_note(mergers: list[str], fix: str) -> str:
@@ -350,8 +408,9 @@ def _display(value):
     return value if isinstance(value, str) else str(value)
 
 
-def render_leaderboard(table: pa.Table, console: Console | None = None, title: str = "Leaderboard",
-                       by: tuple[str, ...] = DEFAULT_BY) -> list[dict]:
+def render_leaderboard(
+    table: pa.Table, console: Console | None = None, title: str = "Leaderboard", by: tuple[str, ...] = DEFAULT_BY
+) -> list[dict]:
     """Print the leaderboard with rich (what ``run`` shows at the end); returns its rows."""
     console = console or Console()
     table, revision_notes = newest_revisions(table)
@@ -374,8 +433,10 @@ def refuse_inside_results(storage: StorageRoot, path: Path) -> Path:
     path = path.expanduser().resolve()
     results = storage.results  # a RootPath under an object-store root: no local path can be inside it
     if isinstance(results, Path) and (path == results or results in path.parents):
-        raise ValueError(f"{path} is inside the results dataset {storage.results}; write reports elsewhere "
-                         f"(e.g. {storage.root / 'reports'})")
+        raise ValueError(
+            f"{path} is inside the results dataset {storage.results}; write reports elsewhere "
+            f"(e.g. {storage.root / 'reports'})"
+        )
     return path
 
 

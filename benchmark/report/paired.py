@@ -123,7 +123,7 @@ def replicate_accuracies(split: tuple, bits: np.ndarray, n_boot: int = N_BOOT, s
     for idx in replicate_indices(split, n, n_boot, seed):
         offsets = (np.arange(len(idx)) * n)[:, None]
         counts = np.bincount((idx + offsets).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
-        out[row: row + len(idx)] = counts.astype(np.float64) @ bits.T / n
+        out[row : row + len(idx)] = counts.astype(np.float64) @ bits.T / n
         row += len(idx)
     return out
 
@@ -162,8 +162,10 @@ def parse_config(text: str, available: dict[str, set]) -> tuple[str, object]:
     known = sorted(config_label(m, c) for m, cs in available.items() for c in cs)
     hint = f"configurations in this root: {', '.join(known) if known else '(none)'}"
     if len(parts) not in (2, 3) or not all(parts):
-        raise ValueError(f"--compare {text!r}: name a configuration as MERGER/POOLING[/VARIANT], e.g. ties/avg/A* "
-                         f"or ties/none; {hint}")
+        raise ValueError(
+            f"--compare {text!r}: name a configuration as MERGER/POOLING[/VARIANT], e.g. ties/avg/A* "
+            f"or ties/none; {hint}"
+        )
     merger, pooling = parts[0], parts[1]
     if pooling in ("none", "oracle"):
         if len(parts) == 3:
@@ -172,13 +174,16 @@ def parse_config(text: str, available: dict[str, set]) -> tuple[str, object]:
     else:
         if len(parts) == 3:
             if parts[2].lower() not in VARIANT_NAMES:
-                raise ValueError(f"--compare {text!r}: variant {parts[2]!r} is not A* (collaborative) or A (plain); {hint}")
+                raise ValueError(
+                    f"--compare {text!r}: variant {parts[2]!r} is not A* (collaborative) or A (plain); {hint}"
+                )
             config = (pooling, VARIANT_NAMES[parts[2].lower()])
         else:
             variants = sorted(c[1] for c in available.get(merger, ()) if isinstance(c, tuple) and c[0] == pooling)
             if len(variants) != 1:
-                raise ValueError(f"--compare {text!r}: give the variant ({merger}/{pooling}/A* or {merger}/{pooling}/A); "
-                                 f"{hint}")
+                raise ValueError(
+                    f"--compare {text!r}: give the variant ({merger}/{pooling}/A* or {merger}/{pooling}/A); {hint}"
+                )
             config = (pooling, variants[0])
     if config not in available.get(merger, set()):
         raise ValueError(f"--compare {text!r}: no such configuration; {hint}")
@@ -217,7 +222,9 @@ class PairedStats:
             if config is None:
                 continue
             group = (row["model"], row["setup"], row["merger"], config)
-            trial = self.trials[group].setdefault((row["trial_key"], row["seed"]), _Trial(row["trial_key"], row["seed"]))
+            trial = self.trials[group].setdefault(
+                (row["trial_key"], row["seed"]), _Trial(row["trial_key"], row["seed"])
+            )
             trial.expert[row["eval_task"]] = row.get("expert_accuracy")
             blob = row.get("correct_bits")
             if blob is None or row.get("n_examples") is None:
@@ -228,7 +235,9 @@ class PairedStats:
             lam = row["lam"] if config == ORACLE else None
             trial.vectors[row["eval_task"]][lam] = (split, len(vectors[split]))
             vectors[split].append(unpack_correct(blob, int(row["n_examples"])))
-        self.replicates = {split: replicate_accuracies(split, np.stack(vs), n_boot, seed) for split, vs in vectors.items()}
+        self.replicates = {
+            split: replicate_accuracies(split, np.stack(vs), n_boot, seed) for split, vs in vectors.items()
+        }
         self._bits = vectors
 
     # -- lookups
@@ -286,7 +295,9 @@ class PairedStats:
         best = np.argmax(acc, axis=1)  # first maximum = smallest λ, as the leaderboard breaks ties
         return np.take_along_axis(value, best[:, None], axis=1)[:, 0]
 
-    def seed_samples(self, model: str, setup: str, merger: str, config, metric: str = "accuracy") -> dict[int, np.ndarray] | None:
+    def seed_samples(
+        self, model: str, setup: str, merger: str, config, metric: str = "accuracy"
+    ) -> dict[int, np.ndarray] | None:
         """seed → the mean over that seed's trials (the leaderboard's step 2), or None."""
         trials = self.trials.get((model, setup, merger, config))
         if not trials:
@@ -336,5 +347,7 @@ def seed_spread(differences: list[float]) -> str:
         return "one seed"
     mean = sum(differences) / len(differences)
     std = math.sqrt(sum((d - mean) ** 2 for d in differences) / (len(differences) - 1))
-    return (f"{100 * mean:+.2f} ± {100 * std:.2f} over {len(differences)} seeds "
-            f"({100 * min(differences):+.2f} … {100 * max(differences):+.2f})")
+    return (
+        f"{100 * mean:+.2f} ± {100 * std:.2f} over {len(differences)} seeds "
+        f"({100 * min(differences):+.2f} … {100 * max(differences):+.2f})"
+    )

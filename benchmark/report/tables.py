@@ -21,11 +21,17 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from benchmark.report.formats import Column, ReportTable, Stat
 from benchmark.report.leaderboard import (
-    REFERENCE_MERGERS, _mean, format_lams, leaderboard_rows, leaderboard_table, mixed_params_note, ok_rows,
+    REFERENCE_MERGERS,
+    _mean,
+    format_lams,
+    leaderboard_rows,
+    leaderboard_table,
+    mixed_params_note,
+    ok_rows,
 )
 from benchmark.report.paired import DEFAULT_LEVEL, N_BOOT, VARIANT_NAMES, PairedStats, percentile_interval
-from benchmark.report.formats import Column, ReportTable, Stat
 
 FIXED = "fixed"
 ORACLE = "oracle"
@@ -33,8 +39,7 @@ OVERALL = "overall"
 METRICS = ("accuracy", "normalized")
 POOLING_ORDER = ("avg", "randmix", "magmax")
 BEST_ON_TEST = " (best on test data)"
-TEST_DATA_NOTE = ("Columns marked (test data) choose λ on the test sets: a privileged reference, not a "
-                  "data-free result.")
+TEST_DATA_NOTE = "Columns marked (test data) choose λ on the test sets: a privileged reference, not a data-free result."
 #: The weaving configuration the oracle table compares with, fixed before any result is seen: the
 #: paper's (average pooling over A*, the collaborative candidate set).
 DEFAULT_WEAVING = ("avg", "A*")
@@ -46,10 +51,14 @@ def parse_weaving(text: str | None) -> tuple[str, str]:
         return DEFAULT_WEAVING
     parts = [p.strip() for p in text.split(",")]
     if len(parts) != 2 or not parts[0] or parts[1].lower() not in VARIANT_NAMES:
-        raise ValueError(f"--weaving {text!r}: give POOLING,VARIANT with VARIANT collaborative (A*) or plain (A), "
-                         "e.g. --weaving avg,collaborative")
+        raise ValueError(
+            f"--weaving {text!r}: give POOLING,VARIANT with VARIANT collaborative (A*) or plain (A), "
+            "e.g. --weaving avg,collaborative"
+        )
     if parts[0] in ("none", "oracle"):
-        raise ValueError(f"--weaving {text!r}: {parts[0]} is not a weaving pooling; give one such as avg, randmix, magmax")
+        raise ValueError(
+            f"--weaving {text!r}: {parts[0]} is not a weaving pooling; give one such as avg, randmix, magmax"
+        )
     return parts[0], VARIANT_NAMES[parts[1].lower()]
 
 
@@ -94,8 +103,11 @@ class MethodCells:
 
     def setup_means(self, setup: str, merger: str, configs: tuple) -> dict | None:
         """Mean over models of each configuration, over models that have all of ``configs``."""
-        models = [vals for (_, s, m), vals in self.values.items()
-                  if s == setup and m == merger and all(c in vals for c in configs)]
+        models = [
+            vals
+            for (_, s, m), vals in self.values.items()
+            if s == setup and m == merger and all(c in vals for c in configs)
+        ]
         if not models:
             return None
         return {c: _mean([vals[c] for vals in models]) for c in configs}
@@ -119,8 +131,11 @@ class MethodCells:
         return self._stats
 
     def _model_samples(self, setup: str, merger: str, configs: tuple) -> dict | None:
-        models = [m for (m, s, mg), vals in self.values.items()
-                  if s == setup and mg == merger and all(c in vals for c in configs)]
+        models = [
+            m
+            for (m, s, mg), vals in self.values.items()
+            if s == setup and mg == merger and all(c in vals for c in configs)
+        ]
         if not models:
             return None
         out = {}
@@ -149,11 +164,15 @@ class MethodCells:
     def ci_notes(self) -> list[str]:
         if not self.ci:
             return []
-        notes = [f"[low, high]: {self.ci:g} % paired bootstrap interval of the gain over test examples "
-                 f"({N_BOOT} replicates, one draw per test split shared by every configuration; seeds held fixed)"]
+        notes = [
+            f"[low, high]: {self.ci:g} % paired bootstrap interval of the gain over test examples "
+            f"({N_BOOT} replicates, one draw per test split shared by every configuration; seeds held fixed)"
+        ]
         if self.no_bits:
-            notes.append("'-' in an interval column: some trials have no per-example results (written before "
-                         "results schema 2); re-run them for intervals")
+            notes.append(
+                "'-' in an interval column: some trials have no per-example results (written before "
+                "results schema 2); re-run them for intervals"
+            )
         return notes
 
     def best_weaving(self, merger: str) -> tuple[str, str] | None:
@@ -171,8 +190,14 @@ class MethodCells:
         return best
 
     def oracle_lams(self, section: str, merger: str) -> list[float]:
-        return sorted({lam for (_, s, m), lams in self.lams.items() if m == merger and section in (OVERALL, s)
-                       for lam in lams.get(ORACLE, [])})
+        return sorted(
+            {
+                lam
+                for (_, s, m), lams in self.lams.items()
+                if m == merger and section in (OVERALL, s)
+                for lam in lams.get(ORACLE, [])
+            }
+        )
 
     def fixed_lams(self) -> list[float]:
         return sorted({lam for lams in self.lams.values() for lam in lams.get(FIXED, [])})
@@ -193,10 +218,12 @@ def _metric_label(metric: str) -> str:
 
 
 def _caption(metric: str, extra: str = "") -> str:
-    return (f"{_metric_label(metric)} %; per trial: mean over eval tasks (normalised = merged/expert per task, "
-            f"then mean); per seed: mean over the trials pooled in a cell; then mean over seeds (std: see the "
-            f"leaderboard); per setup: mean over models that have every compared configuration; overall: mean "
-            f"over setups{extra}")
+    return (
+        f"{_metric_label(metric)} %; per trial: mean over eval tasks (normalised = merged/expert per task, "
+        f"then mean); per seed: mean over the trials pooled in a cell; then mean over seeds (std: see the "
+        f"leaderboard); per setup: mean over models that have every compared configuration; overall: mean "
+        f"over setups{extra}"
+    )
 
 
 def _sections(cells: "MethodCells") -> list[str]:
@@ -220,8 +247,11 @@ def weaving_gain_table(table: pa.Table, metric: str = "accuracy", ci: float = DE
     sections = _sections(cells)
     columns = [Column("merger", "text", "merger"), Column("weaving", "text", "weaving")]
     for s in sections:
-        columns += [Column(f"{s}: baseline", "pct", f"{s}_baseline"), Column(f"{s}: +weaving", "pct", f"{s}_woven"),
-                    Column(f"{s}: gain", "gain", f"{s}_gain")]
+        columns += [
+            Column(f"{s}: baseline", "pct", f"{s}_baseline"),
+            Column(f"{s}: +weaving", "pct", f"{s}_woven"),
+            Column(f"{s}: gain", "gain", f"{s}_gain"),
+        ]
         if ci:
             columns.append(Column(f"{s}: gain {ci:g}% CI", "ci", f"{s}_gain_ci"))
     entries = []
@@ -243,12 +273,20 @@ def weaving_gain_table(table: pa.Table, metric: str = "accuracy", ci: float = DE
             overall = cells.overall_means(merger, (FIXED,))
             entries.append(((overall or {}).get(FIXED, math.inf), merger, row))
     if not entries:
-        raise ValueError("weaving-gain needs, for one merger at least, a fixed-λ baseline (pooling none) "
-                         "and weaving trials (pooling avg/randmix/...); this root has neither pair")
+        raise ValueError(
+            "weaving-gain needs, for one merger at least, a fixed-λ baseline (pooling none) "
+            "and weaving trials (pooling avg/randmix/...); this root has neither pair"
+        )
     entries.sort(key=lambda e: (e[0], e[1]))  # weakest baseline first, as the paper lists them
     title = f"Weaving gain over the data-free baseline {_baseline_label(cells)}"
-    return ReportTable("weaving-gain", title, columns, [e[2] for e in entries], _caption(metric, "; gain in points"),
-                       [*cells.notes, *cells.ci_notes()])
+    return ReportTable(
+        "weaving-gain",
+        title,
+        columns,
+        [e[2] for e in entries],
+        _caption(metric, "; gain in points"),
+        [*cells.notes, *cells.ci_notes()],
+    )
 
 
 # -------------------------------------------------------------------------- (b) pooling ablation
@@ -262,9 +300,14 @@ def pooling_ablation_table(table: pa.Table, metric: str = "accuracy") -> ReportT
     if not weavings:
         raise ValueError("pooling-ablation needs weaving trials (poolings avg/randmix/magmax/...); this root has none")
     configs = [FIXED, *weavings]
-    columns = [Column("setup", "text", "setup"), Column("merger", "text", "merger"),
-               Column(_baseline_label(cells), "pct", "baseline")]
-    columns += [Column(weaving_label(c), "pct", f"{c[0]}_{'collaborative' if c[1] == 'A*' else 'plain'}") for c in weavings]
+    columns = [
+        Column("setup", "text", "setup"),
+        Column("merger", "text", "merger"),
+        Column(_baseline_label(cells), "pct", "baseline"),
+    ]
+    columns += [
+        Column(weaving_label(c), "pct", f"{c[0]}_{'collaborative' if c[1] == 'A*' else 'plain'}") for c in weavings
+    ]
     rows, styles = [], []
     for section in _sections(cells):
         values_by_merger = {}
@@ -281,17 +324,22 @@ def pooling_ablation_table(table: pa.Table, metric: str = "accuracy") -> ReportT
             means = [[v[i] for v in values_by_merger.values() if v[i] is not None] for i in range(len(configs))]
             rows.append([label, "mean over mergers", *(Stat(_mean(m)) if m else None for m in means)])
             styles.append("bold")
-    caption = _caption(metric, "; 'mean over mergers' averages the mergers that have the column; "
-                               "A* = collaborative (experts and λ·M pooled), A = λ·M only")
-    return ReportTable("pooling-ablation", "Pooling-function ablation", columns, rows, caption, cells.notes,
-                       sections=1, styles=styles)
+    caption = _caption(
+        metric,
+        "; 'mean over mergers' averages the mergers that have the column; "
+        "A* = collaborative (experts and λ·M pooled), A = λ·M only",
+    )
+    return ReportTable(
+        "pooling-ablation", "Pooling-function ablation", columns, rows, caption, cells.notes, sections=1, styles=styles
+    )
 
 
 # ----------------------------------------------------------------------------------- (c) oracle
 
 
-def oracle_table(table: pa.Table, metric: str = "accuracy", weaving: tuple[str, str] = DEFAULT_WEAVING,
-                 ci: float = DEFAULT_LEVEL) -> ReportTable:
+def oracle_table(
+    table: pa.Table, metric: str = "accuracy", weaving: tuple[str, str] = DEFAULT_WEAVING, ci: float = DEFAULT_LEVEL
+) -> ReportTable:
     """Per setup and overall: baseline, one weaving configuration, and the oracle λ (best on the
     test sets).
 
@@ -302,16 +350,23 @@ def oracle_table(table: pa.Table, metric: str = "accuracy", weaving: tuple[str, 
     cells = MethodCells(table, metric, ci)
     mergers = [m for m in cells.mergers if ORACLE in cells.configs(m)]
     if not mergers:
-        raise ValueError("the oracle table needs oracle trials (pooling: oracle in the spec's poolings); this root has none")
+        raise ValueError(
+            "the oracle table needs oracle trials (pooling: oracle in the spec's poolings); this root has none"
+        )
     config = tuple(weaving)
-    columns = [Column("setup", "text", "setup"), Column("merger", "text", "merger"),
-               Column(_baseline_label(cells), "pct", "baseline"),
-               Column(f"+weaving ({weaving_label(config)})", "pct", "woven")]
+    columns = [
+        Column("setup", "text", "setup"),
+        Column("merger", "text", "merger"),
+        Column(_baseline_label(cells), "pct", "baseline"),
+        Column(f"+weaving ({weaving_label(config)})", "pct", "woven"),
+    ]
     if ci:
         columns.append(Column(f"weaving gain {ci:g}% CI", "ci", "weaving_gain_ci"))
-    columns += [Column("oracle λ", "text", "oracle_lambda", test_data=True),
-                Column("oracle", "pct", "oracle", test_data=True),
-                Column("weaving - oracle", "gain", "weaving_minus_oracle", test_data=True)]
+    columns += [
+        Column("oracle λ", "text", "oracle_lambda", test_data=True),
+        Column("oracle", "pct", "oracle", test_data=True),
+        Column("weaving - oracle", "gain", "weaving_minus_oracle", test_data=True),
+    ]
     if ci:
         columns.append(Column(f"weaving - oracle {ci:g}% CI", "ci", "weaving_minus_oracle_ci", test_data=True))
     rows = []
@@ -328,23 +383,38 @@ def oracle_table(table: pa.Table, metric: str = "accuracy", weaving: tuple[str, 
             if ci:
                 pair = woven is not None and FIXED in means
                 row.append(cells.interval(section, merger, configs, config, FIXED) if pair else None)
-            row += [format_lams(cells.oracle_lams(section, merger)), Stat(means[ORACLE]),
-                    None if woven is None else woven - means[ORACLE]]
+            row += [
+                format_lams(cells.oracle_lams(section, merger)),
+                Stat(means[ORACLE]),
+                None if woven is None else woven - means[ORACLE],
+            ]
             if ci:
                 row.append(None if woven is None else cells.interval(section, merger, configs, config, ORACLE))
             rows.append(row)
-    caption = _caption(metric, f"; weaving = {weaving_label(config)}, fixed before looking at results (--weaving); "
-                               "oracle λ = the λ of the grid with the best task-mean accuracy on the test sets, "
-                               "per trial")
+    caption = _caption(
+        metric,
+        f"; weaving = {weaving_label(config)}, fixed before looking at results (--weaving); "
+        "oracle λ = the λ of the grid with the best task-mean accuracy on the test sets, "
+        "per trial",
+    )
     notes = [TEST_DATA_NOTE, *cells.notes, *cells.ci_notes()]
     if ci:
-        notes.append("the oracle's λ is re-chosen on every bootstrap replicate, so its interval includes the "
-                     "selection")
+        notes.append("the oracle's λ is re-chosen on every bootstrap replicate, so its interval includes the selection")
     if missing:
-        notes.append(f"no {weaving_label(config)} weaving trials for {', '.join(missing)}; choose another "
-                     "configuration with --weaving POOLING,VARIANT")
-    return ReportTable("oracle", "Weaving vs the oracle λ (oracle uses test data)", columns, rows, caption,
-                       notes, sections=1, uses_test_data=True)
+        notes.append(
+            f"no {weaving_label(config)} weaving trials for {', '.join(missing)}; choose another "
+            "configuration with --weaving POOLING,VARIANT"
+        )
+    return ReportTable(
+        "oracle",
+        "Weaving vs the oracle λ (oracle uses test data)",
+        columns,
+        rows,
+        caption,
+        notes,
+        sections=1,
+        uses_test_data=True,
+    )
 
 
 def _stat(value: float | None) -> Stat | None:
@@ -392,8 +462,9 @@ def best_lambda_per_task(table: pa.Table) -> list[dict]:
         for task in tasks:
             lams = sorted(lam for lam in per_lam if task in per_lam[lam])
             best = max(lams, key=lambda lam: (per_lam[lam][task], -lam))
-            out.append(dict(model=model, setup=setup, merger=merger, eval_task=task, lam=best,
-                            accuracy=per_lam[best][task]))
+            out.append(
+                dict(model=model, setup=setup, merger=merger, eval_task=task, lam=best, accuracy=per_lam[best][task])
+            )
     return out
 
 
@@ -423,9 +494,14 @@ TABLES: dict[str, Callable[..., ReportTable]] = {
 TABLE_CHOICES = (*TABLES, "all")
 
 
-def build_tables(table: pa.Table, which: str, by: tuple[str, ...], metric: str = "accuracy",
-                 weaving: tuple[str, str] = DEFAULT_WEAVING, ci: float = DEFAULT_LEVEL,
-                 ) -> tuple[list[ReportTable], list[str]]:
+def build_tables(
+    table: pa.Table,
+    which: str,
+    by: tuple[str, ...],
+    metric: str = "accuracy",
+    weaving: tuple[str, str] = DEFAULT_WEAVING,
+    ci: float = DEFAULT_LEVEL,
+) -> tuple[list[ReportTable], list[str]]:
     """The requested tables, and for ``all`` a note per table the root cannot support (an explicit
     request for such a table is an error instead, so a script never gets an empty file silently)."""
     if which not in TABLE_CHOICES:

@@ -31,9 +31,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import ExpertJob, Plan, Trial
 from benchmark.spec.schema import DataSpec, FinetuneSpec, ModelSpec, ResourcesSpec
-from benchmark.results.storage import StorageRoot
 
 #: Bytes one trial leaves on the root: its Parquet part (a few KB) and Tune's per-trial files.
 BYTES_PER_TRIAL = 256 * 1024
@@ -148,8 +148,11 @@ def _toy_cache_bytes(tasks: dict[str, DataSpec]) -> int:
     from benchmark.toy import TOY_IMAGE_SIZE
 
     image = 3 * TOY_IMAGE_SIZE * TOY_IMAGE_SIZE + 8  # uint8 pixels + an int64 label
-    return sum((spec.n_train + spec.n_test) * image for task, spec in tasks.items()
-               if not data.is_real(data.parse_task(task).dataset))
+    return sum(
+        (spec.n_train + spec.n_test) * image
+        for task, spec in tasks.items()
+        if not data.is_real(data.parse_task(task).dataset)
+    )
 
 
 def expert_concurrency(resources: ResourcesSpec, n_experts: int) -> int:
@@ -173,8 +176,9 @@ def expert_concurrency(resources: ResourcesSpec, n_experts: int) -> int:
     return max(1, min(n_experts, int(cpus // per_expert) or 1))
 
 
-def estimate_disk(plan: Plan, experts_todo: list[ExpertJob], trials_todo: list[Trial],
-                  bank_files: int = 0) -> DiskEstimate:
+def estimate_disk(
+    plan: Plan, experts_todo: list[ExpertJob], trials_todo: list[Trial], bank_files: int = 0
+) -> DiskEstimate:
     """What the run will write to the root for the experts and trials still to do.
 
     ``bank_files``: bytes of the bank files still to build in the cache (file route).
@@ -189,9 +193,11 @@ def estimate_disk(plan: Plan, experts_todo: list[ExpertJob], trials_todo: list[T
         size = sizes.setdefault(job.base_key, encoder_bytes(model))
         experts += size
         finetune = FinetuneSpec(**job.finetune)
-        if finetune.checkpoint_every == 0 or (finetune.checkpoint_every is None and finetune.epochs is None
-                                              and not default_checkpoint_every(finetune.steps,
-                                                                               CHECKPOINT_ENCODERS * size)):
+        if finetune.checkpoint_every == 0 or (
+            finetune.checkpoint_every is None
+            and finetune.epochs is None
+            and not default_checkpoint_every(finetune.steps, CHECKPOINT_ENCODERS * size)
+        ):
             continue  # no checkpoint (runs sized by epochs are assumed to write some)
         if finetune.keep_checkpoints:
             kept += CHECKPOINT_ENCODERS * size
@@ -261,8 +267,8 @@ class BankPlan:
 
 def plan_banks(plan: Plan, trials: list[Trial], store_bytes: int | None) -> list[BankPlan]:
     """The banks ``trials`` merge, sized from θ0, with the route ``resources.bank_route`` gives each."""
-    from benchmark.trials.banks import choose_route
     from benchmark.spec.schema import SetupSpec
+    from benchmark.trials.banks import choose_route
 
     resources = plan.spec.resources
     encoders: dict[str, int] = {}
@@ -280,11 +286,15 @@ def plan_banks(plan: Plan, trials: list[Trial], store_bytes: int | None) -> list
         # a DG trial also copies the bank minus the held-out domain
         sub_bank = (len(trial.expert_keys) - 1) * encoder if setup.kind == "dg" else 0
         banks[trial.bank_key] = BankPlan(
-            key=trial.bank_key, label=f"{model.name} · {setup.name} · seed {trial.seed}",
-            n_tasks=len(trial.expert_keys), bytes=size, encoder_bytes=encoder,
+            key=trial.bank_key,
+            label=f"{model.name} · {setup.name} · seed {trial.seed}",
+            n_tasks=len(trial.expert_keys),
+            bytes=size,
+            encoder_bytes=encoder,
             trial_bytes=whole + 3 * encoder + sub_bank,
             route=choose_route(resources.bank_route, resources.bank_store_fraction, size, store_bytes),
-            dg=bool(sub_bank))
+            dg=bool(sub_bank),
+        )
     return list(banks.values())
 
 
@@ -300,13 +310,26 @@ class NodeMemory:
 def ray_nodes_memory() -> list[NodeMemory]:
     import ray
 
-    return [NodeMemory(float(n["Resources"].get("CPU", 0)), float(n["Resources"].get("GPU", 0)),
-                       int(n["Resources"].get("memory", 0)))
-            for n in ray.nodes() if n.get("Alive") and n["Resources"].get("memory")]
+    return [
+        NodeMemory(
+            float(n["Resources"].get("CPU", 0)),
+            float(n["Resources"].get("GPU", 0)),
+            int(n["Resources"].get("memory", 0)),
+        )
+        for n in ray.nodes()
+        if n.get("Alive") and n["Resources"].get("memory")
+    ]
 
 
-def check_memory(banks: list[BankPlan], resources: ResourcesSpec, n_trials: int, *, store_bytes: int | None,
-                 driver_available: int | None, nodes: list[NodeMemory]) -> None:
+def check_memory(
+    banks: list[BankPlan],
+    resources: ResourcesSpec,
+    n_trials: int,
+    *,
+    store_bytes: int | None,
+    driver_available: int | None,
+    nodes: list[NodeMemory],
+) -> None:
     """Raise :class:`InsufficientMemoryError` when the banks or the trials cannot fit (see module doc)."""
     fix_route = "set resources.bank_route: file"
     stored = [b for b in banks if b.route == "object_store"]
@@ -315,7 +338,8 @@ def check_memory(banks: list[BankPlan], resources: ResourcesSpec, n_trials: int,
         raise InsufficientMemoryError(
             f"the {len(stored)} bank(s) routed through Ray's object store need {human_bytes(total)} ({total} bytes) "
             f"but it holds {human_bytes(store_bytes)} ({store_bytes} bytes); {fix_route} (memory-mapped from "
-            "each node's disk), run fewer tasks or seeds, or use nodes with more memory")
+            "each node's disk), run fewer tasks or seeds, or use nodes with more memory"
+        )
     if stored and driver_available is not None:
         largest = max(stored, key=lambda b: b.bytes)
         need = largest.bytes + 2 * largest.encoder_bytes
@@ -324,7 +348,8 @@ def check_memory(banks: list[BankPlan], resources: ResourcesSpec, n_trials: int,
                 f"building bank {largest.label} ({largest.n_tasks} tasks) in the driver's memory needs "
                 f"{human_bytes(need)} ({need} bytes: the bank, θ0's encoder and one expert) but "
                 f"{human_bytes(driver_available)} ({driver_available} bytes) is available; {fix_route} (streamed "
-                "to disk one expert at a time), run fewer tasks, or use a head node with more memory")
+                "to disk one expert at a time), run fewer tasks, or use a head node with more memory"
+            )
     if not banks or not n_trials:
         return
     heaviest = max(banks, key=lambda b: b.trial_bytes)
@@ -336,13 +361,18 @@ def check_memory(banks: list[BankPlan], resources: ResourcesSpec, n_trials: int,
         need = concurrent * heaviest.trial_bytes
         if concurrent and need > node.memory:
             fits = node.memory // heaviest.trial_bytes
-            fix = (f"set resources.max_concurrent_trials: {fits} (or raise resources.trial_cpus)" if fits
-                   else "use nodes with more memory")
+            fix = (
+                f"set resources.max_concurrent_trials: {fits} (or raise resources.trial_cpus)"
+                if fits
+                else "use nodes with more memory"
+            )
             raise InsufficientMemoryError(
                 f"{concurrent} trial(s) at once on a node need {human_bytes(need)} ({need} bytes; "
                 f"{human_bytes(heaviest.trial_bytes)} each for {heaviest.label}: θ0, the merged weights"
-                + (", the bank minus the held-out domain" if heaviest.dg else "") + f") but the node leaves {human_bytes(node.memory)} ({node.memory} bytes) to tasks; "
-                f"{fix}, run fewer tasks, or use nodes with more memory")
+                + (", the bank minus the held-out domain" if heaviest.dg else "")
+                + f") but the node leaves {human_bytes(node.memory)} ({node.memory} bytes) to tasks; "
+                f"{fix}, run fewer tasks, or use nodes with more memory"
+            )
 
 
 def cache_free_bytes(storage: StorageRoot) -> int | None:
@@ -363,4 +393,5 @@ def check_cache_space(storage: StorageRoot, need: int) -> None:
     raise InsufficientSpaceError(
         f"the node-local cache {storage.cache} has {human_bytes(free)} free ({free} bytes) but this run's bank "
         f"files need {human_bytes(need)} ({need} bytes); point WW_CACHE_DIR at a disk with more space, set "
-        "resources.bank_route: object_store for small banks, or run fewer tasks")
+        "resources.bank_route: object_store for small banks, or run fewer tasks"
+    )

@@ -122,7 +122,7 @@ class RootPath:
                 raise
 
     def __str__(self) -> str:
-        inside = self.path[len(self._root_path):] if self.path.startswith(self._root_path) else f"/{self.path}"
+        inside = self.path[len(self._root_path) :] if self.path.startswith(self._root_path) else f"/{self.path}"
         return f"{self._root_uri}{inside}" + (f"?{self._query}" if self._query else "")
 
     def __repr__(self) -> str:
@@ -148,7 +148,9 @@ def list_files(folder: Path | RootPath, suffix: str = "") -> list[Path | RootPat
     infos = fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True))
     found = []
     for info in infos:
-        relative = PurePosixPath(info.path).relative_to(PurePosixPath(base)) if base != "/" else PurePosixPath(info.path)
+        relative = (
+            PurePosixPath(info.path).relative_to(PurePosixPath(base)) if base != "/" else PurePosixPath(info.path)
+        )
         if info.type != pafs.FileType.File or not info.path.endswith(suffix):
             continue
         if any(_hidden(part) for part in relative.parts):
@@ -222,20 +224,31 @@ def _cloud_credentials_missing(scheme: str, uri: str) -> str | None:
     if "anonymous=true" in uri.lower() or "@" in authority:  # a public bucket, or key:secret@bucket
         return None
     if scheme == "s3":
-        env = ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE",
-               "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI")
-        files = (os.environ.get("AWS_SHARED_CREDENTIALS_FILE", home / ".aws" / "credentials"),
-                 os.environ.get("AWS_CONFIG_FILE", home / ".aws" / "config"))
+        env = (
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        )
+        files = (
+            os.environ.get("AWS_SHARED_CREDENTIALS_FILE", home / ".aws" / "credentials"),
+            os.environ.get("AWS_CONFIG_FILE", home / ".aws" / "config"),
+        )
         if any(os.environ.get(k) for k in env) or any(Path(f).is_file() for f in files) or _on_cloud_vm("Amazon"):
             return None
-        return ("no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
-                "run on an instance with an IAM role, or add ?anonymous=true for a public bucket")
+        return (
+            "no AWS credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+            "run on an instance with an IAM role, or add ?anonymous=true for a public bucket"
+        )
     if scheme in ("gs", "gcs"):
         adc = home / ".config" / "gcloud" / "application_default_credentials.json"
         if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") or adc.is_file() or _on_cloud_vm("Google"):
             return None
-        return ("no Google Cloud credentials found; set GOOGLE_APPLICATION_CREDENTIALS to a key file, run "
-                "`gcloud auth application-default login`, or run on a VM with a service account")
+        return (
+            "no Google Cloud credentials found; set GOOGLE_APPLICATION_CREDENTIALS to a key file, run "
+            "`gcloud auth application-default login`, or run on a VM with a service account"
+        )
     return None
 
 
@@ -292,8 +305,16 @@ class StorageRoot:
         return cls.on(fs, base, scheme=scheme, query=query, location=text)
 
     @classmethod
-    def on(cls, fs: pafs.FileSystem, base: str, *, scheme: str = "memory", query: str = "",
-           location: str | None = None, cache_dir: str | os.PathLike | None = None) -> "StorageRoot":
+    def on(
+        cls,
+        fs: pafs.FileSystem,
+        base: str,
+        *,
+        scheme: str = "memory",
+        query: str = "",
+        location: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> "StorageRoot":
         """A root on a ready-made pyarrow filesystem (how tests put it on an in-memory object store)."""
         location = location or f"{scheme}://{base.lstrip('/')}" + (f"?{query}" if query else "")
         local = fs.type_name == "local"
@@ -469,8 +490,12 @@ def probe_nodes(marker: str, token: str, node_ids: list[str]) -> dict[str, bool]
         except OSError:
             return False
 
-    refs = {node: sees_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False))
-            .remote(marker, token) for node in node_ids}
+    refs = {
+        node: sees_marker.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node, soft=False)).remote(
+            marker, token
+        )
+        for node in node_ids
+    }
     ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=PROBE_TIMEOUT_S)
     answered = set(ready)
     return {node: ref in answered and bool(ray.get(ref)) for node, ref in refs.items()}

@@ -23,13 +23,15 @@ from typing import Any
 #: of every root. A changed method or stage bumps its own revision instead.
 KEY_LAYOUT = "2"
 
-REVISIONS: MappingProxyType[str, int] = MappingProxyType({
-    "pretrain": 1,
-    "toy_data": 2,
-    "finetune": 1,
-    "heads": 1,
-    "eval": 1,
-})
+REVISIONS: MappingProxyType[str, int] = MappingProxyType(
+    {
+        "pretrain": 1,
+        "toy_data": 2,
+        "finetune": 1,
+        "heads": 1,
+        "eval": 1,
+    }
+)
 """Revision of each stage of the harness, hashed into the keys of what that stage produces.
 
 Bump a stage's number (by one, in the same commit) whenever a change makes it produce different

@@ -23,11 +23,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import ww
-from benchmark.trials import eval_cache
-from benchmark.spec.keys import canonical_json, content_key, revision
 from benchmark.model.pretrained import base_key, base_label
-from benchmark.spec.schema import NO_POOLING, ORACLE, ModelSpec, SetupSpec, Spec
 from benchmark.results.storage import StorageRoot, safe_name
+from benchmark.spec.keys import canonical_json, content_key, revision
+from benchmark.spec.schema import NO_POOLING, ORACLE, ModelSpec, SetupSpec, Spec
+from benchmark.trials import eval_cache
 
 #: Version of the results schema written by this code (a column of every row). 2: the
 #: ``*_revision`` columns and resolved ``merger_params``; 3: per-example outcomes (``correct_bits``)
@@ -114,11 +114,20 @@ class Plan:
         return {t.bank_key: [by_key[k] for k in t.expert_keys] for t in self.trials}
 
 
-def expert_job(model: ModelSpec, setup: SetupSpec, task: str, seed: int, previous: ExpertJob | None = None) -> ExpertJob:
+def expert_job(
+    model: ModelSpec, setup: SetupSpec, task: str, seed: int, previous: ExpertJob | None = None
+) -> ExpertJob:
     bkey = base_key(model)
-    payload = {"base": bkey, "task": task, "seed": seed, "data": setup.data, "finetune": setup.finetune.key_payload(),
-               "init_from": previous.key if previous else None, "finetune_revision": revision("finetune"),
-               "tensors": eval_cache.tensor_revision(task)}
+    payload = {
+        "base": bkey,
+        "task": task,
+        "seed": seed,
+        "data": setup.data,
+        "finetune": setup.finetune.key_payload(),
+        "init_from": previous.key if previous else None,
+        "finetune_revision": revision("finetune"),
+        "tensors": eval_cache.tensor_revision(task),
+    }
     return ExpertJob(
         key=content_key("expert", payload),
         model=model.model_dump(mode="json"),
@@ -170,9 +179,11 @@ def source_digest(function, memo: dict[str, str | None] | None = None) -> str | 
         path = inspect.getsourcefile(module)
         text = Path(path).read_bytes() if path else inspect.getsource(module).encode()
     except (OSError, TypeError):
-        raise ValueError(f"cannot read the source of module {module_name!r} (defining "
-                         f"{getattr(function, '__qualname__', function)!r}) to key its trials; define plugin mergers "
-                         "in a module file (a spec's plugins:), not interactively") from None
+        raise ValueError(
+            f"cannot read the source of module {module_name!r} (defining "
+            f"{getattr(function, '__qualname__', function)!r}) to key its trials; define plugin mergers "
+            "in a module file (a spec's plugins:), not interactively"
+        ) from None
     digest = hashlib.sha256(text).hexdigest()[:16]
     if memo is not None:
         memo[module_name] = digest
@@ -238,9 +249,12 @@ def build_plan(spec: Spec) -> Plan:
                 "collaborative": (variant == "collaborative") if weave else None,
                 "lambdas": [spec.fixed_lambda] if policy == "fixed" else merger.grid(),
                 "seed": seed,
-                "eval": {"kind": setup.kind, "evaluations": [asdict(e) for e in setup.evaluations()],
-                         "data": setup.data,
-                         "tensors": {e.task: eval_cache.tensor_revision(e.task) for e in setup.evaluations()}},
+                "eval": {
+                    "kind": setup.kind,
+                    "evaluations": [asdict(e) for e in setup.evaluations()],
+                    "data": setup.data,
+                    "tensors": {e.task: eval_cache.tensor_revision(e.task) for e in setup.evaluations()},
+                },
                 "schema": SCHEMA_VERSION,
             }
             key = content_key("trial", axes)

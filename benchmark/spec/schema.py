@@ -120,8 +120,10 @@ class FinetuneSpec(_Strict):
             return self.epochs[dataset]
         if "default" in self.epochs:
             return self.epochs["default"]
-        raise ValueError(f"finetune.epochs has no entry for {dataset!r} and no 'default'; "
-                         f"add '{dataset}: N' or 'default: N' (it has {sorted(self.epochs)})")
+        raise ValueError(
+            f"finetune.epochs has no entry for {dataset!r} and no 'default'; "
+            f"add '{dataset}: N' or 'default: N' (it has {sorted(self.epochs)})"
+        )
 
     def key_payload(self) -> dict:
         """What determines the expert's weights (content keys): everything but checkpointing."""
@@ -192,11 +194,15 @@ class SetupSpec(_Strict):
             _unique(chosen, "domains")
             if not known:
                 multi = [d for d in data.dataset_names() if data.domains(d)]
-                raise ValueError(f"{self.dataset} has no domains, and leave-one-domain-out needs at least 3 domains; "
-                                 f"use a multi-domain dataset: {multi}")
+                raise ValueError(
+                    f"{self.dataset} has no domains, and leave-one-domain-out needs at least 3 domains; "
+                    f"use a multi-domain dataset: {multi}"
+                )
             if len(chosen) < 3:
-                raise ValueError(f"leave-one-domain-out needs at least 3 domains (merging at least 2 experts); "
-                                 f"got {chosen}; {self.dataset} has {known}")
+                raise ValueError(
+                    f"leave-one-domain-out needs at least 3 domains (merging at least 2 experts); "
+                    f"got {chosen}; {self.dataset} has {known}"
+                )
         for task in self.expert_tasks():
             self.finetune.epochs_for(data.parse_task(task).dataset)  # every dataset has its epochs
         if self.finetune.mode == "sequential" and self.kind != "cil":
@@ -252,8 +258,10 @@ class MergerSpec(_Strict):
             raise ValueError("lambdas is empty; omit it to use the merger's default grid")
         bad = [lam for lam in lambdas if not math.isfinite(lam) or lam <= 0]
         if bad:
-            raise ValueError(f"lambdas must be positive finite numbers, got {bad}; drop them "
-                             "(λ scales the merged task vector added to θ0)")
+            raise ValueError(
+                f"lambdas must be positive finite numbers, got {bad}; drop them "
+                "(λ scales the merged task vector added to θ0)"
+            )
         _unique(lambdas, "lambdas")
         if list(lambdas) != sorted(lambdas):
             raise ValueError(f"lambdas must be increasing; write {sorted(lambdas)}")
@@ -349,13 +357,17 @@ def import_plugins(names: list[str]) -> None:
     """Import the spec's plugin modules (by module name only: a spec never names a file to run)."""
     for name in names:
         if not _MODULE.match(name):
-            raise ValueError(f"plugin {name!r} is not a module name; write a dotted module name such as "
-                             "my_lab.mergers (installed or on PYTHONPATH), not a path")
+            raise ValueError(
+                f"plugin {name!r} is not a module name; write a dotted module name such as "
+                "my_lab.mergers (installed or on PYTHONPATH), not a path"
+            )
         try:
             importlib.import_module(name)
         except Exception as exc:
-            raise ValueError(f"cannot import plugin {name!r} ({type(exc).__name__}: {exc}); install it or put it "
-                             "on PYTHONPATH (every Ray worker imports it too)") from None
+            raise ValueError(
+                f"cannot import plugin {name!r} ({type(exc).__name__}: {exc}); install it or put it "
+                "on PYTHONPATH (every Ray worker imports it too)"
+            ) from None
 
 
 def _unique(values: list, what: str) -> list:

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.trials.evaluation import image_mean_std, to_model_input
 from benchmark.experts.finetune import warmup_cosine
 from benchmark.toy.model import toy_tokenizer
 from benchmark.toy.suite import pretraining_pairs
+from benchmark.trials.evaluation import image_mean_std, to_model_input
 
 _MAX_LOGIT_SCALE = math.log(100.0)
 

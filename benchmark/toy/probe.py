@@ -29,10 +29,10 @@ import torch
 
 import ww
 from benchmark.data import loaders as toy_data
-from benchmark.trials.evaluation import evaluate
 from benchmark.experts.finetune import FinetuneRecipe, finetune_image_encoder, steps_for_epochs
 from benchmark.model.heads import zeroshot_head
 from benchmark.spec.schema import DataSpec
+from benchmark.trials.evaluation import evaluate
 
 MTL_TASKS = ("digits", "shapes", "colours", "stripes", "dots", "arrows")
 DG_DOMAINS = ("photo", "sketch", "negative", "mosaic", "greyscale")
@@ -62,8 +62,9 @@ class World:
 
     def head(self, task: str) -> torch.Tensor:
         if task not in self._heads:
-            self._heads[task] = zeroshot_head(self.model, self.tokenizer, toy_data.classnames(task),
-                                              toy_data.templates(task))
+            self._heads[task] = zeroshot_head(
+                self.model, self.tokenizer, toy_data.classnames(task), toy_data.templates(task)
+            )
         return self._heads[task]
 
     def split(self, task: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -93,8 +94,10 @@ def _merges(world: World, taus: list[dict], evals: list[str], seed: int) -> dict
     out: dict[str, float] = {}
     for merger in MERGERS:
         merged = ww.merge(merger, taus)
-        curve = {lam: float(np.mean([world.accuracy(world.merged(merged, lam), t) for t in evals]))
-                 for lam in ww.default_lambdas(merger)}
+        curve = {
+            lam: float(np.mean([world.accuracy(world.merged(merged, lam), t) for t in evals]))
+            for lam in ww.default_lambdas(merger)
+        }
         best = max(curve, key=curve.get)
         woven = ww.weave(taus, merger, pooling="avg", collaborative=True, seed=seed)
         out[f"{merger} λ=1"] = curve[1.0]
@@ -124,8 +127,9 @@ def probe_mtl(world: World, recipe: FinetuneRecipe, tasks: tuple[str, ...]) -> d
     return row
 
 
-def probe_cil(world: World, recipe: FinetuneRecipe, dataset: str, n_splits: int, mode: str,
-              epochs: float) -> dict[str, float]:
+def probe_cil(
+    world: World, recipe: FinetuneRecipe, dataset: str, n_splits: int, mode: str, epochs: float
+) -> dict[str, float]:
     splits = [f"{dataset}[{i}/{n_splits}]" for i in range(n_splits)]
     experts, start = [], world.base
     for task in splits:
@@ -156,8 +160,11 @@ def probe_dg(world: World, recipe: FinetuneRecipe, dataset: str, domains: tuple[
         merged_ta.append(max(world.accuracy(world.merged(ta, lam), held_out) for lam in (0.2, 0.3, 0.5)))
         woven = ww.weave(others, "task_arithmetic", pooling="avg", collaborative=True, seed=recipe.seed)
         merged_woven.append(world.accuracy(world.merged(woven), held_out))
-    return {"zero-shot": float(np.mean(zs)), "task_arithmetic best of λ∈{.2,.3,.5}": float(np.mean(merged_ta)),
-            "task_arithmetic woven": float(np.mean(merged_woven))}
+    return {
+        "zero-shot": float(np.mean(zs)),
+        "task_arithmetic best of λ∈{.2,.3,.5}": float(np.mean(merged_ta)),
+        "task_arithmetic woven": float(np.mean(merged_woven)),
+    }
 
 
 def _targets(rows: dict[str, list[dict]]) -> list[tuple[str, bool, str]]:
@@ -178,8 +185,13 @@ def _targets(rows: dict[str, list[dict]]) -> list[tuple[str, bool, str]]:
         checks.append(("MTL experts ≥ zero-shot + 25", ok, f"{m:+.1f} ± {s:.1f}"))
         zs, ex, ta = (stat("mtl", k)[0] for k in ("zero-shot", "experts", "task_arithmetic oracle"))
         rec = (ta - zs) / (ex - zs) if ex - zs >= 1.0 else float("nan")  # undefined without an expert gain
-        checks.append(("MTL TA oracle recovers ≥ 50 % of the expert gain", bool(rec >= 0.5),
-                       f"{100 * rec:.0f} % of {ex - zs:+.1f}"))
+        checks.append(
+            (
+                "MTL TA oracle recovers ≥ 50 % of the expert gain",
+                bool(rec >= 0.5),
+                f"{100 * rec:.0f} % of {ex - zs:+.1f}",
+            )
+        )
         m, s, ok = gap("mtl", "task_arithmetic oracle", "task_arithmetic λ=1", 3.0)
         checks.append(("MTL TA λ=1 clearly below its oracle", ok, f"{m:+.1f} ± {s:.1f}"))
         for merger in MERGERS:
@@ -189,11 +201,17 @@ def _targets(rows: dict[str, list[dict]]) -> list[tuple[str, bool, str]]:
         setup = f"cil-{mode}"
         if setup not in rows:
             continue
-        best = np.array([max(r[f"{m} {p}"] for m in MERGERS for p in ("λ=1", "woven")) - r["zero-shot"]
-                         for r in rows[setup]])
+        best = np.array(
+            [max(r[f"{m} {p}"] for m in MERGERS for p in ("λ=1", "woven")) - r["zero-shot"] for r in rows[setup]]
+        )
         s = float(best.std(ddof=1)) if len(best) > 1 else 0.0
-        checks.append((f"CIL {mode}: best data-free merge ≥ zero-shot + 10", best.mean() >= 10 and best.mean() > 3 * s,
-                       f"{best.mean():+.1f} ± {s:.1f}"))
+        checks.append(
+            (
+                f"CIL {mode}: best data-free merge ≥ zero-shot + 10",
+                best.mean() >= 10 and best.mean() > 3 * s,
+                f"{best.mean():+.1f} ± {s:.1f}",
+            )
+        )
         for merger in MERGERS:
             m, s, _ = gap(setup, f"{merger} woven", f"{merger} λ=1")
             checks.append((f"CIL {mode}: {merger} woven ≥ λ=1", m >= 0, f"{m:+.1f} ± {s:.1f}"))
@@ -209,8 +227,11 @@ def _targets(rows: dict[str, list[dict]]) -> list[tuple[str, bool, str]]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run_bench.py toy probe", description=__doc__.split("\n\n")[0])
     p.add_argument("--theta0", type=Path, default=None, help="θ0 safetensors (default: the shipped toy θ0)")
-    p.add_argument("--setups", default="mtl,cil-sequential,cil-independent,dg",
-                   help="comma-separated subset of mtl, cil-sequential, cil-independent, dg")
+    p.add_argument(
+        "--setups",
+        default="mtl,cil-sequential,cil-independent,dg",
+        help="comma-separated subset of mtl, cil-sequential, cil-independent, dg",
+    )
     p.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated (default: 0)")
     p.add_argument("--tasks", default=",".join(MTL_TASKS), help="MTL tasks")
     p.add_argument("--steps", type=int, default=200, help="fine-tuning steps (MTL, DG)")
@@ -221,8 +242,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cil-splits", type=int, default=5)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-test", type=int, default=1000)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared machine two threads wait on each other; 0 = torch's default)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1: on a shared machine two threads wait on each other; 0 = torch's default)",
+    )
     p.add_argument("--shift", default=None, help="the tasks' sensor shift to probe (benchmark.toy.suite.TASK_SHIFTS)")
     p.add_argument("--cil-dataset", default="digits", help="dataset split for CIL")
     p.add_argument("--json", type=Path, default=None, help="also write every row to this JSON file")
@@ -243,12 +268,21 @@ def main(argv: list[str] | None = None) -> int:
     setups = [s for s in args.setups.split(",") if s]
     unknown = set(setups) - {"mtl", "cil-sequential", "cil-independent", "dg"}
     if unknown:
-        raise ValueError(f"unknown probe setups {sorted(unknown)}; choose among mtl, cil-sequential, cil-independent, dg")
+        raise ValueError(
+            f"unknown probe setups {sorted(unknown)}; choose among mtl, cil-sequential, cil-independent, dg"
+        )
     rows: dict[str, list[dict]] = {s: [] for s in setups}
     started = time.perf_counter()
     for seed in [int(s) for s in args.seeds.split(",")]:
-        recipe = FinetuneRecipe(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup=args.warmup,
-                                weight_decay=0.1, grad_clip=1.0, seed=seed)
+        recipe = FinetuneRecipe(
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            warmup=args.warmup,
+            weight_decay=0.1,
+            grad_clip=1.0,
+            seed=seed,
+        )
         for setup in setups:
             if setup == "mtl":
                 row = probe_mtl(world, recipe, tuple(args.tasks.split(",")))
@@ -258,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
                 row = probe_dg(world, recipe, "objects", DG_DOMAINS)
             rows[setup].append(row)
             shown = {k: round(v, 2) for k, v in row.items() if not k.startswith(("zs ", "expert "))}
-            print(f"[{time.perf_counter() - started:.0f} s] seed {seed} {setup}: {json.dumps(shown, ensure_ascii=False)}",
-                  flush=True)
+            print(
+                f"[{time.perf_counter() - started:.0f} s] seed {seed} {setup}: {json.dumps(shown, ensure_ascii=False)}",
+                flush=True,
+            )
     print("\nmeans ± seed std")
     for setup, values in rows.items():
         print(f"  {setup}")

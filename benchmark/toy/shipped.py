@@ -57,13 +57,16 @@ def shipped_manifest() -> dict[str, Any] | None:
 def verify(weights: Path, manifest: dict[str, Any]) -> None:
     """Raise :class:`CorruptWeightsError` unless ``weights`` hashes to the manifest's SHA-256."""
     if not weights.exists():
-        raise CorruptWeightsError(f"toy θ0 {weights} is missing but its manifest is there; reinstall the "
-                                  f"package or rebuild it: {manifest['command']}")
+        raise CorruptWeightsError(
+            f"toy θ0 {weights} is missing but its manifest is there; reinstall the "
+            f"package or rebuild it: {manifest['command']}"
+        )
     actual = sha256_file(weights)
     if actual != manifest["sha256"]:
         raise CorruptWeightsError(
             f"toy θ0 {weights} is corrupted (SHA-256 {actual[:12]}…, its manifest says {manifest['sha256'][:12]}…); "
-            f"reinstall the package (or `git checkout -- {weights.name}`) or rebuild it: {manifest['command']}")
+            f"reinstall the package (or `git checkout -- {weights.name}`) or rebuild it: {manifest['command']}"
+        )
 
 
 def shipped_for(key: str) -> Path | None:
@@ -86,8 +89,9 @@ def load_shipped_state() -> dict[str, torch.Tensor]:
     return load_file(str(SHIPPED_WEIGHTS))
 
 
-def write_manifest(weights: Path, *, key: str, recipe: dict, metrics: dict[str, float],
-                   command: str = PRETRAIN_COMMAND) -> dict[str, Any]:
+def write_manifest(
+    weights: Path, *, key: str, recipe: dict, metrics: dict[str, float], command: str = PRETRAIN_COMMAND
+) -> dict[str, Any]:
     """Write ``weights``' manifest next to it; returns it."""
     from benchmark.toy.model import toy_model_config
 

@@ -31,7 +31,7 @@ import numpy as np
 TOY_IMAGE_SIZE = 32
 
 _S = TOY_IMAGE_SIZE
-_YY, _XX = (np.mgrid[0:_S, 0:_S].astype(np.float32) + 0.5)
+_YY, _XX = np.mgrid[0:_S, 0:_S].astype(np.float32) + 0.5
 _SPLITS = {"train": 1, "test": 2}
 _PRETRAINING_TAG = "pretraining"
 
@@ -493,14 +493,18 @@ def _tile_permutation(fraction: float, tile: int = 8) -> np.ndarray:
         within[moved] = np.roll(moved, 1)
     ty, tx = np.divmod(within, tile)
     oy, ox = np.meshgrid(np.arange(_S // tile) * tile, np.arange(_S // tile) * tile, indexing="ij")
-    src = (oy[:, None, :, None] + ty.reshape(tile, tile)[None, :, None, :]) * _S \
-        + ox[:, None, :, None] + tx.reshape(tile, tile)[None, :, None, :]
+    src = (
+        (oy[:, None, :, None] + ty.reshape(tile, tile)[None, :, None, :]) * _S
+        + ox[:, None, :, None]
+        + tx.reshape(tile, tile)[None, :, None, :]
+    )
     return src.reshape(-1)
 
 
 def _shift_scramble(fraction: float) -> Callable[[np.ndarray], np.ndarray]:
     def apply(img: np.ndarray) -> np.ndarray:
         return img.reshape(_S * _S, 3)[_tile_permutation(fraction)].reshape(_S, _S, 3)
+
     return apply
 
 
@@ -550,7 +554,9 @@ class ToyTask:
         if split not in _SPLITS:
             raise ValueError(f"split must be one of {sorted(_SPLITS)}, got {split!r}")
         if domain is not None and domain not in self.domains:
-            raise ValueError(f"toy task {self.name!r} has no domain {domain!r}; domains: {list(self.domains) or 'none'}")
+            raise ValueError(
+                f"toy task {self.name!r} has no domain {domain!r}; domains: {list(self.domains) or 'none'}"
+            )
         domain = domain or (self.domains[0] if self.domains else None)
         render = _RENDERERS[self.renderer or self.name]
         style = DOMAIN_STYLES[domain] if domain is not None else None
@@ -633,7 +639,12 @@ TOY_TASKS: dict[str, ToyTask] = {
         ToyTask(
             "position",
             POSITIONS,
-            ("a shape in the {}.", "a photo of a shape in the {}.", "an object in the {}.", "an image of an object in the {}."),
+            (
+                "a shape in the {}.",
+                "a photo of a shape in the {}.",
+                "an object in the {}.",
+                "an image of an object in the {}.",
+            ),
         ),
         ToyTask(
             "textures",
@@ -643,11 +654,21 @@ TOY_TASKS: dict[str, ToyTask] = {
         ToyTask(
             "arrows",
             DIRECTIONS,
-            ("a photo of an arrow pointing {}.", "an arrow pointing {}.", "a drawing of an arrow pointing {}.", "an image of an arrow pointing {}."),
+            (
+                "a photo of an arrow pointing {}.",
+                "an arrow pointing {}.",
+                "a drawing of an arrow pointing {}.",
+                "an image of an arrow pointing {}.",
+            ),
         ),
         # the multi-domain task (DG): the shapes task in five visual styles
-        ToyTask("objects", SHAPES, ("a photo of a {}.", "a {}.", "a drawing of a {}.", "an image of a {}."),
-                renderer="shapes", domains=tuple(DOMAIN_STYLES)),
+        ToyTask(
+            "objects",
+            SHAPES,
+            ("a photo of a {}.", "a {}.", "a drawing of a {}.", "an image of a {}."),
+            renderer="shapes",
+            domains=tuple(DOMAIN_STYLES),
+        ),
     )
 }
 

@@ -42,8 +42,8 @@ import torch
 
 import ww
 from benchmark.experts import store as expert_store
-from benchmark.spec.plan import ExpertJob
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.plan import ExpertJob
 from ww.layout import layout_numel, layout_slices, normalize_layout
 
 ROUTES = ("auto", "object_store", "file")
@@ -182,11 +182,18 @@ class BankFile:
     def path(self, storage: StorageRoot) -> Path:
         return bank_file_path(storage, self.key)
 
-    def open(self, storage: StorageRoot, theta0_visual: dict[str, torch.Tensor],
-             log: Callable[[str], None] | None = None) -> ww.TaskVectorBank:
+    def open(
+        self, storage: StorageRoot, theta0_visual: dict[str, torch.Tensor], log: Callable[[str], None] | None = None
+    ) -> ww.TaskVectorBank:
         """This node's copy, memory-mapped: verified, or built from the experts if missing or damaged."""
-        path = ensure_bank_file([ExpertJob(**job) for job in self.jobs], theta0_visual, storage, self.key,
-                                expected=(self.bytes, self.data_sha256), log=log)
+        path = ensure_bank_file(
+            [ExpertJob(**job) for job in self.jobs],
+            theta0_visual,
+            storage,
+            self.key,
+            expected=(self.bytes, self.data_sha256),
+            log=log,
+        )
         return ww.open_bank(path)
 
 
@@ -224,8 +231,9 @@ def _data_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), os.path.getsize(path)
 
 
-def _write_bank_file(jobs: list[ExpertJob], theta0_visual: dict[str, torch.Tensor], storage: StorageRoot,
-                     path: Path) -> tuple[int, str]:
+def _write_bank_file(
+    jobs: list[ExpertJob], theta0_visual: dict[str, torch.Tensor], storage: StorageRoot, path: Path
+) -> tuple[int, str]:
     """Stream the experts into ``path`` (temp + rename); returns (bytes, SHA-256 of the data)."""
     layout = _layout(theta0_visual)
     digest = hashlib.sha256()
@@ -323,8 +331,13 @@ def ensure_bank_file(
         return path
 
 
-def build_bank_file(jobs: list[ExpertJob], theta0_visual: dict[str, torch.Tensor], storage: StorageRoot,
-                    key: str, log: Callable[[str], None] | None = None) -> BankFile:
+def build_bank_file(
+    jobs: list[ExpertJob],
+    theta0_visual: dict[str, torch.Tensor],
+    storage: StorageRoot,
+    key: str,
+    log: Callable[[str], None] | None = None,
+) -> BankFile:
     """Build (or verify) the driver's copy of the bank file; what trials need to find their own."""
     path = ensure_bank_file(jobs, theta0_visual, storage, key, log=log)
     size, sha = _verified(path) or (None, None)
@@ -333,8 +346,12 @@ def build_bank_file(jobs: list[ExpertJob], theta0_visual: dict[str, torch.Tensor
     return BankFile(key=key, jobs=tuple(dataclasses.asdict(job) for job in jobs), bytes=size, data_sha256=sha)
 
 
-def open_for_trial(shared: SharedBank | BankFile, storage: StorageRoot, theta0_visual: dict[str, torch.Tensor],
-                   log: Callable[[str], None] | None = None) -> ww.TaskVectorBank:
+def open_for_trial(
+    shared: SharedBank | BankFile,
+    storage: StorageRoot,
+    theta0_visual: dict[str, torch.Tensor],
+    log: Callable[[str], None] | None = None,
+) -> ww.TaskVectorBank:
     """The ``ww`` bank a trial merges, whichever route it came by."""
     if isinstance(shared, BankFile):
         return shared.open(storage, theta0_visual, log=log)

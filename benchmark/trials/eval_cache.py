@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from benchmark.data import loaders as data
-from benchmark.spec.keys import content_key, revision
 from benchmark.results.storage import StorageRoot, atomic_write, safe_name, write_text_atomic
+from benchmark.spec.keys import content_key, revision
 
 if TYPE_CHECKING:
     from benchmark.spec.schema import DataSpec
@@ -88,16 +88,32 @@ def _build_real(folder: Path, dataset: str, split: str, size: int, root: str | o
     _save(labels_path, samples.labels.astype(np.int64))
     with atomic_write(images_path) as tmp:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(samples), 3, size, size))
-        for offset, batch in decode_batches(samples.load, range(len(samples)), size, names=samples.keys,
-                                            what=f"{dataset} {split} under {data.data_root(root)}"):
+        for offset, batch in decode_batches(
+            samples.load,
+            range(len(samples)),
+            size,
+            names=samples.keys,
+            what=f"{dataset} {split} under {data.data_root(root)}",
+        ):
             out[offset : offset + len(batch)] = batch
         out.flush()
         del out
-    write_text_atomic(folder / "meta.json", json.dumps({
-        "task": dataset, "split": split, "n": len(samples), "resolution": size,
-        "layout": type(data.find_layout(data.parse_task(dataset).dataset, root)).__name__,
-        "data_root": str(data.data_root(root)), "seconds": time.perf_counter() - start, "threads": default_threads(),
-    }, indent=1))
+    write_text_atomic(
+        folder / "meta.json",
+        json.dumps(
+            {
+                "task": dataset,
+                "split": split,
+                "n": len(samples),
+                "resolution": size,
+                "layout": type(data.find_layout(data.parse_task(dataset).dataset, root)).__name__,
+                "data_root": str(data.data_root(root)),
+                "seconds": time.perf_counter() - start,
+                "threads": default_threads(),
+            },
+            indent=1,
+        ),
+    )
 
 
 def ensure_split(

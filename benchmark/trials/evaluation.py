@@ -8,7 +8,6 @@ large and everything runs under ``torch.inference_mode``.
 from __future__ import annotations
 
 import contextlib
-
 from typing import Any, Sequence
 
 import numpy as np

@@ -18,14 +18,14 @@ import traceback
 import ray
 from ray import tune
 
-from benchmark.results import store as results
 import ww
-from benchmark.trials.banks import BankFile, SharedBank, open_for_trial
-from benchmark.trials.merge_eval import WarmAssets, error_rows, run_trial
+from benchmark.results import store as results
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import Trial
 from benchmark.spec.schema import ModelSpec, ResourcesSpec, SetupSpec, import_plugins
-from benchmark.results.storage import StorageRoot
+from benchmark.trials.banks import BankFile, SharedBank, open_for_trial
 from benchmark.trials.limits import TrialFault, TrialLimitExceeded, trial_limits
+from benchmark.trials.merge_eval import WarmAssets, error_rows, run_trial
 
 #: A trial that raises is tried again this many times (fresh assets) before its error row is written.
 #: Faults that would recur identically (a limit exceeded, non-finite results) are not retried.
@@ -37,8 +37,15 @@ MAX_WORKER_FAILURES = 1
 class MergeTrial(tune.Trainable):
     """A merge-and-evaluate trial; one ``step`` does the whole trial and writes its rows."""
 
-    def setup(self, config: dict, banks: dict, references: dict, root: str, limits: dict | None = None,
-              plugins: tuple[str, ...] = ()) -> None:
+    def setup(
+        self,
+        config: dict,
+        banks: dict,
+        references: dict,
+        root: str,
+        limits: dict | None = None,
+        plugins: tuple[str, ...] = (),
+    ) -> None:
         import_plugins(list(plugins))  # the spec's own mergers must exist in this worker too
         self._ww_limits = limits or {}
         self._ww_banks = banks  # bank key → ObjectRef of a SharedBank or BankFile (resolved lazily, once per actor)
@@ -89,8 +96,9 @@ class MergeTrial(tune.Trainable):
                 self._ww_warm.clear()  # whatever the interrupted trial left behind is not reused
                 break
             except Exception as exc:  # retried, then recorded as an error row; the grid goes on
-                rows = error_rows(trial, f"{type(exc).__name__}: {exc} (attempt {attempt + 1})\n"
-                                         f"{traceback.format_exc()}")
+                rows = error_rows(
+                    trial, f"{type(exc).__name__}: {exc} (attempt {attempt + 1})\n{traceback.format_exc()}"
+                )
                 status = "error"
                 self._ww_warm.pop(trial.base_key, None)  # a retry starts from freshly loaded assets
         results.write_part(self._ww_root, rows, trial.key)
@@ -146,8 +154,14 @@ def run_grid(
     # legacy one is silent at 0, and the harness shows its own progress (--debug sets it to 1)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     limits = {"timeout_s": resources.trial_timeout_s, "memory_gb": resources.trial_memory_gb}
-    trainable = tune.with_parameters(MergeTrial, banks=bank_refs, references=references, root=str(storage.root),
-                                     limits=limits, plugins=tuple(plugins))
+    trainable = tune.with_parameters(
+        MergeTrial,
+        banks=bank_refs,
+        references=references,
+        root=str(storage.root),
+        limits=limits,
+        plugins=tuple(plugins),
+    )
     trainable = tune.with_resources(trainable, {"cpu": resources.trial_cpus, "gpu": resources.trial_gpus})
     tuner = tune.Tuner(
         trainable,
@@ -197,6 +211,9 @@ def _metrics_or_error_row(result, storage: StorageRoot) -> dict:
         return {"status": "ok"}  # the trial wrote its rows, then its worker died before reporting
     text = str(result.error).strip()
     detail = next((line for line in text.splitlines() if line.strip()), type(result.error).__name__)
-    results.write_part(storage, error_rows(trial, f"trial worker failed (after {1 + MAX_WORKER_FAILURES} "
-                                                  f"attempts): {detail}\n{text}"), trial.key)
+    results.write_part(
+        storage,
+        error_rows(trial, f"trial worker failed (after {1 + MAX_WORKER_FAILURES} attempts): {detail}\n{text}"),
+        trial.key,
+    )
     return {"status": "error"}

@@ -82,14 +82,18 @@ def trial_limits(timeout_s: float | None, memory_gb: float | None) -> Iterator[N
         while not stop.wait(POLL_SECONDS):
             elapsed = time.monotonic() - start
             if timeout_s is not None and elapsed > timeout_s:
-                reason.append(f"trial exceeded resources.trial_timeout_s = {timeout_s:g} s (stopped after "
-                              f"{elapsed:.1f} s); raise the limit or give trials more resources")
+                reason.append(
+                    f"trial exceeded resources.trial_timeout_s = {timeout_s:g} s (stopped after "
+                    f"{elapsed:.1f} s); raise the limit or give trials more resources"
+                )
             elif memory_limit is not None:
                 used = private_memory_bytes() or 0
                 peak = max(peak, used)
                 if used > memory_limit:
-                    reason.append(f"trial exceeded resources.trial_memory_gb = {memory_gb:g} (private resident "
-                                  f"memory reached {used / 2**30:.2f} GB); raise the limit or use a larger node")
+                    reason.append(
+                        f"trial exceeded resources.trial_memory_gb = {memory_gb:g} (private resident "
+                        f"memory reached {used / 2**30:.2f} GB); raise the limit or use a larger node"
+                    )
             if reason:
                 signal.pthread_kill(main, signal.SIGUSR2)
                 return

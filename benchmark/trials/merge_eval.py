@@ -6,7 +6,6 @@ between trials, so a trial costs a merge plus a forward pass over the test sets 
 
 from __future__ import annotations
 
-import json
 import math
 import resource
 import socket
@@ -19,15 +18,15 @@ import numpy as np
 import torch
 
 import ww
-from benchmark.trials import eval_cache
-from benchmark.trials.evaluation import balanced_accuracy, evaluate
-from benchmark.report.paired import pack_correct
 from benchmark.model.head_cache import load_head
-from benchmark.spec.keys import KEY_LAYOUT, canonical_json
 from benchmark.model.pretrained import LoadedModel, load_base_model
+from benchmark.report.paired import pack_correct
+from benchmark.results.storage import StorageRoot
+from benchmark.spec.keys import KEY_LAYOUT, canonical_json
 from benchmark.spec.plan import SCHEMA_VERSION, Trial
 from benchmark.spec.schema import DataSpec, ModelSpec, SetupSpec
-from benchmark.results.storage import StorageRoot
+from benchmark.trials import eval_cache
+from benchmark.trials.evaluation import balanced_accuracy, evaluate
 from benchmark.trials.limits import TrialFault
 
 
@@ -83,9 +82,11 @@ class WarmAssets:
                 bad = int((~torch.isfinite(value)).sum())
                 if not bad:
                     continue  # finite values whose sum overflowed
-                raise NonFiniteResultError(f"the merged task vector holds {bad} non-finite value(s) in tensor {name!r} "
-                                           f"(of {sum(v.numel() for v in vector.values())} in all); the merger's output "
-                                           "is unusable (check its hyper-parameters and the experts)")
+                raise NonFiniteResultError(
+                    f"the merged task vector holds {bad} non-finite value(s) in tensor {name!r} "
+                    f"(of {sum(v.numel() for v in vector.values())} in all); the merger's output "
+                    "is unusable (check its hyper-parameters and the experts)"
+                )
         merged = ww.apply_task_vector(self.theta0_visual, vector)
         self.base.model.visual.load_state_dict(merged)
 
@@ -171,8 +172,13 @@ def revision_columns(revisions: dict) -> dict:
 
 
 def _evaluate(
-    trial: Trial, assets: WarmAssets, storage: StorageRoot, references: dict[str, dict], task: str,
-    lam: float | None, n_merged: int,
+    trial: Trial,
+    assets: WarmAssets,
+    storage: StorageRoot,
+    references: dict[str, dict],
+    task: str,
+    lam: float | None,
+    n_merged: int,
 ) -> dict:
     """Evaluate the model currently loaded in ``assets`` on one eval task; one result row."""
     setup = SetupSpec(**trial.setup)
@@ -243,8 +249,14 @@ def run_trial(
     finished = _now()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     for row in rows:
-        row.update(status="ok", started_at=started, finished_at=finished, peak_memory_mb=peak,
-                   merge_seconds=merge_seconds, uses_test_data=trial.lambda_policy == "oracle")
+        row.update(
+            status="ok",
+            started_at=started,
+            finished_at=finished,
+            peak_memory_mb=peak,
+            merge_seconds=merge_seconds,
+            uses_test_data=trial.lambda_policy == "oracle",
+        )
     return rows
 
 

@@ -40,8 +40,10 @@ def test_ray_output_goes_to_the_log_file_not_the_terminal(tmp_path, capsys):
     with RayOutput(log):
         assert ray_output_captured()
         # what Ray's error listener does with a raylet warning, and what Ray's loggers do
-        ray_worker.print_to_stdstream({"lines": ["12 PYTHON worker processes have been started on node"],
-                                       "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        ray_worker.print_to_stdstream(
+            {"lines": ["12 PYTHON worker processes have been started on node"], "pid": "raylet", "is_err": False},
+            ignore_prefix=False,
+        )
         logging.getLogger("ray.tune").warning("a Tune warning")
     assert not ray_output_captured() and ray_worker.print_to_stdstream is original
     captured = capsys.readouterr()
@@ -87,8 +89,14 @@ def test_piped_run_of_the_tiny_spec_shows_only_the_harness_and_an_uncut_leaderbo
     spec.write_text(yaml.safe_dump(tiny_spec_dict()))
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "RAY_ADDRESS", "WW_RAY_LOGS")}
     env["RAY_AUTH_MODE"] = "disabled"
-    proc = subprocess.run([sys.executable, "run_bench.py", "run", str(spec), "--root", str(tmp_path / "root")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(
+        [sys.executable, "run_bench.py", "run", str(spec), "--root", str(tmp_path / "root")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     lines = proc.stdout.splitlines()
     foreign = [line for line in lines if any(re.search(p, line) for p in FOREIGN)]
@@ -100,7 +108,7 @@ def test_piped_run_of_the_tiny_spec_shows_only_the_harness_and_an_uncut_leaderbo
     assert any(line.startswith("trials: 6/6 merged and evaluated") for line in lines), lines
     assert not any("\x1b[" in line for line in lines)  # no cursor movement or colour codes in a pipe
     # the leaderboard whole: wider than 80 columns, no cell cut
-    board = lines[next(i for i, line in enumerate(lines) if "Leaderboard" in line):]
+    board = lines[next(i for i, line in enumerate(lines) if "Leaderboard" in line) :]
     assert max(len(line) for line in board) > 80
     assert "…" not in proc.stdout
     assert sum(bool(re.match(r"│ task_arithmetic +│", line)) for line in board) == 3

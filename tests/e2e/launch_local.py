@@ -108,7 +108,8 @@ class LocalCluster:
         (ssh / "authorized_keys").write_text((ssh / "id_ed25519.pub").read_text())
         (ssh / "config").write_text(
             f"Host 127.0.0.1 127.0.0.2\n  Port {SSH_PORT}\n  StrictHostKeyChecking no\n"
-            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+            "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
+        )
         for path in ssh.iterdir():
             path.chmod(0o600)
             self._as_user(path)
@@ -126,7 +127,8 @@ class LocalCluster:
             "export RAY_UP_enable_autoscaler_v2=0\n"
             "export RAY_AUTH_MODE=disabled RAY_TRAIN_V2_ENABLED=1\n"
             "export RAY_USAGE_STATS_ENABLED=0\n"
-            "export RAY_memory_usage_threshold=0.98  # the host is shared: its load is not ours\n")
+            "export RAY_memory_usage_threshold=0.98  # the host is shared: its load is not ours\n"
+        )
         self._as_user(bashrc)
 
     def _start_sshd(self) -> None:
@@ -141,11 +143,13 @@ class LocalCluster:
             f"Port {SSH_PORT}\nListenAddress 127.0.0.1\nListenAddress 127.0.0.2\nHostKey {hostkey}\n"
             f"PidFile {self.sshd_dir / 'sshd.pid'}\nAllowUsers {USER}\nPermitRootLogin no\nUsePAM no\n"
             "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPubkeyAuthentication yes\n"
-            "AuthorizedKeysFile .ssh/authorized_keys\nMaxStartups 100:30:200\nMaxSessions 100\n")
+            "AuthorizedKeysFile .ssh/authorized_keys\nMaxStartups 100:30:200\nMaxSessions 100\n"
+        )
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         self.sshd_log = self.sshd_dir / "sshd.log"
-        self.sshd = subprocess.Popen([str(sshd), "-D", "-f", str(config), "-E", str(self.sshd_log)],
-                                     stdin=subprocess.DEVNULL)
+        self.sshd = subprocess.Popen(
+            [str(sshd), "-D", "-f", str(config), "-E", str(self.sshd_log)], stdin=subprocess.DEVNULL
+        )
         time.sleep(0.5)
         if self.sshd.poll() is not None:
             raise LaunchSetupError(f"sshd exited: {self.sshd_log.read_text() if self.sshd_log.exists() else ''}")
@@ -153,9 +157,12 @@ class LocalCluster:
     def _check_login(self) -> None:
         deadline = time.monotonic() + 20
         while True:
-            probe = self.user_shell(f"ssh -o BatchMode=yes {USER}@127.0.0.2 "
-                                    "\"bash --login -c -i 'source ~/.bashrc; python -c \\\"import ray, torch\\\"'\"",
-                                    timeout=60, check=False)
+            probe = self.user_shell(
+                f"ssh -o BatchMode=yes {USER}@127.0.0.2 "
+                '"bash --login -c -i \'source ~/.bashrc; python -c \\"import ray, torch\\"\'"',
+                timeout=60,
+                check=False,
+            )
             if probe.returncode == 0:
                 return
             if time.monotonic() > deadline:
@@ -163,18 +170,41 @@ class LocalCluster:
             time.sleep(1)
 
     # --- use ---------------------------------------------------------------------------------------
-    def user_shell(self, command: str, *, timeout: float, check: bool = True, cwd: Path | None = None,
-                   background: bool = False, stdout=None):
+    def user_shell(
+        self,
+        command: str,
+        *,
+        timeout: float,
+        check: bool = True,
+        cwd: Path | None = None,
+        background: bool = False,
+        stdout=None,
+    ):
         """``command`` in a login shell of the dedicated user (its ~/.bashrc env), in ``cwd``."""
         full = f"cd {shlex.quote(str(cwd or self.home))} && source ~/.bashrc && {command}"
-        argv = ["runuser", "-u", USER, "--", "env", "-i", f"HOME={self.home}", f"USER={USER}",
-                f"LOGNAME={USER}", "PATH=/usr/local/bin:/usr/bin:/bin", "TERM=dumb", "bash", "-c", full]
+        argv = [
+            "runuser",
+            "-u",
+            USER,
+            "--",
+            "env",
+            "-i",
+            f"HOME={self.home}",
+            f"USER={USER}",
+            f"LOGNAME={USER}",
+            "PATH=/usr/local/bin:/usr/bin:/bin",
+            "TERM=dumb",
+            "bash",
+            "-c",
+            full,
+        ]
         if background:
             return subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
-            raise LaunchSetupError(f"{command!r} failed ({proc.returncode}):\n"
-                                   f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+            raise LaunchSetupError(
+                f"{command!r} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+            )
         return proc
 
     def user_dir(self, name: str) -> Path:

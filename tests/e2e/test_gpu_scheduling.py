@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.trials.merge_eval import trial_device
 from benchmark.perf.grid import _scratch_root, trial_reports
 from benchmark.pipeline import run_spec
 from benchmark.spec.schema import parse_spec
+from benchmark.trials.merge_eval import trial_device
 from tests.conftest import tiny_spec_dict
 
 

@@ -20,9 +20,9 @@ import yaml
 
 from benchmark.experts import store as expert_store
 from benchmark.results import store as results
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import parse_spec
-from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +42,11 @@ def _start(spec_path: Path, root: Path, log: Path) -> subprocess.Popen:
     env.pop("RAY_ADDRESS", None)
     return subprocess.Popen(
         [sys.executable, str(REPO / "run_bench.py"), "run", str(spec_path), "--root", str(root)],
-        cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=REPO,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
 
 
@@ -109,8 +113,9 @@ def _checkpoints(root: Path) -> int:
 
 def test_sigkill_during_fine_tuning_then_rerun_resumes_from_checkpoints(tmp_path):
     # long enough fine-tunes (many steps each) that the kill lands between two checkpoints
-    spec_path, spec = _spec(tmp_path, finetune={"steps": 240, "batch_size": 32, "lr": 1e-4, "warmup": 2,
-                                                "checkpoint_every": 20})
+    spec_path, spec = _spec(
+        tmp_path, finetune={"steps": 240, "batch_size": 32, "lr": 1e-4, "warmup": 2, "checkpoint_every": 20}
+    )
     root = tmp_path / "root"
     first = _start(spec_path, root, tmp_path / "first.log")
     _kill_when(first, lambda: _checkpoints(root) >= 1)
@@ -119,8 +124,10 @@ def test_sigkill_during_fine_tuning_then_rerun_resumes_from_checkpoints(tmp_path
     assert second.wait(timeout=600) == 0, (tmp_path / "second.log").read_text()[-3000:]
     _assert_complete(spec, root)
     storage = StorageRoot.at(root)
-    resumed = [expert_store.read_manifest(job, storage)["metrics"]["resumed_from_step"]
-               for job in build_plan(parse_spec(spec)).experts]
+    resumed = [
+        expert_store.read_manifest(job, storage)["metrics"]["resumed_from_step"]
+        for job in build_plan(parse_spec(spec)).experts
+    ]
     # the expert that had checkpointed picked up from its last checkpoint instead of step 0
     assert max(resumed) >= 20 and all(step % 20 == 0 for step in resumed), resumed
 

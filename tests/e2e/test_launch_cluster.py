@@ -113,9 +113,15 @@ def test_ray_up_submit_lose_the_worker_node_and_down(tmp_path):
         root = shared / f"run-{time.time_ns()}"  # the user may outlive a test run
         spec_dir = cluster.user_dir("specs")
         # some trials sleep (a test merger, a plugin): the grid lasts long enough to lose a node in it
-        spec = _spec("launch", ["task_arithmetic", {"name": "ties", "params": {"k": 0.2}},
-                                {"name": "fault_sleep", "params": {"seconds": 6.0}}],
-                     plugins=["tests.fault_mergers"])
+        spec = _spec(
+            "launch",
+            [
+                "task_arithmetic",
+                {"name": "ties", "params": {"k": 0.2}},
+                {"name": "fault_sleep", "params": {"seconds": 6.0}},
+            ],
+            plugins=["tests.fault_mergers"],
+        )
         spec_path = spec_dir / "launch.yaml"
         spec_path.write_text(yaml.safe_dump(spec))
         os.chown(spec_path, cluster.uid, cluster.gid)

@@ -11,13 +11,13 @@ import json
 import pytest
 from rich.console import Console
 
-from benchmark.results import store as results
-from benchmark.report.paired import unpack_correct
 from benchmark.pipeline import run_spec
-from benchmark.spec.plan import build_plan
 from benchmark.report.leaderboard import leaderboard_rows
-from benchmark.spec.schema import parse_spec
+from benchmark.report.paired import unpack_correct
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import parse_spec
 from tests.conftest import tiny_spec_dict
 
 

@@ -62,12 +62,22 @@ def test_rehearsal_b32_two_tasks_reaches_results_and_measures_every_stage(ray_se
     console = Console(record=True, width=220)
     grid = {"mergers": ["task_arithmetic", "tsv_m"], "poolings": ["none", "avg"], "variants": ["collaborative"]}
     try:
-        result = rehearse("ViT-B-32", "mtl", 2, _SCRATCH, sizes=Sizes(steps=2, batch_size=4, test_images=8),
-                          grid=grid, bank_route=route, data_root=_SCRATCH / "data", console=console)
+        result = rehearse(
+            "ViT-B-32",
+            "mtl",
+            2,
+            _SCRATCH,
+            sizes=Sizes(steps=2, batch_size=4, test_images=8),
+            grid=grid,
+            bank_route=route,
+            data_root=_SCRATCH / "data",
+            console=console,
+        )
         table = pq.read_table(result.table_path).to_pylist()
         results = read_results(result.storage).to_pylist()
-        bulky_left = [p.name for p in (_SCRATCH / "theta0", _SCRATCH / "data", _SCRATCH / "root" / "experts")
-                      if p.exists()]
+        bulky_left = [
+            p.name for p in (_SCRATCH / "theta0", _SCRATCH / "data", _SCRATCH / "root" / "experts") if p.exists()
+        ]
     finally:
         import shutil
 
@@ -96,7 +106,8 @@ def test_rehearsal_b32_two_tasks_reaches_results_and_measures_every_stage(ray_se
         assert row["seconds"] > 0 and row["worker_peak_rss_bytes"] > 300 * 2**20 and row["bytes_written"] > 300 * 2**20
     trial_rows = [r for r in table if r["stage"] == "trial"]
     assert sorted(r["item"] for r in trial_rows) == sorted(
-        ["task_arithmetic · none", "task_arithmetic · avg A*", "tsv_m · none", "tsv_m · avg A*"])
+        ["task_arithmetic · none", "task_arithmetic · avg A*", "tsv_m · none", "tsv_m · avg A*"]
+    )
     for row in trial_rows:
         assert row["seconds"] > 0 and row["worker_peak_rss_bytes"] > 300 * 2**20 and row["bytes_written"] > 0
     assert bulky_left == []  # θ0, the fakes and the experts are removed without --keep

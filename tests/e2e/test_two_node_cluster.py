@@ -28,14 +28,26 @@ CHUNK = 64 << 10
 
 
 def test_tiny_spec_on_two_worker_nodes_shares_the_root_and_fetches_the_bank_once_per_node(tmp_path):
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_TRAIN_V2_ENABLED": "1", "PYTHONUNBUFFERED": "1",
-           "RAY_object_manager_default_chunk_size": str(CHUNK), "RAY_event_stats_print_interval_ms": "1000"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "RAY_TRAIN_V2_ENABLED": "1",
+        "PYTHONUNBUFFERED": "1",
+        "RAY_object_manager_default_chunk_size": str(CHUNK),
+        "RAY_event_stats_print_interval_ms": "1000",
+    }
     env.pop("RAY_ADDRESS", None)
     report = tmp_path / "report.json"
     log = tmp_path / "cluster.log"
     with log.open("w") as out:
-        proc = subprocess.run([sys.executable, __file__, str(tmp_path / "root"), str(report)], cwd=REPO, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, __file__, str(tmp_path / "root"), str(report)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=600,
+        )
     assert proc.returncode == 0, log.read_text()[-4000:]
     found = json.loads(report.read_text())
 
@@ -82,26 +94,36 @@ def _run_cluster(root: Path, report: Path) -> None:
     from ray.cluster_utils import Cluster
     from rich.console import Console
 
-    from benchmark.results import store as results
-    from benchmark.trials.banks import build_bank
     from benchmark.model.pretrained import load_base_model
     from benchmark.pipeline import run_spec
+    from benchmark.results import store as results
+    from benchmark.results.storage import StorageRoot
     from benchmark.spec.plan import build_plan
     from benchmark.spec.schema import ModelSpec, parse_spec
-    from benchmark.results.storage import StorageRoot
+    from benchmark.trials.banks import build_bank
     from tests.conftest import tiny_spec_dict
 
     start = time.perf_counter()
     store = 150 << 20
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 0, "resources": {"head": 1}, "object_store_memory": store, "include_dashboard": False})
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 0,
+            "resources": {"head": 1},
+            "object_store_memory": store,
+            "include_dashboard": False,
+        },
+    )
     cluster.add_node(num_cpus=2, resources={"worker_a": 1}, object_store_memory=store)
     cluster.add_node(num_cpus=2, resources={"worker_b": 1}, object_store_memory=store)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, logging_level="WARNING", log_to_driver=False)
     try:
-        names = {n["NodeID"]: next(r for r in ("head", "worker_a", "worker_b") if r in n["Resources"])
-                 for n in ray.nodes() if n["Alive"]}
+        names = {
+            n["NodeID"]: next(r for r in ("head", "worker_a", "worker_b") if r in n["Resources"])
+            for n in ray.nodes()
+            if n["Alive"]
+        }
         storage = StorageRoot.at(f"file://{root}")
         spec_dict = tiny_spec_dict()
         # a trial fills a worker node (2 CPUs): the two trials Tune runs at once are on different
@@ -118,8 +140,9 @@ def _run_cluster(root: Path, report: Path) -> None:
         logs = Path(ray._private.worker._global_node.get_logs_dir_path())
 
         # which node ran each trial: Tune records the trial actor's pid; the GCS knows each actor's node
-        pid_node = {a["Pid"]: a["Address"]["NodeID"] for a in state.actors().values()
-                    if "Trainable" in a["ActorClassName"]}
+        pid_node = {
+            a["Pid"]: a["Address"]["NodeID"] for a in state.actors().values() if "Trainable" in a["ActorClassName"]
+        }
         trial_nodes = {}
         for result in (root / "runs" / "grid").rglob("result.json"):
             last = json.loads(result.read_text().splitlines()[-1])
@@ -132,16 +155,21 @@ def _run_cluster(root: Path, report: Path) -> None:
         plan = build_plan(spec)
         model = ModelSpec(**plan.trials[0].model)
         bank = build_bank([e for e in plan.experts], load_base_model(model, storage).visual_state(), storage)
-        report.write_text(json.dumps({
-            "n_trials": summary.trials_run,
-            "trial_nodes": trial_nodes,
-            "rows_per_trial": per_trial,
-            "duplicate_rows": len(rows) - len({(r["trial_key"], r["eval_task"]) for r in rows}),
-            "statuses": sorted({r["status"] for r in rows}),
-            "bank_bytes": bank.data.nbytes,
-            "chunks_received": {names[n]: c for n, c in _chunks_received(logs).items() if n in names},
-            "seconds": time.perf_counter() - start,
-        }, indent=1))
+        report.write_text(
+            json.dumps(
+                {
+                    "n_trials": summary.trials_run,
+                    "trial_nodes": trial_nodes,
+                    "rows_per_trial": per_trial,
+                    "duplicate_rows": len(rows) - len({(r["trial_key"], r["eval_task"]) for r in rows}),
+                    "statuses": sorted({r["status"] for r in rows}),
+                    "bank_bytes": bank.data.nbytes,
+                    "chunks_received": {names[n]: c for n, c in _chunks_received(logs).items() if n in names},
+                    "seconds": time.perf_counter() - start,
+                },
+                indent=1,
+            )
+        )
     finally:
         ray.shutdown()
         cluster.shutdown()

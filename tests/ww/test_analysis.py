@@ -132,8 +132,9 @@ def test_sign_conflicts_keep_ties_at_the_threshold_and_ignore_zeros():
 
 def test_sign_conflicts_of_independent_random_signs_are_about_one_half():
     generator = torch.Generator().manual_seed(1)
-    result = analysis.sign_conflicts(ww.TaskVectorBank.from_flat(torch.randn(2, 200_000, generator=generator),
-                                                                 [("v", (200_000,))]), k=0.2)
+    result = analysis.sign_conflicts(
+        ww.TaskVectorBank.from_flat(torch.randn(2, 200_000, generator=generator), [("v", (200_000,))]), k=0.2
+    )
     assert result.pairwise_rate[0, 1].item() == pytest.approx(0.5, abs=0.02)
 
 

@@ -12,8 +12,11 @@ def _bank(num_tasks=4, seed=0):
     generator = torch.Generator().manual_seed(seed)
     layout = [("a.weight", (40, 30)), ("a.bias", (40,)), ("b", (7, 3, 5))]
     size = sum(torch.Size(shape).numel() for _, shape in layout)
-    return ww.TaskVectorBank.from_flat(torch.randn(num_tasks, size, generator=generator) * 1e-2, layout,
-                                       [f"domain_{index}" for index in range(num_tasks)])
+    return ww.TaskVectorBank.from_flat(
+        torch.randn(num_tasks, size, generator=generator) * 1e-2,
+        layout,
+        [f"domain_{index}" for index in range(num_tasks)],
+    )
 
 
 def _copied(bank, rows):

@@ -26,8 +26,9 @@ needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason=NO_
 def _compiled_code_really_ran(request):
     """Every test gated on a compiler must have run compiled code: a failed compile falls back to
     eager silently (same results), which would otherwise let these tests pass on eager alone."""
-    gated = any(mark.name == "skipif" and mark.kwargs.get("reason") == NO_COMPILER
-                for mark in request.node.iter_markers())
+    gated = any(
+        mark.name == "skipif" and mark.kwargs.get("reason") == NO_COMPILER for mark in request.node.iter_markers()
+    )
     if not gated:
         yield
         return
@@ -56,7 +57,7 @@ def _compiled(kernel):
 def _strided(rows, columns, generator, scale=1e-3):
     """A ``[rows, columns]`` view into a wider tensor, as blocks of a bank are."""
     wide = torch.randn(rows, columns + 37, generator=generator) * scale
-    return wide[:, 11:11 + columns]
+    return wide[:, 11 : 11 + columns]
 
 
 @needs_compiler
@@ -107,7 +108,7 @@ def test_compiled_bracket_summary_counts_exactly(absolute):
     high = values.quantile(0.64, dim=1, keepdim=True)  # wide: some cells hold more than two
     body, _ = selection._grouped(tau)
     over, from_low, count, largest, smallest, total = _compiled(selection.bracket_summary)(body, high, low, absolute)
-    assert torch.equal(total, values[:, :16 * 777].abs().max())  # finite iff the block is: validation
+    assert torch.equal(total, values[:, : 16 * 777].abs().max())  # finite iff the block is: validation
     assert torch.equal(over.long(), (values > high).sum(dim=1))
     assert torch.equal(from_low.long(), (values >= low).sum(dim=1))
     inside = (values >= low) & (values <= high)
@@ -132,7 +133,9 @@ def _bank(num_tasks=4, generator_seed=0):
 
 
 @needs_compiler
-@pytest.mark.parametrize("merger", ["ties", "dare_ta", "dare_ties", "magmax", "pcb", "consensus", "randmix", "breadcrumbs"])
+@pytest.mark.parametrize(
+    "merger", ["ties", "dare_ta", "dare_ties", "magmax", "pcb", "consensus", "randmix", "breadcrumbs"]
+)
 def test_merges_with_compiled_kernels_match_eager(merger):
     bank = _bank()  # 116 k parameters per task: the sampled-bracket selection runs, not the direct one
     with kernels.use("eager"):
@@ -171,7 +174,9 @@ def test_compiled_selection_of_two_ranks_reads_each_block_once_and_is_exact(monk
     expected = torch.stack([ordered[:, rank - 1] for rank in ranks[0].tolist()], dim=1)
     calls = []
     original = selection.bracket_summary_pair.compiled
-    monkeypatch.setattr(selection.bracket_summary_pair, "compiled", lambda *a, **k: calls.append(1) or original(*a, **k))
+    monkeypatch.setattr(
+        selection.bracket_summary_pair, "compiled", lambda *a, **k: calls.append(1) or original(*a, **k)
+    )
     with kernels.use("compiled"):
         got = selection.kth_largest(bank.stream(), selection.magnitudes, ranks, nonnegative=True)
     assert torch.equal(got, expected)
@@ -274,7 +279,11 @@ def test_weaving_a_block_kernel_merger_with_randmix_merges_and_pools_in_one_comp
     # loop does not; its M is the sequential sum (or that over T), the same for any block cut
     bank = _bank(num_tasks=5, generator_seed=11)
     lambdas = [0.05 * (index + 1) for index in range(20)]
-    block_kernels = {"task_arithmetic": "sum_of_tasks", "weight_averaging": "mean_of_tasks", "consensus": "consensus_block"}
+    block_kernels = {
+        "task_arithmetic": "sum_of_tasks",
+        "weight_averaging": "mean_of_tasks",
+        "consensus": "consensus_block",
+    }
     module = importlib.import_module(f"ww.mergers.{merger}")
     ww.pooling._MERGE_AND_PICK.clear()
     with kernels.use("compiled"):
@@ -317,8 +326,11 @@ def test_fused_randmix_weaving_beyond_128_candidates_falls_back_to_the_same_draw
     before = kernels.compiled_runs()
     with kernels.use("compiled"):
         got = ww.weave(bank, "task_arithmetic", lambdas=lambdas, pooling="randmix", seed=5)
-    fused = [name for name, count in kernels.compiled_runs().items()
-             if name.startswith("randmix_pooling_") and count > before.get(name, 0)]
+    fused = [
+        name
+        for name, count in kernels.compiled_runs().items()
+        if name.startswith("randmix_pooling_") and count > before.get(name, 0)
+    ]
     assert fused == []
     assert all(torch.equal(got[name], expected[name]) for name in expected)
 
@@ -341,7 +353,9 @@ def test_select_by_index_picks_every_option_compiled_and_eager():
 def test_per_row_selection_finds_exact_order_statistics_with_ties_compiled_and_eager(length):
     generator = torch.Generator().manual_seed(length)
     # coarse magnitudes (many ties), zeros, and a spread of exponents
-    values = torch.randint(0, 6, (37, length), generator=generator).float() * 10.0 ** torch.randint(-6, 2, (37, 1), generator=generator)
+    values = torch.randint(0, 6, (37, length), generator=generator).float() * 10.0 ** torch.randint(
+        -6, 2, (37, 1), generator=generator
+    )
     keys = values.view(torch.int32)
     descending = keys.sort(dim=-1, descending=True).values
     for first, second in {(length, 1), (1, length), ((length + 1) // 2, max(1, length // 3))}:

@@ -21,7 +21,13 @@ print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in sy
 def test_importing_every_ww_module_loads_no_harness_dependency():
     # a fresh interpreter: this test process has Ray and the rest loaded by other tests
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", IMPORT_ALL, *HARNESS_ONLY], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL, *HARNESS_ONLY],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []

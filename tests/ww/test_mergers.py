@@ -22,7 +22,7 @@ def _vectors(*rows, layout=None):
     for row in rows:
         state_dict, start = {}, 0
         for name, length in layout.items():
-            state_dict[name] = torch.tensor(row[start:start + length], dtype=torch.float32)
+            state_dict[name] = torch.tensor(row[start : start + length], dtype=torch.float32)
             start += length
         out.append(state_dict)
     return out
@@ -62,7 +62,10 @@ def test_ties_trims_over_the_whole_flattened_vector_across_tensors():
     assert _flat(merged) == TIES_EXPECTED
     # Globally the top half of [1, 2 | 10, 20] is 10, 20; per tensor it would keep 2 and 20.
     assert _flat(ww.merge("ties", _vectors([1.0, 2.0, 10.0, 20.0], layout={"a": 2, "b": 2}), k=0.5)) == [
-        0.0, 0.0, 10.0, 20.0,
+        0.0,
+        0.0,
+        10.0,
+        20.0,
     ]
 
 
@@ -183,7 +186,7 @@ def _shaped_vectors(*rows, layout=None, dtype=F64):
         state_dict, start = {}, 0
         for name, shape in layout.items():
             size = math.prod(shape)
-            state_dict[name] = torch.tensor(row[start:start + size], dtype=dtype).reshape(shape)
+            state_dict[name] = torch.tensor(row[start : start + size], dtype=dtype).reshape(shape)
             start += size
         out.append(state_dict)
     return out
@@ -192,8 +195,10 @@ def _shaped_vectors(*rows, layout=None, dtype=F64):
 def _random_bank(tasks=3, seed=0, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
     layout = {"w": (6, 5), "b": (5,), "s": (), "conv": (2, 3, 2, 2)}
-    return [{name: torch.randn(shape, generator=generator, dtype=dtype) for name, shape in layout.items()}
-            for _ in range(tasks)]
+    return [
+        {name: torch.randn(shape, generator=generator, dtype=dtype) for name, shape in layout.items()}
+        for _ in range(tasks)
+    ]
 
 
 # ---------------------------------------------------------------- hand-computed cases
@@ -205,8 +210,10 @@ def test_breadcrumbs_drops_the_outlier_and_keeps_the_next_beta_fraction_per_row(
     # second row: -3 is removed; the next three magnitudes are 0.5, 0.25 and 0.0 (zeros tie, add nothing)
     other = [0.5, 0.25, -3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
     merged = ww.merge("breadcrumbs", _shaped_vectors(row + other, layout={"m": (2, 10)}), beta=0.3, gamma=0.1)
-    assert merged["m"].tolist() == [[0.0, -9.0, 8.0, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                                    [0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]]
+    assert merged["m"].tolist() == [
+        [0.0, -9.0, 8.0, 7.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        [0.5, 0.25, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+    ]
 
 
 def test_breadcrumbs_sums_tasks_rowwise_and_leaves_zero_dim_tensors_untouched():
@@ -230,15 +237,18 @@ def test_consensus_keeps_tau_mtl_where_at_least_k_tall_masks_agree():
     taus = _shaped_vectors([1.0, 2.0, 0.1, 1.0], [1.0, -0.5, 0.1, 1.0], [1.0, 0.2, 5.0, -0.1])
     assert _flat(ww.merge("consensus", taus)) == [3.0, 0.0, 0.0, 1.9]
     # with k = 1 every entry some task uses is kept; with k = 3 only the first
-    torch.testing.assert_close(torch.tensor(_flat(ww.merge("consensus", taus, k=1)), dtype=F64),
-                               torch.tensor([3.0, 1.7, 5.2, 1.9], dtype=F64))
+    torch.testing.assert_close(
+        torch.tensor(_flat(ww.merge("consensus", taus, k=1)), dtype=F64), torch.tensor([3.0, 1.7, 5.2, 1.9], dtype=F64)
+    )
     assert _flat(ww.merge("consensus", taus, k=3)) == [3.0, 0.0, 0.0, 0.0]
 
 
 def test_consensus_keeps_entries_used_by_exactly_k_tasks_in_fp32():
     # fp32 (the banks' usual dtype): the last entry has exactly k = 2 users and must be kept
-    taus = [{"v": torch.tensor(row, dtype=torch.float32)} for row in
-            ([1.0, 2.0, 0.1, 1.0], [1.0, -0.5, 0.1, 1.0], [1.0, 0.2, 5.0, -0.1])]
+    taus = [
+        {"v": torch.tensor(row, dtype=torch.float32)}
+        for row in ([1.0, 2.0, 0.1, 1.0], [1.0, -0.5, 0.1, 1.0], [1.0, 0.2, 5.0, -0.1])
+    ]
     merged = ww.merge("consensus", taus)["v"]
     assert merged.dtype == torch.float32
     assert merged.tolist() == pytest.approx([3.0, 0.0, 0.0, 1.9])
@@ -261,13 +271,14 @@ def test_pcb_hand_case_clamps_balances_and_keeps_the_top_score():
     # ratio 0.25 -> one entry kept per task: τ1's entry 0 and τ2's entry 3 -> their clamped values
     taus = _shaped_vectors([4.0, -2.0, 1.0, 0.5], [1.0, 3.0, -1.0, 2.0])
     assert quantile_ranks(4) == (4, 2)
-    torch.testing.assert_close(torch.tensor(_flat(ww.merge("pcb", taus, ratio=0.25)), dtype=F64),
-                               torch.tensor([2.0, 0.0, 0.0, 2.0], dtype=F64))
+    torch.testing.assert_close(
+        torch.tensor(_flat(ww.merge("pcb", taus, ratio=0.25)), dtype=F64), torch.tensor([2.0, 0.0, 0.0, 2.0], dtype=F64)
+    )
 
 
 def test_tsv_m_keeps_each_tasks_top_direction_and_averages_the_rest():
     layout = {"w": (2, 2), "b": (2,), "text_projection": (2, 2)}
-    first = [3.0, 0.0, 0.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]   # w = diag(3, 1): top triplet 3·e1e1ᵀ
+    first = [3.0, 0.0, 0.0, 1.0, 1.0, 2.0, 1.0, 1.0, 1.0, 1.0]  # w = diag(3, 1): top triplet 3·e1e1ᵀ
     second = [0.0, 0.0, 0.0, 2.0, 3.0, 0.0, 3.0, 3.0, 3.0, 3.0]  # w = diag(0, 2): top triplet 2·e2e2ᵀ
     merged = ww.merge("tsv_m", _shaped_vectors(first, second, layout=layout))
     torch.testing.assert_close(merged["w"], torch.tensor([[3.0, 0.0], [0.0, 2.0]], dtype=F64))
@@ -328,7 +339,9 @@ def test_randmix_takes_every_entry_from_one_task_uniformly():
 # ---------------------------------------------------------------- seeded mergers: position-derived
 
 
-@pytest.mark.parametrize("name, params", [("randmix", {"seed": 2}), ("dare_ta", {"seed": 2}), ("dare_ties", {"seed": 2})])
+@pytest.mark.parametrize(
+    "name, params", [("randmix", {"seed": 2}), ("dare_ta", {"seed": 2}), ("dare_ties", {"seed": 2})]
+)
 def test_seeded_mergers_do_not_depend_on_blocks_tensor_order_or_storage(name, params, tmp_path):
     taus = _random_bank(tasks=4, seed=1)
     whole = ww.merge(name, taus, **params)
@@ -453,8 +466,10 @@ def test_mismatched_task_vectors_are_rejected_for_new_mergers():
 def test_worker_threads_do_not_change_results_or_torch_settings(name):
     # large enough (> SEQUENTIAL_ENTRIES) for the worker pool to be used
     generator = torch.Generator().manual_seed(4)
-    taus = [{"w": torch.randn(300, 256, generator=generator), "b": torch.randn(70_000, generator=generator)}
-            for _ in range(3)]
+    taus = [
+        {"w": torch.randn(300, 256, generator=generator), "b": torch.randn(70_000, generator=generator)}
+        for _ in range(3)
+    ]
     bank = ww.TaskVectorBank.from_state_dicts(taus)
     threads = torch.get_num_threads()
     record = ww.MERGERS[name]
@@ -467,7 +482,9 @@ def test_worker_threads_do_not_change_results_or_torch_settings(name):
 def test_pcb_caches_scores_when_merging_but_not_when_weaving(monkeypatch):
     """The β cache is PCB's one extra [T, P] copy; weaving promises T + 3 models, so it recomputes."""
     generator = torch.Generator().manual_seed(5)
-    taus = [{"w": torch.randn(30, 20, generator=generator), "b": torch.randn(20, generator=generator)} for _ in range(3)]
+    taus = [
+        {"w": torch.randn(30, 20, generator=generator), "b": torch.randn(20, generator=generator)} for _ in range(3)
+    ]
     bank = ww.TaskVectorBank.from_state_dicts(taus)  # built first: the bank itself is a [T, P] tensor
     empty = torch.empty
     shapes = []

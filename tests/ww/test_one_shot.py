@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[2]
 def _state_dicts(num_tasks=3, dtype=torch.float32, seed=0):
     generator = torch.Generator().manual_seed(seed)
     shapes = {"a.weight": (6, 5), "a.bias": (6,), "b.weight": (4, 3, 2), "c": (1,)}
-    return [{name: torch.randn(shape, generator=generator).to(dtype) for name, shape in shapes.items()}
-            for _ in range(num_tasks)]
+    return [
+        {name: torch.randn(shape, generator=generator).to(dtype) for name, shape in shapes.items()}
+        for _ in range(num_tasks)
+    ]
 
 
 @pytest.fixture
@@ -89,8 +91,14 @@ FRESH_PROCESS = textwrap.dedent("""
 def _fresh(cache: Path, one_shot_min_entries: int) -> dict:
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
     env.pop("WW_KERNELS", None)
-    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, str(one_shot_min_entries)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_PROCESS, str(one_shot_min_entries)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -121,7 +129,9 @@ def test_merging_state_dicts_reads_them_in_place_and_matches_the_bank():
     expected = ww.weave(bank, "ties", pooling="randmix", seed=3)
     assert all(torch.equal(woven[key], expected[key]) for key in expected)
     woven = ww.weave({"x": tau[0], "y": tau[1]}, "task_arithmetic", pooling="ties")  # a merger as pooling
-    expected = ww.weave(ww.TaskVectorBank.from_state_dicts({"x": tau[0], "y": tau[1]}), "task_arithmetic", pooling="ties")
+    expected = ww.weave(
+        ww.TaskVectorBank.from_state_dicts({"x": tau[0], "y": tau[1]}), "task_arithmetic", pooling="ties"
+    )
     assert all(torch.equal(woven[key], expected[key]) for key in expected)
     assert all(torch.equal(sd[name], snapshot[i][name]) for i, sd in enumerate(tau) for name in sd)
 
@@ -134,7 +144,7 @@ def test_state_dict_tasks_read_any_range_and_scattered_positions_in_the_compute_
     assert tasks.dtype == torch.float16 and stream.dtype == torch.float32
     assert torch.equal(stream.read_all(), bank.data.float())  # a range across every tensor
     for block in stream.blocks(block_entries=12):  # blocks inside tensors
-        assert torch.equal(stream.read(block), bank.data[:, block.start:block.stop].float())
+        assert torch.equal(stream.read(block), bank.data[:, block.start : block.stop].float())
     sample = ww.engine.streaming.sample_blocks(tasks.layout, 20, seed=1)
     for sampled in sample:
         assert torch.equal(stream.read_sample(sampled), bank.data[:, sampled.flat_positions()].float())
@@ -161,9 +171,6 @@ def test_state_dict_input_errors_are_the_banks():
     bad[2]["a.bias"][1] = float("nan")
     with pytest.raises(ValueError, match="task vector 'task_2' has a non-finite value .* 'a.bias'"):
         ww.merge("magmax", bad)
-
-
-
 
 
 def test_the_heap_guard_trims_only_growth_beyond_what_a_pass_keeps(monkeypatch):

@@ -13,8 +13,10 @@ LAYOUT = {"conv": (4, 3, 2, 2), "w": (12, 8), "b": (8,), "s": (), "proj": (8, 5)
 
 def _taus(tasks=4, seed=0, dtype=torch.float32):
     generator = torch.Generator().manual_seed(seed)
-    return {f"task{t}": {name: torch.randn(shape, generator=generator).to(dtype) for name, shape in LAYOUT.items()}
-            for t in range(tasks)}
+    return {
+        f"task{t}": {name: torch.randn(shape, generator=generator).to(dtype) for name, shape in LAYOUT.items()}
+        for t in range(tasks)
+    }
 
 
 def _equal(first, second):
@@ -87,8 +89,9 @@ def test_merged_blocks_are_released_in_order_and_cover_the_bank(tmp_path):
 def test_a_numpy_memmap_works_through_from_flat(tmp_path):
     numpy = pytest.importorskip("numpy")
     memory = ww.TaskVectorBank.from_state_dicts(_taus())
-    array = numpy.lib.format.open_memmap(tmp_path / "bank.npy", mode="w+", dtype=numpy.float32,
-                                         shape=tuple(memory.data.shape))
+    array = numpy.lib.format.open_memmap(
+        tmp_path / "bank.npy", mode="w+", dtype=numpy.float32, shape=tuple(memory.data.shape)
+    )
     array[:] = memory.data.numpy()
     array.flush()
     readonly = numpy.load(tmp_path / "bank.npy", mmap_mode="r")

@@ -67,8 +67,10 @@ def heavy_tailed_bank(num_tasks=5, seed=0, dtype=torch.float32) -> ww.TaskVector
 def relative_errors(merged: dict, expected: torch.Tensor, bank: ww.TaskVectorBank) -> dict:
     """Per tensor: max |merged − expected| / max |expected|."""
     reference = bank.unflatten(expected)
-    return {name: float((merged[name].double() - reference[name]).abs().max() / reference[name].abs().max())
-            for name in reference}
+    return {
+        name: float((merged[name].double() - reference[name]).abs().max() / reference[name].abs().max())
+        for name in reference
+    }
 
 
 def _assert_close(merged, bank, ratio=0.05):
@@ -126,13 +128,20 @@ def test_entries_at_the_threshold_weigh_nothing_and_the_largest_score_weighs_one
     # (τ2's n is 0), β1 = e^(2m²)·tanh(m²) = [e²tanh1, e²tanh1, e^0.5·tanh0.25, 0]; the 2nd largest
     # is the maximum: every kept entry weighs 1 (no range to rescale). τ2: β2 = e^0·0 = 0 everywhere:
     # q = max = 0, its four entries weigh 1. M = (τ̃1·s1 + τ̃2·s2) / (s1 + s2).
-    taus = [{"w": torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)},
-            {"w": torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)}]
+    taus = [
+        {"w": torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)},
+        {"w": torch.tensor([1.0, 1.0, 1.0, 1.0], dtype=torch.float64)},
+    ]
     merged = ww.merge("pcb", taus, ratio=0.5)["w"]
     torch.testing.assert_close(merged, torch.tensor([2.0, 2.0, 1.0, 1.0], dtype=torch.float64))
     # three distinct kept scores: the one at the threshold weighs 0, the top one 1, the middle one between
-    rows = torch.tensor([[5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125] * 10,
-                         [0.5, -0.25, 1.0, 2.0, -1.0, 0.125, 3.0, -0.5, 1.0, 0.75] * 10], dtype=torch.float64)
+    rows = torch.tensor(
+        [
+            [5.0, 4.0, 3.0, 2.0, 1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125] * 10,
+            [0.5, -0.25, 1.0, 2.0, -1.0, 0.125, 3.0, -0.5, 1.0, 0.75] * 10,
+        ],
+        dtype=torch.float64,
+    )
     merged = ww.merge("pcb", [{"w": row} for row in rows], ratio=0.3)["w"]
     torch.testing.assert_close(merged, ref_pcb(rows, 0.3), rtol=1e-12, atol=1e-15)
 

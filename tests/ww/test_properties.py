@@ -30,8 +30,10 @@ def _vectors(stack):
 @SETTINGS
 @given(matrices(elements=st.floats(min_value=1e-3, max_value=1e3)), st.data())
 def test_ties_with_k_one_and_agreeing_signs_is_the_mean(stack, data):
-    column_signs = torch.tensor(data.draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=stack[0].numel(),
-                                                   max_size=stack[0].numel())), dtype=torch.float64)
+    column_signs = torch.tensor(
+        data.draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=stack[0].numel(), max_size=stack[0].numel())),
+        dtype=torch.float64,
+    )
     signed = stack * column_signs.reshape(stack.shape[1:])
     merged = ww.merge("ties", _vectors(signed), k=1.0)["m"]
     torch.testing.assert_close(merged, signed.mean(dim=0), rtol=1e-12, atol=0)
@@ -47,7 +49,8 @@ def test_magmax_takes_the_largest_magnitude_and_ties_go_to_the_later_task(stack,
         if is_tied:
             flat[:, column] = flat[:, column].abs().max() * torch.tensor(
                 data.draw(st.lists(st.sampled_from([-1.0, 1.0]), min_size=flat.shape[0], max_size=flat.shape[0])),
-                dtype=torch.float64)
+                dtype=torch.float64,
+            )
     merged = ww.merge("magmax", _vectors(flat)).get("m")
     for column in range(flat.shape[1]):
         magnitudes = flat[:, column].abs()
@@ -94,14 +97,18 @@ def test_dare_drops_a_p_fraction_of_each_task_and_rescales_the_survivors(tasks, 
         kept = (codes >> (10 * t)) & 1023
         assert set(kept.unique().tolist()) <= {0, 1}
         dropped = 1 - float(kept.double().mean())
-        bound = 5 * math.sqrt(p * (1 - p) / size) + 2.0 ** -16
+        bound = 5 * math.sqrt(p * (1 - p) / size) + 2.0**-16
         assert abs(dropped - p) <= bound, (t, dropped, p)
 
 
 @SETTINGS
 @given(
-    st.integers(1, 3), st.integers(1, 4), st.integers(1, 40), st.sampled_from([0.1, 0.25, 0.5, 1.0]),
-    st.sampled_from([0.0, 0.01, 0.1, 0.3]), st.randoms(use_true_random=False),
+    st.integers(1, 3),
+    st.integers(1, 4),
+    st.integers(1, 40),
+    st.sampled_from([0.1, 0.25, 0.5, 1.0]),
+    st.sampled_from([0.0, 0.01, 0.1, 0.3]),
+    st.randoms(use_true_random=False),
 )
 def test_breadcrumbs_keeps_the_expected_count_per_row(tasks, rows, length, beta, gamma, rng):
     stack = torch.empty(tasks, rows, length, dtype=torch.float64)
@@ -112,7 +119,7 @@ def test_breadcrumbs_keeps_the_expected_count_per_row(tasks, rows, length, beta,
             stack[t, r] = torch.tensor([m * rng.choice([-1, 1]) for m in magnitudes], dtype=torch.float64)
     removed, kept = row_counts(length, beta, gamma)
     for t in range(tasks):
-        single = ww.merge("breadcrumbs", _vectors(stack[t:t + 1]), beta=beta, gamma=gamma)["m"]
+        single = ww.merge("breadcrumbs", _vectors(stack[t : t + 1]), beta=beta, gamma=gamma)["m"]
         assert ((single != 0).sum(dim=1) == kept).all()
         # the kept entries are ranks removed+1 .. removed+kept by magnitude
         ranks = stack[t].abs().argsort(dim=1, descending=True).argsort(dim=1)
@@ -135,7 +142,9 @@ def test_pcb_is_a_weighted_mean_of_the_clamped_task_values(stack):
     merged = ww.merge("pcb", _vectors(stack), ratio=0.5)["m"]
     low = stack.min(dim=0).values
     high = stack.max(dim=0).values
-    inside = (merged >= torch.minimum(low, torch.zeros(())) - 1e-9) & (merged <= torch.maximum(high, torch.zeros(())) + 1e-9)
+    inside = (merged >= torch.minimum(low, torch.zeros(())) - 1e-9) & (
+        merged <= torch.maximum(high, torch.zeros(())) + 1e-9
+    )
     assert bool(inside.all())
 
 
@@ -185,10 +194,16 @@ def _as_vectors(matrix):
 @given(task_matrices(), st.data(), finite_or_subnormal)
 def test_task_arithmetic_is_linear(taus, data, scale):
     other = torch.tensor(
-        data.draw(st.lists(st.lists(finite_or_subnormal, min_size=taus.shape[1], max_size=taus.shape[1]),
-                           min_size=taus.shape[0], max_size=taus.shape[0])),
+        data.draw(
+            st.lists(
+                st.lists(finite_or_subnormal, min_size=taus.shape[1], max_size=taus.shape[1]),
+                min_size=taus.shape[0],
+                max_size=taus.shape[0],
+            )
+        ),
         dtype=torch.float64,
     )
+
     def task_arithmetic(matrix):
         return ww.merge("task_arithmetic", _as_vectors(matrix))["v"]
 

@@ -31,7 +31,10 @@ def random_taus(tasks, seed, dtype=torch.float64, shared=0.5):
     generator = torch.Generator().manual_seed(seed)
     common = {name: torch.randn(shape, generator=generator, dtype=dtype) for name, shape in LAYOUT.items()}
     return [
-        {name: shared * common[name] + torch.randn(shape, generator=generator, dtype=dtype) for name, shape in LAYOUT.items()}
+        {
+            name: shared * common[name] + torch.randn(shape, generator=generator, dtype=dtype)
+            for name, shape in LAYOUT.items()
+        }
         for _ in range(tasks)
     ]
 
@@ -44,7 +47,7 @@ def unflat(vector):
     out, start = {}, 0
     for name, shape in LAYOUT.items():
         size = math.prod(shape)
-        out[name] = vector[start:start + size].reshape(shape)
+        out[name] = vector[start : start + size].reshape(shape)
         start += size
     return out
 
@@ -62,7 +65,9 @@ def ref_ties(taus, k=0.2):
     for t, row in enumerate(rows):
         ordered = sorted(row.abs().tolist(), reverse=True)
         threshold = ordered[count_of(k, row.numel()) - 1]
-        trimmed[t] = torch.tensor([value if abs(value) >= threshold else 0.0 for value in row.tolist()], dtype=rows.dtype)
+        trimmed[t] = torch.tensor(
+            [value if abs(value) >= threshold else 0.0 for value in row.tolist()], dtype=rows.dtype
+        )
     out = torch.zeros(rows.shape[1], dtype=rows.dtype)
     for i in range(rows.shape[1]):
         column = trimmed[:, i].tolist()
@@ -93,8 +98,9 @@ def ref_randmix(taus, seed=0):
     for name in LAYOUT:
         stacked = torch.stack([tau[name].reshape(-1) for tau in taus])
         pick = uniform_indices(stream_key(seed, "randmix-merger", name), torch.arange(stacked.shape[1]), len(taus))
-        out[name] = torch.tensor([stacked[pick[i], i].item() for i in range(stacked.shape[1])],
-                                 dtype=stacked.dtype).reshape(LAYOUT[name])
+        out[name] = torch.tensor(
+            [stacked[pick[i], i].item() for i in range(stacked.shape[1])], dtype=stacked.dtype
+        ).reshape(LAYOUT[name])
     return out
 
 
@@ -125,7 +131,7 @@ def ref_breadcrumbs(taus, beta=0.1, gamma=0.01):
             kept = min(d - removed, count_of(beta, d - removed))
             for r in range(rows.shape[0]):
                 order = sorted(range(d), key=lambda j: -abs(rows[r, j].item()))
-                for j in order[removed:removed + kept]:
+                for j in order[removed : removed + kept]:
                     masked[r, j] = rows[r, j]
             out[name] = out[name] + masked.reshape(value.shape)
     return out
@@ -260,15 +266,18 @@ def test_merger_matches_its_naive_reference(name, tasks, seed):
             torch.testing.assert_close(merged[key], expected[key].to(merged[key].dtype), rtol=1e-9, atol=1e-12, msg=key)
 
 
-@pytest.mark.parametrize("name, params, reference", [
-    ("ties", {"k": 0.5}, lambda taus: ref_ties(taus, k=0.5)),
-    ("breadcrumbs", {"beta": 0.5, "gamma": 0.2}, lambda taus: ref_breadcrumbs(taus, beta=0.5, gamma=0.2)),
-    ("consensus", {"tall_lambda": 1.0, "k": 1}, lambda taus: ref_consensus(taus, 1.0, 1)),
-    ("pcb", {"ratio": 0.3}, lambda taus: ref_pcb(taus, ratio=0.3)),
-    ("iso_cts", {"common_fraction": 0.5}, lambda taus: ref_iso_cts(taus, 0.5)),
-    ("randmix", {"seed": 9}, lambda taus: ref_randmix(taus, seed=9)),
-    ("dare_ties", {"p": 0.2, "k": 0.4, "seed": 3}, lambda taus: ref_ties(ref_dare(taus, 0.2, 3), k=0.4)),
-])
+@pytest.mark.parametrize(
+    "name, params, reference",
+    [
+        ("ties", {"k": 0.5}, lambda taus: ref_ties(taus, k=0.5)),
+        ("breadcrumbs", {"beta": 0.5, "gamma": 0.2}, lambda taus: ref_breadcrumbs(taus, beta=0.5, gamma=0.2)),
+        ("consensus", {"tall_lambda": 1.0, "k": 1}, lambda taus: ref_consensus(taus, 1.0, 1)),
+        ("pcb", {"ratio": 0.3}, lambda taus: ref_pcb(taus, ratio=0.3)),
+        ("iso_cts", {"common_fraction": 0.5}, lambda taus: ref_iso_cts(taus, 0.5)),
+        ("randmix", {"seed": 9}, lambda taus: ref_randmix(taus, seed=9)),
+        ("dare_ties", {"p": 0.2, "k": 0.4, "seed": 3}, lambda taus: ref_ties(ref_dare(taus, 0.2, 3), k=0.4)),
+    ],
+)
 def test_merger_matches_its_reference_with_other_hyper_parameters(name, params, reference):
     taus = random_taus(4, 2)
     merged = ww.merge(name, taus, **params)
@@ -280,12 +289,14 @@ def test_merger_matches_its_reference_with_other_hyper_parameters(name, params, 
 def test_global_selection_matches_a_sort_on_a_large_fp32_bank():
     # Above the direct-selection size: the radix histogram path (16-bit buckets, then the bucket).
     generator = torch.Generator().manual_seed(3)
-    taus = [{"a": torch.randn(300, 400, generator=generator), "b": torch.randn(50_000, generator=generator) * 1e-3}
-            for _ in range(3)]
+    taus = [
+        {"a": torch.randn(300, 400, generator=generator), "b": torch.randn(50_000, generator=generator) * 1e-3}
+        for _ in range(3)
+    ]
     merged = ww.merge("ties", taus, k=0.2)
     rows = torch.stack([torch.cat([tau["a"].reshape(-1), tau["b"]]) for tau in taus])
     count = math.ceil(0.2 * rows.shape[1])
-    thresholds = rows.abs().sort(dim=1, descending=True).values[:, count - 1:count]
+    thresholds = rows.abs().sort(dim=1, descending=True).values[:, count - 1 : count]
     trimmed = rows * (rows.abs() >= thresholds)
     gamma = trimmed.sum(0).sign()
     agree = (trimmed * gamma > 0).to(rows.dtype)

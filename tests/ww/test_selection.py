@@ -12,7 +12,9 @@ from ww.mergers.dare import dropped
 
 
 def _bank(values):
-    return ww.TaskVectorBank.from_flat(values, [("a", (values.shape[1] // 3,)), ("b", (values.shape[1] - values.shape[1] // 3,))])
+    return ww.TaskVectorBank.from_flat(
+        values, [("a", (values.shape[1] // 3,)), ("b", (values.shape[1] - values.shape[1] // 3,))]
+    )
 
 
 def _expected(values, ranks):
@@ -45,8 +47,7 @@ def test_kth_largest_is_exact(case, path, monkeypatch):
     ranks = torch.tensor([[1, 7, total // 5, total - 3, total]] * values.shape[0])
     found = selection.kth_largest(_stream(values, sampling, workers=2), lambda tau, block: tau, ranks)
     assert torch.equal(found, _expected(values, ranks))
-    magnitudes = selection.kth_largest(
-        _stream(values, sampling), lambda tau, block: tau.abs(), ranks, nonnegative=True)
+    magnitudes = selection.kth_largest(_stream(values, sampling), lambda tau, block: tau.abs(), ranks, nonnegative=True)
     assert torch.equal(magnitudes, _expected(values.abs(), ranks))
 
 
@@ -54,10 +55,12 @@ def test_kth_largest_is_exact(case, path, monkeypatch):
 def test_a_biased_sample_falls_back_to_the_exact_radix_path(sampling, monkeypatch):
     values = torch.cat([torch.zeros(2, 100_000), torch.rand(2, 100_000) + 1], dim=1)
     # sample only the zeros: the bracket cannot hold the 20 %-largest, the counts say so
-    monkeypatch.setattr(selection, "_sample_windows", lambda tasks, granularity: (
-        [selection.Block("a", (66_666,), 0, 1000, 0)], 32))
-    monkeypatch.setattr(selection, "sample_blocks", lambda layout, count: [
-        SampledBlock("a", (66_666,), 0, torch.arange(1000))])
+    monkeypatch.setattr(
+        selection, "_sample_windows", lambda tasks, granularity: ([selection.Block("a", (66_666,), 0, 1000, 0)], 32)
+    )
+    monkeypatch.setattr(
+        selection, "sample_blocks", lambda layout, count: [SampledBlock("a", (66_666,), 0, torch.arange(1000))]
+    )
     calls = []
     radix = selection._radix
     monkeypatch.setattr(selection, "_radix", lambda *args: calls.append(1) or radix(*args))

@@ -65,8 +65,10 @@ def test_iso_cts_completes_with_nearly_dependent_task_directions(monkeypatch):
     """Tasks that share their top directions make the concatenated basis rank-deficient."""
     generator = torch.Generator().manual_seed(2)
     shared = torch.randn(24, 2, generator=generator) @ torch.randn(2, 16, generator=generator)
-    taus = [{"w": shared + 1e-6 * torch.randn(24, 16, generator=generator), "b": torch.randn(16, generator=generator)}
-            for _ in range(6)]
+    taus = [
+        {"w": shared + 1e-6 * torch.randn(24, 16, generator=generator), "b": torch.randn(16, generator=generator)}
+        for _ in range(6)
+    ]
     calls = []
     monkeypatch.setattr(torch.linalg, "svd", _failing_fp32_svd(calls))
     merged = ww.merge("iso_cts", taus)
@@ -154,10 +156,12 @@ def shared_low_rank(rows=64, columns=48, tasks=8, scale=1e-3):
     """A dominant rank-2 component shared by every task plus small task-specific noise: each task's
     top directions nearly coincide, so the concatenated U and V are nearly dependent."""
     generator = torch.Generator().manual_seed(1)
-    shared = _orthonormal(rows, 2, generator) @ torch.diag(torch.tensor([40.0, 25.0], dtype=F64)) \
+    shared = (
+        _orthonormal(rows, 2, generator)
+        @ torch.diag(torch.tensor([40.0, 25.0], dtype=F64))
         @ _orthonormal(columns, 2, generator).T
-    return [(shared + scale * torch.randn(rows, columns, generator=generator, dtype=F64)).float()
-            for _ in range(tasks)]
+    )
+    return [(shared + scale * torch.randn(rows, columns, generator=generator, dtype=F64)).float() for _ in range(tasks)]
 
 
 def shared_low_rank_wide():
@@ -186,9 +190,18 @@ def repeated_task_spectrum(rows=64, columns=32, tasks=4):
     the repeated blocks inside the kept directions (their bases are arbitrary, the result is not)."""
     generator = torch.Generator().manual_seed(4)
     shared = _orthonormal(rows, 1, generator) @ _orthonormal(columns, 1, generator).T * 40.0
-    spectrum = torch.cat([torch.full((4,), 6.0), torch.full((4,), 3.0), torch.linspace(0.3, 0.01, columns - 8)]).double()
-    return [(shared + _orthonormal(rows, columns, generator) @ torch.diag(spectrum)
-             @ _orthonormal(columns, columns, generator).T).float() for _ in range(tasks)]
+    spectrum = torch.cat(
+        [torch.full((4,), 6.0), torch.full((4,), 3.0), torch.linspace(0.3, 0.01, columns - 8)]
+    ).double()
+    return [
+        (
+            shared
+            + _orthonormal(rows, columns, generator)
+            @ torch.diag(spectrum)
+            @ _orthonormal(columns, columns, generator).T
+        ).float()
+        for _ in range(tasks)
+    ]
 
 
 def low_rank_tasks(rows=48, columns=64, tasks=4, rank=14):

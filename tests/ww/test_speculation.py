@@ -11,10 +11,9 @@ import pytest
 import torch
 
 import ww
+from tests.ww.test_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
 from ww import kernels
 from ww.engine import speculation
-
-from tests.ww.test_kernels import _bank, _compiled_code_really_ran, needs_compiler  # noqa: F401 (autouse)
 
 pytestmark = needs_compiler
 
@@ -62,7 +61,7 @@ def test_one_pass_equals_two_pass_and_corrects_the_uncertain_columns(merger, two
         expected = two_pass(lambda: ww.merge(merger, bank))
     _assert_same(got, expected)
     # the fix-up ran, on a small share of the columns, and changed some speculative values
-    (columns, changed), = redone
+    ((columns, changed),) = redone
     assert 0 < columns < bank.data.shape[1] // 4  # a 7 k-entry sample here: wide brackets
     assert changed > 0
 
@@ -80,7 +79,9 @@ def test_one_pass_keeps_every_entry_tied_with_the_threshold(two_pass):
         torch.testing.assert_close(got[name], eager[name], rtol=1e-6, atol=0)
 
 
-@pytest.mark.parametrize(("merger", "pooling"), [("ties", "avg"), ("ties", "randmix"), ("ties", "magmax"), ("dare_ties", "randmix")])
+@pytest.mark.parametrize(
+    ("merger", "pooling"), [("ties", "avg"), ("ties", "randmix"), ("ties", "magmax"), ("dare_ties", "randmix")]
+)
 def test_weaving_pools_the_corrected_columns_too(merger, pooling, two_pass, redone):
     bank = _bank(num_tasks=3, generator_seed=6)
     with kernels.use("compiled"):

@@ -76,10 +76,13 @@ def test_a_random_merger_as_pooling_draws_with_the_weaves_seed(pooling):
     """Two seeds pool differently, one seed reproduces itself, and the draws are those of the
     pooling merger run on the candidates with `pooling_seed` (not its default seed 0)."""
     generator = torch.Generator().manual_seed(0)
-    taus = [{"w": torch.randn(40, 30, generator=generator), "b": torch.randn(30, generator=generator)} for _ in range(3)]
+    taus = [
+        {"w": torch.randn(40, 30, generator=generator), "b": torch.randn(30, generator=generator)} for _ in range(3)
+    ]
     lambdas = [0.5, 1.0]
-    first, again, second = (ww.weave(taus, "task_arithmetic", lambdas=lambdas, pooling=pooling, seed=seed)
-                            for seed in (1, 1, 2))
+    first, again, second = (
+        ww.weave(taus, "task_arithmetic", lambdas=lambdas, pooling=pooling, seed=seed) for seed in (1, 1, 2)
+    )
     assert all(torch.equal(first[name], again[name]) for name in first)
     assert not torch.equal(first["w"], second["w"])
     merged = ww.merge("task_arithmetic", taus)
@@ -92,8 +95,10 @@ def test_a_random_merger_as_pooling_draws_with_the_weaves_seed(pooling):
 
 
 def _constant_tasks(size):
-    return {"a": {"x": torch.full((size,), 1.0), "y": torch.full((3, size), 1.0)},
-            "b": {"x": torch.full((size,), 3.0), "y": torch.full((3, size), 3.0)}}
+    return {
+        "a": {"x": torch.full((size,), 1.0), "y": torch.full((3, size), 1.0)},
+        "b": {"x": torch.full((size,), 3.0), "y": torch.full((3, size), 3.0)},
+    }
 
 
 def test_randmix_picks_each_candidate_uniformly_so_its_mean_is_the_avg():
@@ -103,8 +108,9 @@ def test_randmix_picks_each_candidate_uniformly_so_its_mean_is_the_avg():
     for candidate in (1.0, 3.0, 2.0, 4.0):
         assert abs(float((values == candidate).double().mean()) - 0.25) < 0.01
     assert abs(float(values.double().mean()) - 2.5) < 0.02
-    plain = ww.weave(_constant_tasks(25_000), "task_arithmetic", lambdas=[0.5, 1.0], pooling="randmix",
-                     collaborative=False)
+    plain = ww.weave(
+        _constant_tasks(25_000), "task_arithmetic", lambdas=[0.5, 1.0], pooling="randmix", collaborative=False
+    )
     plain_values = torch.cat([plain["x"], plain["y"].reshape(-1)])
     assert set(plain_values.unique().tolist()) == {2.0, 4.0}
     assert abs(float((plain_values == 4.0).double().mean()) - 0.5) < 0.01
@@ -156,8 +162,10 @@ def test_randmix_does_not_depend_on_tensor_order():
 @pytest.mark.parametrize("pooling", ["avg", "randmix", "magmax", "ties"])
 @pytest.mark.parametrize("collaborative", [True, False])
 def test_weave_keeps_bf16_and_leaves_inputs_untouched(pooling, collaborative):
-    taus = [{"v": torch.tensor([1.0, -2.0, 0.5], dtype=torch.bfloat16)},
-            {"v": torch.tensor([3.0, -1.0, -1.5], dtype=torch.bfloat16)}]
+    taus = [
+        {"v": torch.tensor([1.0, -2.0, 0.5], dtype=torch.bfloat16)},
+        {"v": torch.tensor([3.0, -1.0, -1.5], dtype=torch.bfloat16)},
+    ]
     before = [tau["v"].clone() for tau in taus]
     woven = ww.weave(taus, "magmax", lambdas=[0.5, 1.0], pooling=pooling, collaborative=collaborative)
     assert woven["v"].dtype == torch.bfloat16 and woven["v"].shape == (3,)
@@ -213,8 +221,13 @@ def _taus(tasks=3, seed=0):
     generator = torch.Generator().manual_seed(seed)
     layout = {"w": (6, 4), "b": (4,), "s": ()}
     common = {name: torch.randn(shape, generator=generator, dtype=torch.float64) for name, shape in layout.items()}
-    return [{name: 0.5 * common[name] + torch.randn(shape, generator=generator, dtype=torch.float64)
-             for name, shape in layout.items()} for _ in range(tasks)]
+    return [
+        {
+            name: 0.5 * common[name] + torch.randn(shape, generator=generator, dtype=torch.float64)
+            for name, shape in layout.items()
+        }
+        for _ in range(tasks)
+    ]
 
 
 def _close(actual, expected):
@@ -235,8 +248,10 @@ def test_collaborative_avg_identity_holds_for_every_merger(name):
     taus = _taus()
     merged = ww.merge(name, taus)
     woven = ww.weave(taus, name, lambdas=LAMBDAS, pooling="avg")
-    expected = {key: (sum(tau[key] for tau in taus) + math.fsum(LAMBDAS) * merged[key]) / (len(taus) + len(LAMBDAS))
-                for key in merged}
+    expected = {
+        key: (sum(tau[key] for tau in taus) + math.fsum(LAMBDAS) * merged[key]) / (len(taus) + len(LAMBDAS))
+        for key in merged
+    }
     _close(woven, expected)
 
 
@@ -279,7 +294,9 @@ def test_every_merger_pools_the_candidates_as_if_they_were_task_vectors(pooling,
     else:
         lambdas = LAMBDAS
     merged = ww.merge("ties", taus)
-    candidates = ([*taus] if collaborative else []) + [{key: lam * value for key, value in merged.items()} for lam in lambdas]
+    candidates = ([*taus] if collaborative else []) + [
+        {key: lam * value for key, value in merged.items()} for lam in lambdas
+    ]
     # a random pooling merger (DARE) draws with the weave's seed (0 here), derived
     seeded = {"seed": ww.weaving.pooling_seed(0)} if "seed" in ww.MERGERS[pooling].defaults else {}
     expected = ww.merge(pooling, candidates, **seeded)

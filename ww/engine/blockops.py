@@ -114,14 +114,14 @@ def sparse_nonzero(mask: torch.Tensor, groups: int = 8) -> tuple[torch.Tensor, t
     width = columns // groups
     found_rows, found_columns = [], []
     if width:
-        body = mask[:, :width * groups].reshape(rows, groups, width)
+        body = mask[:, : width * groups].reshape(rows, groups, width)
         hits = body.amax(dim=1).nonzero()  # [h, 2]: (row, column within a set)
         candidates = body[hits[:, 0], :, hits[:, 1]]  # [h, groups]
         inner = candidates.nonzero()
         found_rows.append(hits[inner[:, 0], 0])
         found_columns.append(inner[:, 1] * width + hits[inner[:, 0], 1])
     if width * groups < columns:
-        tail = mask[:, width * groups:].nonzero()
+        tail = mask[:, width * groups :].nonzero()
         found_rows.append(tail[:, 0])
         found_columns.append(tail[:, 1] + width * groups)
     return torch.cat(found_rows), torch.cat(found_columns)

@@ -39,7 +39,9 @@ class Kernel:
     fused form is only traced into loops that do more (`TaskStream.map_kernel` under a weave).
     """
 
-    def __init__(self, eager: Callable, fused: Callable | None = None, name: str | None = None, alone: bool = True) -> None:
+    def __init__(
+        self, eager: Callable, fused: Callable | None = None, name: str | None = None, alone: bool = True
+    ) -> None:
         self.eager = eager
         self.fused = fused or eager
         self.name = name or getattr(eager, "__name__", "kernel")
@@ -68,8 +70,12 @@ class Kernel:
             with kernels._lock:
                 if self._compiled is None:
                     self._compiled = torch.compile(
-                        self.fused, dynamic=True, fullgraph=True, recompile_limit=RECOMPILE_LIMIT,
-                        options=COMPILE_OPTIONS)
+                        self.fused,
+                        dynamic=True,
+                        fullgraph=True,
+                        recompile_limit=RECOMPILE_LIMIT,
+                        options=COMPILE_OPTIONS,
+                    )
         # detached aliases (no copy): dynamo guards on the base of a view, and blocks are views of
         # banks of every shape, which made each call a recompile
         args = tuple(arg.detach() if isinstance(arg, torch.Tensor) else arg for arg in args)
@@ -103,7 +109,9 @@ class Kernel:
         )
 
 
-def kernel(fused: Callable | None = None, *, name: str | None = None, alone: bool = True) -> Callable[[Callable], Kernel]:
+def kernel(
+    fused: Callable | None = None, *, name: str | None = None, alone: bool = True
+) -> Callable[[Callable], Kernel]:
     """Decorator: the decorated function is the eager reference, ``fused`` its compiler-friendly twin."""
 
     def wrap(eager: Callable) -> Kernel:

@@ -128,7 +128,9 @@ def uniform_lanes16(
 
 def lanes16(keys: Sequence[int], positions: torch.Tensor, count: int, out: torch.Tensor | None = None) -> torch.Tensor:
     """`uniform_lanes16` with the stream keys of the task pairs given (``keys[j // 2]`` for draw j)."""
-    result = out if out is not None else torch.empty((count, positions.numel()), dtype=torch.int16, device=positions.device)
+    result = (
+        out if out is not None else torch.empty((count, positions.numel()), dtype=torch.int16, device=positions.device)
+    )
     for group in range((count + 1) // 2):
         halves = random_words(keys[group], positions).view(torch.int16).view(-1, 2)
         for half in range(min(2, count - 2 * group)):

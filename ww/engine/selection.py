@@ -107,7 +107,7 @@ def _grouped(vals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The ``[T, BRACKET_GROUPS, w]`` view of a block's first ``BRACKET_GROUPS·w`` columns, and the rest."""
     rows, columns = vals.shape
     width = columns // BRACKET_GROUPS
-    return vals[:, :width * BRACKET_GROUPS].reshape(rows, BRACKET_GROUPS, width), vals[:, width * BRACKET_GROUPS:]
+    return vals[:, : width * BRACKET_GROUPS].reshape(rows, BRACKET_GROUPS, width), vals[:, width * BRACKET_GROUPS :]
 
 
 def _collect_flagged(vals, count, largest, smallest, high, low, absolute: bool):
@@ -333,8 +333,12 @@ def _draw_sample(
 
 
 def sample_brackets(
-    tasks: TaskStream, values: Values, ranks: torch.Tensor, granularity: str = "elements",
-    sample_values: Values | None = None, sigmas: float = 6.0,
+    tasks: TaskStream,
+    values: Values,
+    ranks: torch.Tensor,
+    granularity: str = "elements",
+    sample_values: Values | None = None,
+    sigmas: float = 6.0,
 ) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Per task and rank a bracket ``[lows, highs]`` (``[T, R]`` each) that holds the rank-th largest
     with high probability (Floyd–Rivest, see the module doc), and the largest fraction of the
@@ -362,13 +366,16 @@ def sample_brackets(
     lows = torch.empty(ranks.shape, dtype=dtype)
     highs = torch.empty(ranks.shape, dtype=dtype)
     infinity = torch.tensor(float("inf"), dtype=dtype)
+
     def bracket_row(row: int) -> float:
         """Fill row ``row`` of highs/lows (a task per worker: ``kthvalue`` is single-threaded)."""
         widest = 0.0
         for column, rank in enumerate(ranks[row].tolist()):
             quantile = rank / total
             expected = quantile * size
-            inflation = 1.0 if window == 1 else design_effect(row, sample_largest(row, min(max(int(expected), 1), size)))
+            inflation = (
+                1.0 if window == 1 else design_effect(row, sample_largest(row, min(max(int(expected), 1), size)))
+            )
             # ``sigmas`` standard deviations of the sample count, inflated by the measured
             # within-window correlation, plus a little slack
             margin = sigmas * (size * inflation * quantile * (1 - quantile)) ** 0.5 + slack * size + 8
@@ -416,8 +423,10 @@ def _bracketed(
     validates = absolute and tasks.transform is None and tasks.check_finite and not tasks.state.validated
 
     # contiguous [T, 1] thresholds: one compiled variant whatever the number of ranks
-    bounds = [(highs[:, column:column + 1].contiguous(), lows[:, column:column + 1].contiguous())
-              for column in range(ranks.shape[1])]
+    bounds = [
+        (highs[:, column : column + 1].contiguous(), lows[:, column : column + 1].contiguous())
+        for column in range(ranks.shape[1])
+    ]
     pair = bracket_summary_pair.for_params(total) if ranks.shape[1] == 2 else None
 
     def count_and_collect_fused(tau: torch.Tensor, block: Block):
@@ -449,8 +458,8 @@ def _bracketed(
         vals = values(tau, block)
         results = []
         for column in range(ranks.shape[1]):
-            over = above(vals, highs[:, column:column + 1])
-            from_low = at_least(vals, lows[:, column:column + 1])
+            over = above(vals, highs[:, column : column + 1])
+            from_low = at_least(vals, lows[:, column : column + 1])
             inside = from_low - over
             if sparse:
                 rows, columns = sparse_nonzero(inside)

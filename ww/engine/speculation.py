@@ -31,7 +31,7 @@ from collections.abc import Callable
 import torch
 
 from .selection import DIRECT_LIMIT, Values, kth_largest, magnitudes, sample_brackets
-from .streaming import Block, SampledBlock, TaskStream, in_workers, scattered_blocks
+from .streaming import Block, TaskStream, in_workers, scattered_blocks
 
 SIGMAS = 4.0
 """Bracket margin, in standard deviations of the sample's rank (the exact selection uses 6): a
@@ -48,8 +48,14 @@ def applies(tasks: TaskStream) -> bool:
 
 
 def top_k_map(
-    tasks: TaskStream, counts: list[int], speculate: SpeculativeKernel, exact: ExactKernel, *,
-    values: Values = magnitudes, column_values: Values | None = None, nonnegative: bool = True,
+    tasks: TaskStream,
+    counts: list[int],
+    speculate: SpeculativeKernel,
+    exact: ExactKernel,
+    *,
+    values: Values = magnitudes,
+    column_values: Values | None = None,
+    nonnegative: bool = True,
 ) -> torch.Tensor:
     """The merger's output (`TaskStream.map`'s) where task t keeps the entries whose value is at least
     its ``counts[t]``-th largest value; values are |τt| by default.
@@ -85,14 +91,15 @@ def top_k_map(
     out = tasks.map(merge, validates=validates)
     flagged.sort(key=lambda item: item[0])
     gathered = _Columns(tasks, torch.cat([columns + start for start, columns in flagged]))
-    del flagged
+    flagged.clear()  # the gathered copy is all that is needed from here on
     over, wanted = at_high.long(), ranks.squeeze(1)
     inside = _inside(tasks, gathered, column_values, lows, highs)
     if bool(((over < wanted) & (wanted <= over + torch.tensor([found.numel() for found in inside]))).all()):
         thresholds = _select(tasks, inside, wanted - over, highs)
     else:  # a bracket missed its rank: exact selection, then the columns whose decisions differ
-        thresholds = kth_largest(tasks.without_finish(), values, ranks, nonnegative=nonnegative,
-                                 sample_values=column_values).to(highs.dtype)
+        thresholds = kth_largest(
+            tasks.without_finish(), values, ranks, nonnegative=nonnegative, sample_values=column_values
+        ).to(highs.dtype)
         gathered = _Columns(tasks, _changed_columns(tasks, values, thresholds, highs))
     _redo(tasks, out, gathered, exact, thresholds)
     return out
@@ -114,13 +121,14 @@ class _Columns:
         self.starts = starts
 
         def read(index: int) -> None:
-            self.values[:, starts[index]:starts[index + 1]] = tasks.read_sample(self.blocks[index])
+            self.values[:, starts[index] : starts[index + 1]] = tasks.read_sample(self.blocks[index])
 
         in_workers([lambda index=index: read(index) for index in range(len(self.blocks))], tasks.workers)
 
 
-def _inside(tasks: TaskStream, columns: _Columns, column_values: Values, lows: torch.Tensor, highs: torch.Tensor
-            ) -> list[torch.Tensor]:
+def _inside(
+    tasks: TaskStream, columns: _Columns, column_values: Values, lows: torch.Tensor, highs: torch.Tensor
+) -> list[torch.Tensor]:
     """Per task the values in [lowt, hight) among the gathered columns: every one of them, since a
     column holding one is flagged."""
     # one call over all columns (values depend on columns alone): per-tensor calls would hit
@@ -167,7 +175,7 @@ def _redo(tasks: TaskStream, out: torch.Tensor, columns: _Columns, exact, thresh
         return
     merged = exact(columns.values, thresholds)
     for index, block in enumerate(columns.blocks):
-        part = merged[columns.starts[index]:columns.starts[index + 1]]
+        part = merged[columns.starts[index] : columns.starts[index + 1]]
         if tasks.finish is not None:
             part = tasks.finish(block, part)
         out[block.flat_positions()] = part.to(out.dtype)

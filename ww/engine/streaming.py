@@ -335,7 +335,7 @@ class TaskStream:
             merged = function(read(block), block).reshape(-1)
             if self.finish is not None:
                 merged = self.finish(block, merged)
-            out[block.start:block.stop] = merged
+            out[block.start : block.stop] = merged
 
         # the output's pages become resident as blocks are written: growth the heap guard expects
         _run(self, self.blocks(granularity), work, kept_bytes=out.element_size())
@@ -612,7 +612,7 @@ def bank_stream(
     """A stream over the rows of a ``[T, P]`` tensor (in memory or memory-mapped)."""
 
     def load(block: Block) -> torch.Tensor:
-        return data[:, block.start:block.stop]
+        return data[:, block.start : block.stop]
 
     def sample(sampled: SampledBlock) -> torch.Tensor:
         return data.index_select(1, sampled.flat_positions(data.device))

@@ -99,4 +99,6 @@ def masked_sum(rows: torch.Tensor, magnitude: torch.Tensor, lower: torch.Tensor,
 )
 def breadcrumbs(tasks: TaskStream, *, beta: float = 0.1, gamma: float = 0.01) -> torch.Tensor:
     """M = Σt τt masked per row: outliers (top γ) removed, the next β fraction of the rest kept."""
-    return tasks.map(lambda tau, block: breadcrumbs_block(tau, block, beta, gamma, tasks.num_params), granularity="rows")
+    return tasks.map(
+        lambda tau, block: breadcrumbs_block(tau, block, beta, gamma, tasks.num_params), granularity="rows"
+    )

@@ -42,7 +42,10 @@ def consensus_block(tau: torch.Tensor, tall_lambda: float, k: int) -> torch.Tens
     name="consensus",
     citation="Wang et al., Localizing Task Information for Improved Model Merging and Compression "
     "(TALL masks, Consensus Merging), ICML 2024, arXiv 2405.07813",
-    ranges={"tall_lambda": Interval(0.0, float("inf"), low_closed=True), "k": Interval(1, float("inf"), low_closed=True)},
+    ranges={
+        "tall_lambda": Interval(0.0, float("inf"), low_closed=True),
+        "k": Interval(1, float("inf"), low_closed=True),
+    },
     revision=2,  # 2: entries used by exactly k tasks are kept on fp32 banks (at_least with a scalar threshold)
 )
 def consensus(tasks: TaskStream, *, tall_lambda: float = 0.4, k: int = 2) -> torch.Tensor:

@@ -89,8 +89,7 @@ _P_RANGE = {"p": Interval(0.0, 1.0, low_closed=True, high_closed=False)}
 @merger(
     name="dare_ta",
     revision=2,  # 2: as a pooling function it draws from a seed derived from the trial's (was 0)
-    citation="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv 2311.03099; "
-    "then task arithmetic",
+    citation="Yu et al., Language Models are Super Mario (DARE), ICML 2024, arXiv 2311.03099; then task arithmetic",
     ranges=_P_RANGE,
 )
 def dare_ta(tasks: TaskStream, *, p: float = 0.5, seed: int = 0) -> torch.Tensor:

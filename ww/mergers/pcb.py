@@ -88,7 +88,7 @@ def balance_scores(tau: torch.Tensor, low, high, inverse_span) -> torch.Tensor:
         tanh = exp.neg_().add_(1).div_(denominator[:rows])  # tanh(n_t n_j)
         inter[t] += tanh.sum(dim=0)
         if rows > 1:
-            inter[t + 1:] += tanh[1:]
+            inter[t + 1 :] += tanh[1:]
     intra = magnitude.square_().mul_(num_tasks).exp_()
     return intra.mul_(inter)
 
@@ -147,15 +147,19 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
     itemsize = torch.empty((), dtype=tasks.dtype).element_size()
     # weaving (a finish hook) promises T + 3 models at most: no [T, P] cache there; compiled scores
     # are cheaper to recompute than to write to fresh memory and read back
-    if (tasks.in_memory and tasks.finish is None and num_tasks * num_params * itemsize <= CACHE_BYTES
-            and score is balance_scores.eager):
+    if (
+        tasks.in_memory
+        and tasks.finish is None
+        and num_tasks * num_params * itemsize <= CACHE_BYTES
+        and score is balance_scores.eager
+    ):
         cache = torch.empty(num_tasks, num_params, dtype=tasks.dtype)
 
         def fill(tau: torch.Tensor, block: Block) -> None:
-            cache[:, block.start:block.stop] = scores_of(tau, block)
+            cache[:, block.start : block.stop] = scores_of(tau, block)
 
         tasks.scan(fill)
-        scores_of = lambda tau, block: cache[:, block.start:block.stop]  # noqa: E731
+        scores_of = lambda tau, block: cache[:, block.start : block.stop]  # noqa: E731
 
     # the maximum and the threshold of β in one selection pass. No one-pass (speculative) form:
     # every kept weight depends on the exact threshold's value, not only on which side of it an
@@ -164,5 +168,8 @@ def pcb(tasks: TaskStream, *, ratio: float = 0.05) -> torch.Tensor:
     selected = kth_largest(tasks, scores_of, ranks, sample_values=computed).to(tasks.dtype)
     peak, threshold = selected[:, :1].contiguous(), selected[:, 1:].contiguous()
     inverse_range, floor = weight_scales(peak, threshold)
-    return tasks.map(lambda tau, block: block_pcb(tau, scores_of(tau, block), low, high, inverse_span, threshold,
-                                                  inverse_range, floor))
+    return tasks.map(
+        lambda tau, block: block_pcb(
+            tau, scores_of(tau, block), low, high, inverse_span, threshold, inverse_range, floor
+        )
+    )

@@ -69,8 +69,7 @@ def ties_block(tau: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
 
 @merger(
     name="ties",
-    citation="Yadav et al., TIES-Merging: Resolving Interference When Merging Models, "
-    "NeurIPS 2023, arXiv 2306.01708",
+    citation="Yadav et al., TIES-Merging: Resolving Interference When Merging Models, NeurIPS 2023, arXiv 2306.01708",
     ranges={"k": Interval(0.0, 1.0)},
 )
 def ties(tasks: TaskStream, *, k: float = 0.2) -> torch.Tensor:

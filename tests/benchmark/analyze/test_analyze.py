@@ -22,9 +22,9 @@ from safetensors.torch import load_file
 from benchmark.analyze import run_analyses
 from benchmark.cli import main
 from benchmark.model.pretrained import load_base_model
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import parse_spec
-from benchmark.results.storage import StorageRoot
 from tests.conftest import tiny_spec_dict
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -117,7 +117,9 @@ def test_output_space_starts_from_the_expert_and_grows_to_all(analysed):
             assert row["agreement"] >= 1 - 1 / 128
     expert = next(job for job in build_plan(spec).experts if job.task == tasks[0])
     recorded = json.loads(expert.manifest_path(storage).read_text())["metrics"]["test_accuracy"]
-    own = next(r for r in accuracy if r["n_models"] == 1 and r["method"] == "logit_ensemble" and r["eval_task"] == tasks[0])
+    own = next(
+        r for r in accuracy if r["n_models"] == 1 and r["method"] == "logit_ensemble" and r["eval_task"] == tasks[0]
+    )
     assert own["accuracy"] == pytest.approx(recorded, abs=1 / 128 + 1e-12)
     assert {r["models"] for r in accuracy if r["n_models"] == 3} == {",".join(tasks)}
 
@@ -137,11 +139,14 @@ def test_scale_alpha_one_is_the_unscaled_model(analysed):
 
 def test_only_runs_the_named_analyses_into_out(analysed, tmp_path):
     spec, storage, _, _ = analysed
-    summary = run_analyses(spec, storage, only=["interference"], out=tmp_path / "elsewhere",
-                           console=Console(file=open("/dev/null", "w")))
+    summary = run_analyses(
+        spec, storage, only=["interference"], out=tmp_path / "elsewhere", console=Console(file=open("/dev/null", "w"))
+    )
     assert list(summary.written) == ["interference"]
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()) == [
-        "interference-ww-toy-vit-toy-mtl-seed0.png", "interference.parquet"]
+        "interference-ww-toy-vit-toy-mtl-seed0.png",
+        "interference.parquet",
+    ]
 
 
 def test_missing_experts_fail_with_one_line_saying_to_run_the_spec(analysed, tmp_path, capsys):

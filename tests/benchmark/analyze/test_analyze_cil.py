@@ -17,12 +17,12 @@ from rich.console import Console
 from safetensors.torch import save_file
 
 import ww.analysis as wa
-from benchmark.experts import store as expert_store
 from benchmark.analyze import run_analyses
+from benchmark.experts import store as expert_store
 from benchmark.model.pretrained import _toy_checkpoint
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import parse_spec
-from benchmark.results.storage import StorageRoot
 from benchmark.toy import create_toy_model
 from tests.conftest import tiny_spec_dict
 
@@ -31,10 +31,17 @@ SCALE = 0.01
 
 
 def _cil_spec(*modes_and_names: tuple[str, str]):
-    setups = [{"name": name, "kind": "cil", "dataset": "digits", "n_splits": SPLITS,
-               "data": {"n_train": 256, "n_test": 128, "seed": 0},
-               "finetune": {"mode": mode, "steps": 8, "batch_size": 32, "lr": 1e-4, "warmup": 2}}
-              for mode, name in modes_and_names]
+    setups = [
+        {
+            "name": name,
+            "kind": "cil",
+            "dataset": "digits",
+            "n_splits": SPLITS,
+            "data": {"n_train": 256, "n_test": 128, "seed": 0},
+            "finetune": {"mode": mode, "steps": 8, "batch_size": 32, "lr": 1e-4, "warmup": 2},
+        }
+        for mode, name in modes_and_names
+    ]
     return parse_spec(tiny_spec_dict(setups=setups, mergers=["task_arithmetic"], poolings=["none"]))
 
 
@@ -80,8 +87,9 @@ def test_sequential_chain_sits_on_the_sqrt_baseline_and_beats_independent(root, 
     assert comparison["mean_increment_cosine"] == pytest.approx(0.0, abs=0.01)
     assert comparison["baseline_mean"] == pytest.approx(baseline)
     assert comparison["sequential_more_correlated"] is True
-    assert comparison["answer"].startswith("sequential task vectors are more correlated than independent: "
-                                           "mean off-diagonal cos ")
+    assert comparison["answer"].startswith(
+        "sequential task vectors are more correlated than independent: mean off-diagonal cos "
+    )
     assert comparison["answer"] in console.export_text()
 
     rows = pq.read_table(out / "geometry.parquet").to_pylist()
@@ -138,8 +146,9 @@ def test_cil_output_space_and_scale_evaluate_the_joint_task(tmp_path):
     agreement = pq.read_table(summary.out / "output_space_agreement.parquet").to_pylist()
     correct = {(r["n_models"], r["method"]): r["n_correct"] for r in accuracy}
     for r in agreement:
-        assert (r["only_a_correct"] - r["only_b_correct"]
-                == correct[r["n_models"], r["method_a"]] - correct[r["n_models"], r["method_b"]])
+        assert (
+            r["only_a_correct"] - r["only_b_correct"]
+            == correct[r["n_models"], r["method_a"]] - correct[r["n_models"], r["method_b"]]
+        )
         assert 0.0 <= r["mcnemar_p"] <= 1.0
         assert r["only_a_correct"] + r["only_b_correct"] <= round((1 - r["agreement"]) * accuracy[0]["n_examples"])
-

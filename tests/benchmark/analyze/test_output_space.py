@@ -45,25 +45,39 @@ def test_the_mean_of_normalised_features_could_never_differ_from_the_logit_ensem
     rescales each example's mean logits by a positive factor, so the argmax is the same."""
     generator = torch.Generator().manual_seed(0)
     head = F.normalize(torch.randn(7, 16, generator=generator), dim=-1)
-    members = [torch.randn(500, 16, generator=generator) * torch.rand(500, 1, generator=generator) * 10 for _ in range(4)]
+    members = [
+        torch.randn(500, 16, generator=generator) * torch.rand(500, 1, generator=generator) * 10 for _ in range(4)
+    ]
     ensembles = Ensembles(head, SCALE)
     for features in members:
         ensembles.add(features)
     normalised_mean = F.normalize(torch.stack([F.normalize(f, dim=-1) for f in members]).mean(0), dim=-1) @ head.T
     assert torch.equal(normalised_mean.argmax(-1), ensembles.scores()["logit_ensemble"].argmax(-1))
-    assert not torch.equal(ensembles.scores()["feature_ensemble"].argmax(-1), ensembles.scores()["logit_ensemble"].argmax(-1))
+    assert not torch.equal(
+        ensembles.scores()["feature_ensemble"].argmax(-1), ensembles.scores()["logit_ensemble"].argmax(-1)
+    )
 
 
 def test_figure_and_table_name_the_compared_ensembles():
     accuracy = [{"n_models": n, "method": m, "accuracy": 0.5, "eval_task": "a"} for n in (1, 2) for m in METHODS]
-    agreement = [{"n_models": n, "method_a": a, "method_b": b, "agreement": 0.9, "eval_task": "a"}
-                 for n in (1, 2) for a, b in PAIRS]
+    agreement = [
+        {"n_models": n, "method_a": a, "method_b": b, "agreement": 0.9, "eval_task": "a"}
+        for n in (1, 2)
+        for a, b in PAIRS
+    ]
     ref = SimpleNamespace(model=SimpleNamespace(name="toy"), setup=SimpleNamespace(name="mtl"), seed=0)
     left, right = plot(ref, accuracy, agreement).axes
     assert [t.get_text() for t in left.get_legend().get_texts()] == [LABELS[m] for m in METHODS]
     pairs = [t.get_text() for t in right.get_legend().get_texts()]
-    assert "uniform soup ↔ probability ensemble" in pairs and "logit ensemble (reference) ↔ raw-feature ensemble" in pairs
+    assert (
+        "uniform soup ↔ probability ensemble" in pairs and "logit ensemble (reference) ↔ raw-feature ensemble" in pairs
+    )
     assert len(pairs) == len(PAIRS)
     headers = [c.header for c in summary_table("t", accuracy, agreement).columns]
-    assert headers[1:5] == ["uniform soup", "logit ensemble (reference)", "probability ensemble", "raw-feature ensemble"]
+    assert headers[1:5] == [
+        "uniform soup",
+        "logit ensemble (reference)",
+        "probability ensemble",
+        "raw-feature ensemble",
+    ]
     assert "agree soup/prob." in headers and "agree logit/raw feat." in headers

@@ -32,7 +32,7 @@ def _row(output: str, name: str) -> str:
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.startswith(f"│ {name} "))
     row = [lines[start]]
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if not line.startswith("│ " + " " * len(name)) or line.startswith("└"):
             break
         row.append(line)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.data import loaders as data
 from benchmark.data import DatasetMalformedError, fake
+from benchmark.data import loaders as data
 from benchmark.data.layouts import FAKE_MARKER
 
 
@@ -59,11 +59,23 @@ def test_a_single_test_image_still_reads_back(tmp_path, monkeypatch, dataset):
     assert len(set(data.open_split(dataset, "test").labels.tolist())) == 2
 
 
-@pytest.mark.parametrize("dataset, layout, n_classes", [
-    ("SUN397", "partitions", 397), ("Cars", "torchvision", 196), ("RESISC45", "lists", 45),
-    ("GTSRB", "torchvision", 43), ("DTD", "torchvision", 47), ("CIFAR100", "torchvision", 100),
-    ("Food101", None, 101), ("Flowers102", None, 102), ("OxfordIIITPet", None, 37), ("MNIST", None, 10),
-    ("SVHN", None, 10), ("EMNIST", None, 10)])
+@pytest.mark.parametrize(
+    "dataset, layout, n_classes",
+    [
+        ("SUN397", "partitions", 397),
+        ("Cars", "torchvision", 196),
+        ("RESISC45", "lists", 45),
+        ("GTSRB", "torchvision", 43),
+        ("DTD", "torchvision", 47),
+        ("CIFAR100", "torchvision", 100),
+        ("Food101", None, 101),
+        ("Flowers102", None, 102),
+        ("OxfordIIITPet", None, 37),
+        ("MNIST", None, 10),
+        ("SVHN", None, 10),
+        ("EMNIST", None, 10),
+    ],
+)
 def test_test_images_caps_the_test_split_but_not_the_classes(tmp_path, monkeypatch, dataset, layout, n_classes):
     fake.write_fake(dataset, tmp_path, layout, test_images=12)
     monkeypatch.setenv(data.DATA_ROOT_ENV, str(tmp_path))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.data import loaders as data
-from benchmark.trials import eval_cache
 from benchmark.data import DatasetMalformedError, DatasetMissingError, fake
+from benchmark.data import loaders as data
 from benchmark.data.images import UnreadableImagesError
-from benchmark.spec.schema import DataSpec
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.schema import DataSpec
+from benchmark.trials import eval_cache
 
 
 def test_a_missing_data_root_names_the_layouts_and_how_to_obtain_the_data(tmp_path):
@@ -27,11 +27,15 @@ def test_a_missing_data_root_names_the_layouts_and_how_to_obtain_the_data(tmp_pa
     assert "EuroSAT_splits/train/<class>" in message and "To obtain it" in message
 
 
-@pytest.mark.parametrize("dataset, layout, remove, expected", [
-    ("DTD", "folders", "dtd/val", "dtd/ has no test/val folder → re-run the preparation script"),
-    ("DomainNet", "lists", "domainnet/sketch_test.txt", "split lists missing: sketch_test.txt"),
-    ("RESISC45", "lists", "resisc45/resisc45-test.txt", "split lists missing: resisc45-test.txt"),
-], ids=["folder-split", "domainnet-list", "resisc45-list"])
+@pytest.mark.parametrize(
+    "dataset, layout, remove, expected",
+    [
+        ("DTD", "folders", "dtd/val", "dtd/ has no test/val folder → re-run the preparation script"),
+        ("DomainNet", "lists", "domainnet/sketch_test.txt", "split lists missing: sketch_test.txt"),
+        ("RESISC45", "lists", "resisc45/resisc45-test.txt", "split lists missing: resisc45-test.txt"),
+    ],
+    ids=["folder-split", "domainnet-list", "resisc45-list"],
+)
 def test_a_missing_split_is_refused_by_the_preflight(tmp_path, dataset, layout, remove, expected):
     import shutil
 
@@ -43,11 +47,15 @@ def test_a_missing_split_is_refused_by_the_preflight(tmp_path, dataset, layout, 
         data.check_task_data(task, tmp_path)
 
 
-@pytest.mark.parametrize("dataset, layout, folder", [
-    ("DTD", "folders", "dtd/train/banded"),
-    ("PACS", "folders", "PACS/kfold/sketch/dog"),
-    ("RESISC45", "lists", "resisc45/NWPU-RESISC45/airport"),
-], ids=["split-folders", "domain-folders", "listed-folders"])
+@pytest.mark.parametrize(
+    "dataset, layout, folder",
+    [
+        ("DTD", "folders", "dtd/train/banded"),
+        ("PACS", "folders", "PACS/kfold/sketch/dog"),
+        ("RESISC45", "lists", "resisc45/NWPU-RESISC45/airport"),
+    ],
+    ids=["split-folders", "domain-folders", "listed-folders"],
+)
 def test_an_empty_class_folder_refuses_the_split_naming_it(tmp_path, dataset, layout, folder):
     fake.write_fake(dataset, tmp_path, layout)
     for image in (tmp_path / folder).iterdir():
@@ -99,8 +107,10 @@ def test_an_image_a_split_list_names_but_the_disk_lacks_counts_as_unreadable(tmp
     lines = (tmp_path / "domainnet" / "sketch_test.txt").read_text().splitlines()
     listed = lines[0].split()[0]
     (tmp_path / "domainnet" / listed).unlink()
-    with pytest.raises(UnreadableImagesError,
-                       match=f"1 of {len(lines)} images .* cannot be decoded: domainnet/{listed} \\(FileNotFoundError"):
+    with pytest.raises(
+        UnreadableImagesError,
+        match=f"1 of {len(lines)} images .* cannot be decoded: domainnet/{listed} \\(FileNotFoundError",
+    ):
         data.load_split("DomainNet/sketch", "test", DataSpec(), resolution=24, root=tmp_path)
 
 
@@ -113,8 +123,9 @@ def test_a_data_error_found_on_a_ray_worker_reaches_the_driver_as_itself(ray_ses
 
     @ray_session.remote(num_cpus=0)
     def cache_test_split(storage_root: str, data_root: str):
-        eval_cache.ensure_split(StorageRoot.at(storage_root), "EuroSAT", "test", DataSpec(), resolution=24,
-                                root=data_root)
+        eval_cache.ensure_split(
+            StorageRoot.at(storage_root), "EuroSAT", "test", DataSpec(), resolution=24, root=data_root
+        )
 
     with pytest.raises(UnreadableImagesError) as info:
         _get_input_checked(cache_test_split.remote(str(tmp_path / "root"), str(root)))

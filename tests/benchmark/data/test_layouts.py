@@ -11,15 +11,26 @@ import importlib.util
 import numpy as np
 import pytest
 
-from benchmark.data import loaders as data
 from benchmark.data import REAL_DATASETS, DatasetMalformedError, fake
+from benchmark.data import loaders as data
 from benchmark.spec.schema import DataSpec
 
 CASES = [(name, layout) for name, writers in fake.WRITERS.items() for layout in writers]
 GREY = {"MNIST", "FashionMNIST", "KMNIST", "EMNIST", "FER2013"}
 # a few images per class so that the ≈10 % validation split is not empty
-PER_CLASS = {"MNIST": 5, "FashionMNIST": 5, "KMNIST": 5, "EMNIST": 5, "SVHN": 5, "STL10": 5, "CIFAR10": 5,
-             "FER2013": 5, "RenderedSST2": 10, "EuroSAT": 5, "PCAM": 10}
+PER_CLASS = {
+    "MNIST": 5,
+    "FashionMNIST": 5,
+    "KMNIST": 5,
+    "EMNIST": 5,
+    "SVHN": 5,
+    "STL10": 5,
+    "CIFAR10": 5,
+    "FER2013": 5,
+    "RenderedSST2": 10,
+    "EuroSAT": 5,
+    "PCAM": 10,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -98,8 +109,11 @@ def test_class_incremental_split_keeps_its_classes_relabelled_and_agrees_with_th
 def test_domains_partition_the_multi_domain_dataset(fakes, name):
     root = fakes[name, next(iter(fake.WRITERS[name]))]
     whole = set(data.open_split(name, "test", root).keys)
-    parts = [set(data.open_split(f"{name}/{d}", "test", root).keys) for d in data.domains(name)
-             if name != "ImageNet-R" or d in ("art", "cartoon", "sketch")]
+    parts = [
+        set(data.open_split(f"{name}/{d}", "test", root).keys)
+        for d in data.domains(name)
+        if name != "ImageNet-R" or d in ("art", "cartoon", "sketch")
+    ]
     assert set().union(*parts) == whole and sum(len(p) for p in parts) == len(whole)
 
 

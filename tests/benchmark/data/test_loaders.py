@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from benchmark.data import loaders as data
 from benchmark.data import MTL8, MTL14, MTL20, REAL_DATASETS, DatasetMissingError
+from benchmark.data import loaders as data
 from benchmark.data.layouts import hash_fraction
 from benchmark.spec.schema import DataSpec
 from benchmark.toy import TOY_TASKS
@@ -19,8 +19,10 @@ def test_every_dataset_of_the_three_setups_is_registered_under_its_methods_name(
     assert set(TOY_TASKS) <= set(data.dataset_names())
 
 
-@pytest.mark.parametrize("wrong, right", [("sun397", "SUN397"), ("cars", "Cars"), ("Eurosat", "EuroSAT"),
-                                          ("domainnet", "DomainNet"), ("digitz", "digits")])
+@pytest.mark.parametrize(
+    "wrong, right",
+    [("sun397", "SUN397"), ("cars", "Cars"), ("Eurosat", "EuroSAT"), ("domainnet", "DomainNet"), ("digitz", "digits")],
+)
 def test_dataset_names_are_case_sensitive_with_a_suggestion(wrong, right):
     with pytest.raises(ValueError, match=f"did you mean '{right}'"):
         data.check_dataset_name(wrong)
@@ -33,7 +35,11 @@ def test_class_counts_are_known_without_data_and_match_shipped_names():
             assert len(shipped) == info.n_classes == data.n_classes(name), name
             assert len(set(shipped)) == len(shipped), f"{name} has duplicate class names"
     assert {n for n, i in REAL_DATASETS.items() if i.shipped_classnames() is None} == {
-        "SUN397", "Cars", "DomainNet", "OfficeHome"}
+        "SUN397",
+        "Cars",
+        "DomainNet",
+        "OfficeHome",
+    }
 
 
 def test_imagenet_r_names_come_from_installed_metadata():
@@ -49,14 +55,32 @@ def test_templates_are_format_strings_with_one_slot():
     assert len(data.templates("DomainNet")) == 80  # CLIP's ImageNet set
 
 
-@pytest.mark.parametrize("task", ["CIFAR100[19/20]", "CIFAR100[0/50]", "ImageNet-R[3/10]", "DomainNet/sketch",
-                                  "ImageNet-R/cartoon", "OfficeHome/Real_World", "PACS/art_painting", "SUN397"])
+@pytest.mark.parametrize(
+    "task",
+    [
+        "CIFAR100[19/20]",
+        "CIFAR100[0/50]",
+        "ImageNet-R[3/10]",
+        "DomainNet/sketch",
+        "ImageNet-R/cartoon",
+        "OfficeHome/Real_World",
+        "PACS/art_painting",
+        "SUN397",
+    ],
+)
 def test_real_task_strings_parse_without_data(task):
     data.check_task_name(task)
 
 
-@pytest.mark.parametrize("task, message", [("CIFAR100[0/3]", "must divide"), ("DomainNet/photo", "no domain"),
-                                           ("SUN397/indoor", "single-domain"), ("Cars[196/196]", "split index")])
+@pytest.mark.parametrize(
+    "task, message",
+    [
+        ("CIFAR100[0/3]", "must divide"),
+        ("DomainNet/photo", "no domain"),
+        ("SUN397/indoor", "single-domain"),
+        ("Cars[196/196]", "split index"),
+    ],
+)
 def test_bad_real_task_strings_say_why(task, message):
     with pytest.raises(ValueError, match=message):
         data.check_task_name(task)

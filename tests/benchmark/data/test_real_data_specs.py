@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from benchmark import cli
+from benchmark.data import MTL8, DatasetMissingError, fake
 from benchmark.data import loaders as data
 from benchmark.model import pretrained as models
-from benchmark.data import MTL8, DatasetMissingError, fake
 from benchmark.model.pretrained import MissingWeightsError
 from benchmark.spec.schema import PRESETS, load_spec
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 import shutil
 
 from benchmark.experts import store as expert_store
+from benchmark.experts.training import checkpoints_per_run, default_checkpoint_every, fit_experts, fits_in_flight
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import ResourcesSpec, parse_spec
-from benchmark.results.storage import StorageRoot
-from benchmark.experts.training import checkpoints_per_run, default_checkpoint_every, fit_experts, fits_in_flight
 from tests.conftest import tiny_spec_dict
 
 GB = 10**9

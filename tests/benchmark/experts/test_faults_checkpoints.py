@@ -16,23 +16,26 @@ import pytest
 import torch
 from rich.console import Console
 
-from benchmark.experts import store as expert_store
-from benchmark.results import store as results
-from benchmark.trials.banks import build_bank
 from benchmark.data import fake
+from benchmark.experts import store as expert_store
 from benchmark.experts.store import CorruptExpertError
 from benchmark.model.pretrained import ForeignCheckpointError, NonFiniteWeightsError, load_base_model, load_state_file
 from benchmark.pipeline import print_plan, run_spec
+from benchmark.results import store as results
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import ModelSpec, parse_spec
-from benchmark.results.storage import StorageRoot
+from benchmark.trials.banks import build_bank
 from tests.conftest import tiny_spec_dict
 
 
 def _theta0() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return {"conv.weight": torch.randn(4, 3, 2, 2, generator=generator), "ln.weight": torch.ones(8),
-            "proj": torch.randn(8, 4, generator=generator)}
+    return {
+        "conv.weight": torch.randn(4, 3, 2, 2, generator=generator),
+        "ln.weight": torch.ones(8),
+        "proj": torch.randn(8, 4, generator=generator),
+    }
 
 
 @pytest.fixture
@@ -42,7 +45,9 @@ def store(tmp_path):
     plan = build_plan(parse_spec(tiny_spec_dict()))
     theta0 = _theta0()
     for i, job in enumerate(plan.experts):
-        expert_store.save_expert(job, storage, {k: v + 0.01 * (i + 1) for k, v in theta0.items()}, {"test_accuracy": 0.5})
+        expert_store.save_expert(
+            job, storage, {k: v + 0.01 * (i + 1) for k, v in theta0.items()}, {"test_accuracy": 0.5}
+        )
     build_bank(plan.experts, theta0, storage)  # healthy: accepted
     return storage, plan, theta0
 
@@ -65,22 +70,40 @@ def _damage(store, edit) -> str:
 
 def _flip_middle(data: bytes) -> bytes:
     middle = len(data) - 64  # inside the last tensor's values: the header still parses
-    return data[:middle] + bytes(b ^ 0xFF for b in data[middle:middle + 4]) + data[middle + 4:]
+    return data[:middle] + bytes(b ^ 0xFF for b in data[middle : middle + 4]) + data[middle + 4 :]
 
 
 STATE_CASES = {
-    "wrong-architecture": (lambda s: {**s, "extra.weight": torch.zeros(2)}, ForeignCheckpointError,
-                           "does not match θ0: unexpected tensor 'extra.weight'"),
-    "missing-tensor": (lambda s: {k: v for k, v in s.items() if k != "proj"}, ForeignCheckpointError,
-                       "does not match θ0: missing tensor 'proj'"),
-    "shape-mismatch": (lambda s: {**s, "proj": s["proj"][:, :3]}, ForeignCheckpointError,
-                       "tensor 'proj' has shape (8, 3), expected (8, 4)"),
-    "dtype-mismatch": (lambda s: {**s, "ln.weight": s["ln.weight"].half()}, ForeignCheckpointError,
-                       "tensor 'ln.weight' has dtype torch.float16, expected torch.float32"),
-    "nan": (lambda s: {**s, "ln.weight": torch.where(torch.arange(8) == 3, float("nan"), s["ln.weight"])},
-            NonFiniteWeightsError, "tensor 'ln.weight' holds 1 non-finite value(s) (NaN"),
-    "inf": (lambda s: {**s, "proj": s["proj"].index_fill(0, torch.tensor([0, 1]), float("inf"))},
-            NonFiniteWeightsError, "tensor 'proj' holds 8 non-finite value(s) (Inf"),
+    "wrong-architecture": (
+        lambda s: {**s, "extra.weight": torch.zeros(2)},
+        ForeignCheckpointError,
+        "does not match θ0: unexpected tensor 'extra.weight'",
+    ),
+    "missing-tensor": (
+        lambda s: {k: v for k, v in s.items() if k != "proj"},
+        ForeignCheckpointError,
+        "does not match θ0: missing tensor 'proj'",
+    ),
+    "shape-mismatch": (
+        lambda s: {**s, "proj": s["proj"][:, :3]},
+        ForeignCheckpointError,
+        "tensor 'proj' has shape (8, 3), expected (8, 4)",
+    ),
+    "dtype-mismatch": (
+        lambda s: {**s, "ln.weight": s["ln.weight"].half()},
+        ForeignCheckpointError,
+        "tensor 'ln.weight' has dtype torch.float16, expected torch.float32",
+    ),
+    "nan": (
+        lambda s: {**s, "ln.weight": torch.where(torch.arange(8) == 3, float("nan"), s["ln.weight"])},
+        NonFiniteWeightsError,
+        "tensor 'ln.weight' holds 1 non-finite value(s) (NaN",
+    ),
+    "inf": (
+        lambda s: {**s, "proj": s["proj"].index_fill(0, torch.tensor([0, 1]), float("inf"))},
+        NonFiniteWeightsError,
+        "tensor 'proj' holds 8 non-finite value(s) (Inf",
+    ),
 }
 
 
@@ -122,8 +145,9 @@ def test_a_damaged_expert_without_a_recorded_checksum_is_still_refused(store):
         build_bank(plan.experts, theta0, storage)
 
 
-@pytest.mark.parametrize("edit", [FILE_CASES["truncated"][0], FILE_CASES["garbage-header"][0]],
-                         ids=["truncated", "garbage-header"])
+@pytest.mark.parametrize(
+    "edit", [FILE_CASES["truncated"][0], FILE_CASES["garbage-header"][0]], ids=["truncated", "garbage-header"]
+)
 def test_the_preflight_refuses_a_truncated_or_overwritten_expert_before_any_work(store, edit, monkeypatch):
     task = _damage(store, edit)
     storage, plan, _ = store
@@ -212,6 +236,7 @@ def test_a_fine_tune_that_diverges_fails_as_an_expert_and_stores_nothing(finishe
     summary = run_spec(spec, storage, console=Console(quiet=True))
     assert summary.experts_trained == 0 and summary.trials_blocked == 1
     assert len(summary.experts_failed) == 2
-    assert all("diverged" in failure and "non-finite" in failure for failure in summary.experts_failed), \
+    assert all("diverged" in failure and "non-finite" in failure for failure in summary.experts_failed), (
         summary.experts_failed
+    )
     assert not any(expert_store.is_done(job, storage) for job in build_plan(spec).experts)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmark.model import pretrained as models
 from benchmark.data import fake
+from benchmark.model import pretrained as models
 from benchmark.model.pretrained import ForeignCheckpointError, MissingWeightsError
-from benchmark.spec.schema import ModelSpec
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.schema import ModelSpec
 
 
 @pytest.fixture(scope="module")
@@ -84,8 +84,14 @@ def test_tag_resolves_from_the_hugging_face_cache_offline_with_its_quick_gelu(mo
     (tmp_path / "hub" / "models--ww-test--tiny-clip" / "refs").mkdir()
     (tmp_path / "hub" / "models--ww-test--tiny-clip" / "refs" / "main").write_text("0123abcd")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    tag_cfg = {"hf_hub": "ww-test/tiny-clip/", "quick_gelu": True, "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25),
-               "interpolation": "bicubic", "resize_mode": "shortest"}
+    tag_cfg = {
+        "hf_hub": "ww-test/tiny-clip/",
+        "quick_gelu": True,
+        "mean": (0.5, 0.5, 0.5),
+        "std": (0.25, 0.25, 0.25),
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
     monkeypatch.setattr(models, "_pretrained_cfg", lambda name, tag: tag_cfg)
     spec = ModelSpec.model_construct(name=fake.TINY_CLIP, pretrained="ww-test-tag", pretrain=None)
     assert models.resolve_pretrained(spec.name, spec.pretrained) == snapshot / "open_clip_model.safetensors"

@@ -12,17 +12,26 @@ from tests.conftest import tiny_spec_dict
 
 
 def _report(pid, start, end, merge, evaluation, assets=0, disk=0):
-    return {"worker_pid": pid, "node_id": "n", "started_at": start, "ended_at": end, "trial_seconds": end - start,
-            "merge_seconds": merge, "eval_seconds": evaluation, "assets_read_bytes": assets,
-            "disk_read_bytes": disk, "status": "ok"}
+    return {
+        "worker_pid": pid,
+        "node_id": "n",
+        "started_at": start,
+        "ended_at": end,
+        "trial_seconds": end - start,
+        "merge_seconds": merge,
+        "eval_seconds": evaluation,
+        "assets_read_bytes": assets,
+        "disk_read_bytes": disk,
+        "status": "ok",
+    }
 
 
 def test_overhead_counts_in_trial_time_and_gaps_and_excludes_first_trials_from_the_steady_state():
     reports = [
-        _report(1, 0.0, 3.0, 0.5, 0.5, assets=1000),   # first on worker 1: loads assets
-        _report(1, 3.5, 5.5, 0.5, 1.0),                # 0.5 s in-trial + 0.5 s gap over 2.5 s
-        _report(2, 0.0, 2.0, 1.0, 0.0, assets=1000),   # first on worker 2
-        _report(2, 2.0, 4.0, 1.0, 0.5, disk=4096),     # 0.5 s in-trial, no gap, over 2 s
+        _report(1, 0.0, 3.0, 0.5, 0.5, assets=1000),  # first on worker 1: loads assets
+        _report(1, 3.5, 5.5, 0.5, 1.0),  # 0.5 s in-trial + 0.5 s gap over 2.5 s
+        _report(2, 0.0, 2.0, 1.0, 0.0, assets=1000),  # first on worker 2
+        _report(2, 2.0, 4.0, 1.0, 0.5, disk=4096),  # 0.5 s in-trial, no gap, over 2 s
     ]
     summary = overhead_summary(reports)
     assert summary["workers"] == 2 and summary["trials"] == 4
@@ -30,7 +39,9 @@ def test_overhead_counts_in_trial_time_and_gaps_and_excludes_first_trials_from_t
     assert summary["overall_overhead_fraction"] == pytest.approx((2.0 + 1.0 + 1.0 + 0.5) / (3.0 + 2.5 + 2.0 + 2.0))
     assert summary["max_assets_bytes_after_first"] == 0
     assert summary["max_disk_bytes_after_first"] == 4096
-    firsts = [t["first_on_worker"] for t in sorted(summary["per_trial"], key=lambda t: (t["worker_pid"], t["started_at"]))]
+    firsts = [
+        t["first_on_worker"] for t in sorted(summary["per_trial"], key=lambda t: (t["worker_pid"], t["started_at"]))
+    ]
     assert firsts == [True, False, True, False]
 
 

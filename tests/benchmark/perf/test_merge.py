@@ -8,18 +8,40 @@ from benchmark.perf import merge as perf_merge
 
 def test_perf_merge_writes_the_table_with_every_column(tmp_path):
     out = tmp_path / "perf.parquet"
-    code = perf_merge.main([
-        "--model", "tiny", "--tasks", "3", "--k", "4", "--mergers", "ties,tsv_m", "task_arithmetic",
-        "--weave", "ties", "--poolings", "avg", "randmix", "--out", str(out), "--in-process",
-    ])
+    code = perf_merge.main(
+        [
+            "--model",
+            "tiny",
+            "--tasks",
+            "3",
+            "--k",
+            "4",
+            "--mergers",
+            "ties,tsv_m",
+            "task_arithmetic",
+            "--weave",
+            "ties",
+            "--poolings",
+            "avg",
+            "randmix",
+            "--out",
+            str(out),
+            "--in-process",
+        ]
+    )
     assert code == 0
     table = pq.read_table(out).to_pylist()
     assert set(table[0]) == set(perf_merge.COLUMNS)
     kinds = [(row["kind"], row["merger"], row["pooling"]) for row in table]
     streams = [("stream", variant, None) for variant in perf_merge.STREAM_VARIANTS]
     assert kinds == [
-        *streams, ("merge", "ties", None), ("merge", "tsv_m", None), ("merge", "task_arithmetic", None),
-        ("weave", "ties", "avg"), ("weave", "ties", "randmix"), *streams,
+        *streams,
+        ("merge", "ties", None),
+        ("merge", "tsv_m", None),
+        ("merge", "task_arithmetic", None),
+        ("weave", "ties", "avg"),
+        ("weave", "ties", "randmix"),
+        *streams,
     ]
     for row in table:
         assert row["error"] is None and row["seconds"] > 0 and row["peak_rss_gb"] > 0
@@ -53,15 +75,47 @@ def test_perf_merge_rejects_unknown_names(tmp_path):
 def test_perf_merge_reports_compiled_kernels_and_their_warm_up_apart(tmp_path, monkeypatch):
     monkeypatch.setenv("WW_KERNELS", "auto")  # restored afterwards; --kernels overrides it
     out = tmp_path / "perf.parquet"
-    code = perf_merge.main(["--model", "tiny", "--tasks", "3", "--mergers", "magmax", "--weave", "--kernels", "compiled",
-                            "--out", str(out), "--in-process", "--repeat", "1"])
+    code = perf_merge.main(
+        [
+            "--model",
+            "tiny",
+            "--tasks",
+            "3",
+            "--mergers",
+            "magmax",
+            "--weave",
+            "--kernels",
+            "compiled",
+            "--out",
+            str(out),
+            "--in-process",
+            "--repeat",
+            "1",
+        ]
+    )
     assert code == 0
     rows = pq.read_table(out).to_pylist()
     merge = next(row for row in rows if row["kind"] == "merge")
     assert merge["kernels"] == "compiled" and merge["warmup_seconds"] > 0 and merge["error"] is None
     assert all(row["kernels"] is None for row in rows if row["kind"] == "stream")
-    code = perf_merge.main(["--model", "tiny", "--tasks", "3", "--mergers", "magmax", "--weave", "--kernels", "auto",
-                            "--out", str(out), "--in-process", "--repeat", "1"])
+    code = perf_merge.main(
+        [
+            "--model",
+            "tiny",
+            "--tasks",
+            "3",
+            "--mergers",
+            "magmax",
+            "--weave",
+            "--kernels",
+            "auto",
+            "--out",
+            str(out),
+            "--in-process",
+            "--repeat",
+            "1",
+        ]
+    )
     merge = next(row for row in pq.read_table(out).to_pylist() if row["kind"] == "merge")
     assert merge["kernels"] == "eager" and merge["warmup_seconds"] == 0  # auto: a tiny bank stays eager
 
@@ -83,15 +137,38 @@ def test_an_out_of_core_warm_up_merges_a_memory_mapped_cut_and_removes_it(tmp_pa
 
 def test_one_shot_merges_state_dicts_in_fresh_processes_and_reports_every_mode(tmp_path):
     out = tmp_path / "one-shot.parquet"
-    code = perf_merge.main(["--model", "tiny", "--tasks", "3", "--k", "4", "--one-shot", "--mergers", "ties",
-                            "--weave", "ties", "--poolings", "randmix", "--kernels", "auto", "eager",
-                            "--repeat", "1", "--out", str(out)])
+    code = perf_merge.main(
+        [
+            "--model",
+            "tiny",
+            "--tasks",
+            "3",
+            "--k",
+            "4",
+            "--one-shot",
+            "--mergers",
+            "ties",
+            "--weave",
+            "ties",
+            "--poolings",
+            "randmix",
+            "--kernels",
+            "auto",
+            "eager",
+            "--repeat",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     rows = pq.read_table(out).to_pylist()
     assert set(rows[0]) == set(perf_merge.COLUMNS)
     assert [(row["kind"], row["merger"], row["pooling"], row["kernels"]) for row in rows] == [
-        ("one-shot", "ties", None, "auto"), ("one-shot", "ties", None, "eager"),
-        ("one-shot weave", "ties", "randmix", "auto"), ("one-shot weave", "ties", "randmix", "eager"),
+        ("one-shot", "ties", None, "auto"),
+        ("one-shot", "ties", None, "eager"),
+        ("one-shot weave", "ties", "randmix", "auto"),
+        ("one-shot weave", "ties", "randmix", "eager"),
     ]
     for row in rows:
         assert row["error"] is None and row["seconds"] > 0 and row["process_seconds"] > row["seconds"]
@@ -114,8 +191,11 @@ def test_a_one_shot_child_returns_the_eager_result(tmp_path, kind):
     assert result.get("error") is None and result["compiled"] == []
     bank = ww.open_bank(path)
     with ww.kernels.use("eager"):
-        expected = (ww.merge("ties", bank) if kind == "one-shot"
-                    else ww.weave(bank, "ties", lambdas=[0.5, 1.0], pooling="avg", collaborative=True, seed=0))
+        expected = (
+            ww.merge("ties", bank)
+            if kind == "one-shot"
+            else ww.weave(bank, "ties", lambdas=[0.5, 1.0], pooling="avg", collaborative=True, seed=0)
+        )
     assert list(result["output"]) == list(expected)
     assert all(torch.equal(result["output"][name], expected[name]) for name in expected)
 

@@ -31,26 +31,56 @@ _keys = itertools.count()
 
 def row(**fields) -> dict:
     now = datetime(2025, 1, 1, tzinfo=timezone.utc)
-    base = dict(schema_version=1, run_name="synthetic", status="ok", model="m1", setup="s1", setup_kind="mtl",
-                finetune_mode="independent", n_tasks=2, merger="ties", merger_params="{}", pooling="avg",
-                collaborative=True, lambda_policy="weave", lambdas=[0.5, 1.0, 1.5], lam=None, seed=0,
-                n_examples=100, expert_accuracy=EXPERT, uses_test_data=False, started_at=now, finished_at=now,
-                merge_seconds=0.1, eval_seconds=0.1, peak_memory_mb=10.0)
+    base = dict(
+        schema_version=1,
+        run_name="synthetic",
+        status="ok",
+        model="m1",
+        setup="s1",
+        setup_kind="mtl",
+        finetune_mode="independent",
+        n_tasks=2,
+        merger="ties",
+        merger_params="{}",
+        pooling="avg",
+        collaborative=True,
+        lambda_policy="weave",
+        lambdas=[0.5, 1.0, 1.5],
+        lam=None,
+        seed=0,
+        n_examples=100,
+        expert_accuracy=EXPERT,
+        uses_test_data=False,
+        started_at=now,
+        finished_at=now,
+        merge_seconds=0.1,
+        eval_seconds=0.1,
+        peak_memory_mb=10.0,
+    )
     base.update(fields)
     if "normalized_accuracy" not in fields and base.get("accuracy") is not None and base["expert_accuracy"]:
         base["normalized_accuracy"] = base["accuracy"] / base["expert_accuracy"]
     return base
 
 
-def write_trial(storage: StorageRoot, accs: dict[str, float], *, pooling: str = "avg", collaborative=True,
-                key: str | None = None, **fields) -> str:
+def write_trial(
+    storage: StorageRoot,
+    accs: dict[str, float],
+    *,
+    pooling: str = "avg",
+    collaborative=True,
+    key: str | None = None,
+    **fields,
+) -> str:
     """One trial part: one row per eval task; the λ policy follows the pooling as the plan sets it."""
     key = key or f"t{next(_keys)}"
     if pooling == "none":
         fields = {"lambda_policy": "fixed", "lam": 1.0, "lambdas": [1.0], **fields}
         collaborative = None
-    rows = [row(trial_key=key, pooling=pooling, collaborative=collaborative, eval_task=task, accuracy=acc, **fields)
-            for task, acc in accs.items()]
+    rows = [
+        row(trial_key=key, pooling=pooling, collaborative=collaborative, eval_task=task, accuracy=acc, **fields)
+        for task, acc in accs.items()
+    ]
     results.write_part(storage, rows, key)
     return key
 
@@ -58,19 +88,43 @@ def write_trial(storage: StorageRoot, accs: dict[str, float], *, pooling: str = 
 def write_oracle(storage: StorageRoot, curve: dict[float, dict[str, float]], key: str | None = None, **fields) -> str:
     """One oracle trial: rows per (λ, task), flagged as using test data, as ``run_trial`` writes them."""
     key = key or f"o{next(_keys)}"
-    rows = [row(trial_key=key, pooling="oracle", collaborative=None, lambda_policy="oracle", lam=lam,
-                eval_task=task, accuracy=acc, uses_test_data=True, **fields)
-            for lam, per_task in curve.items() for task, acc in per_task.items()]
+    rows = [
+        row(
+            trial_key=key,
+            pooling="oracle",
+            collaborative=None,
+            lambda_policy="oracle",
+            lam=lam,
+            eval_task=task,
+            accuracy=acc,
+            uses_test_data=True,
+            **fields,
+        )
+        for lam, per_task in curve.items()
+        for task, acc in per_task.items()
+    ]
     results.write_part(storage, rows, key)
     return key
 
 
 def write_references(storage: StorageRoot, model: str = "m1", setup: str = "s1", seed: int = 0) -> None:
     for kind in ("zeroshot", "expert"):
-        rows = [row(trial_key=f"{kind}-{model}-{setup}-{seed}", model=model, setup=setup, seed=seed, merger=kind,
-                    pooling="-", collaborative=None, lambda_policy="reference", lambdas=[], eval_task=task,
-                    accuracy=ZEROSHOT[task] if kind == "zeroshot" else EXPERT)
-                for task in TASKS[setup]]
+        rows = [
+            row(
+                trial_key=f"{kind}-{model}-{setup}-{seed}",
+                model=model,
+                setup=setup,
+                seed=seed,
+                merger=kind,
+                pooling="-",
+                collaborative=None,
+                lambda_policy="reference",
+                lambdas=[],
+                eval_task=task,
+                accuracy=ZEROSHOT[task] if kind == "zeroshot" else EXPERT,
+            )
+            for task in TASKS[setup]
+        ]
         results.write_part(storage, rows, rows[0]["trial_key"])
 
 
@@ -95,11 +149,23 @@ def paper_root(tmp_path) -> StorageRoot:
     }
     for (setup, merger, pooling, collaborative), per_model in table.items():
         for model, mean in per_model.items():
-            write_trial(storage, around(mean, setup), model=model, setup=setup, merger=merger, pooling=pooling,
-                        collaborative=collaborative)
+            write_trial(
+                storage,
+                around(mean, setup),
+                model=model,
+                setup=setup,
+                merger=merger,
+                pooling=pooling,
+                collaborative=collaborative,
+            )
     for model in ("m1", "m2"):
         for setup in ("s1", "s2"):
             write_references(storage, model, setup)
-    write_oracle(storage, {0.5: {"a": 0.5, "b": 0.5}, 1.0: {"a": 0.75, "b": 0.55}, 1.5: {"a": 0.4, "b": 0.9}},
-                 model="m1", setup="s1", merger="ties")
+    write_oracle(
+        storage,
+        {0.5: {"a": 0.5, "b": 0.5}, 1.0: {"a": 0.75, "b": 0.55}, 1.5: {"a": 0.4, "b": 0.9}},
+        model="m1",
+        setup="s1",
+        merger="ties",
+    )
     return storage

@@ -9,8 +9,8 @@ import io
 
 import pytest
 
-from benchmark.results import store as results
 from benchmark.cli import main
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
 from tests.benchmark.report.fixtures import paper_root, write_trial
 
@@ -26,8 +26,11 @@ def root(tmp_path_factory):
 
 
 def _snapshot(storage: StorageRoot) -> dict[str, str]:
-    return {str(p.relative_to(storage.results)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in storage.results.rglob("*") if p.is_file()}
+    return {
+        str(p.relative_to(storage.results)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in storage.results.rglob("*")
+        if p.is_file()
+    }
 
 
 def test_default_report_is_the_leaderboard(root, capsys):
@@ -42,8 +45,12 @@ def test_default_report_is_the_leaderboard(root, capsys):
 def test_all_tables_as_markdown_on_stdout(root, capsys):
     assert main(["report", str(root.root), "--table", "all", "--format", "markdown"]) == 0
     out = capsys.readouterr().out
-    for title in ("### Leaderboard: m1 / s1", "### Weaving gain over the data-free baseline none (λ=1)",
-                  "### Pooling-function ablation: s1", "### Weaving vs the oracle λ (oracle uses test data): s1"):
+    for title in (
+        "### Leaderboard: m1 / s1",
+        "### Weaving gain over the data-free baseline none (λ=1)",
+        "### Pooling-function ablation: s1",
+        "### Weaving vs the oracle λ (oracle uses test data): s1",
+    ):
         assert title in out
     assert "| ties | avg A\\* (best on test data) | 45.00 | 53.00 | +8.00 |" in out
 
@@ -55,7 +62,7 @@ def test_csv_out_is_written_and_results_are_untouched(root, tmp_path, capsys):
     assert f"wrote weaving-gain (csv) to {target}" in capsys.readouterr().out
     lines = target.read_text().splitlines()
     assert lines[0].startswith("# table: weaving-gain") and lines[1].startswith("# aggregation: accuracy %")
-    rows = list(csv.reader(io.StringIO("\n".join(l for l in lines if not l.startswith("#")))))
+    rows = list(csv.reader(io.StringIO("\n".join(line for line in lines if not line.startswith("#")))))
     assert rows[1][:5] == ["ta", "avg A* (best on test data)", "20.0000", "50.0000", "30.0000"]
     # written again with other content: replaced in place, no temp debris, results unchanged
     assert main(["report", str(root.root), "--table", "pooling-ablation", "--format", "csv", "--out", str(target)]) == 0
@@ -66,8 +73,23 @@ def test_csv_out_is_written_and_results_are_untouched(root, tmp_path, capsys):
 
 def test_latex_out_and_figures(root, tmp_path, capsys):
     tex, figures = tmp_path / "t.tex", tmp_path / "figs"
-    assert main(["report", str(root.root), "--table", "oracle", "--format", "latex", "--out", str(tex),
-                 "--figures", str(figures)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                str(root.root),
+                "--table",
+                "oracle",
+                "--format",
+                "latex",
+                "--out",
+                str(tex),
+                "--figures",
+                str(figures),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert r"\label{tab:ww-oracle}" in tex.read_text()
     names = sorted(p.name for p in figures.iterdir())
@@ -79,8 +101,10 @@ def test_test_data_columns_are_labelled_in_every_format(root, capsys):
     r = str(root.root)
     expected = {
         "table": ["oracle λ (test data)", "weaving - oracle (test data)", "+weaving (avg A*)"],
-        "markdown": ["| oracle λ (test data) | oracle (test data) | weaving - oracle (test data) |",
-                     "+weaving (avg A\\*)"],
+        "markdown": [
+            "| oracle λ (test data) | oracle (test data) | weaving - oracle (test data) |",
+            "+weaving (avg A\\*)",
+        ],
         "latex": [r"oracle $\lambda$ (test data) & oracle (test data) & weaving - oracle (test data)"],
         "csv": ["oracle_lambda_test_data,oracle_test_data,weaving_minus_oracle_test_data"],
     }

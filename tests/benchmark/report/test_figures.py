@@ -6,8 +6,8 @@ import matplotlib.image as mpimg
 import numpy as np
 import pytest
 
-from benchmark.results import store as results
 from benchmark.report.figures import plot_best_lambda, plot_cosine_heatmap, plot_lambda_curves, write_figures
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
 from tests.benchmark.report.fixtures import paper_root, write_oracle, write_trial
 

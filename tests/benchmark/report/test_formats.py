@@ -12,24 +12,45 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from benchmark.results import store as results
 from benchmark.report.formats import (
-    Column, ReportTable, Stat, latex_escape, render_rich, render_text, rich_text, to_csv, to_latex, to_markdown,
+    Column,
+    ReportTable,
+    Stat,
+    latex_escape,
+    render_rich,
+    render_text,
+    rich_text,
+    to_csv,
+    to_latex,
+    to_markdown,
 )
 from benchmark.report.tables import build_tables
+from benchmark.results import store as results
 from tests.benchmark.report.fixtures import paper_root
 
 
 def _tricky() -> ReportTable:
-    columns = [Column("setup", "text", "setup"), Column("merger", "text", "merger"), Column("λ", "text", "lambda"),
-               Column("accuracy %", "pct", "accuracy"), Column("gain", "gain", "gain")]
+    columns = [
+        Column("setup", "text", "setup"),
+        Column("merger", "text", "merger"),
+        Column("λ", "text", "lambda"),
+        Column("accuracy %", "pct", "accuracy"),
+        Column("gain", "gain", "gain"),
+    ]
     rows = [
         ["mtl_8", "task_arithmetic", "0.1–1·10", Stat(0.71234, 0.0123, 3), 0.05],
         ["mtl_8", "R&D|50% #1", "-", Stat(0.5), -0.0125],
         ["dg", "ties", "1", None, float("nan")],
     ]
-    return ReportTable("demo", "Demo_table & friends", columns, rows, "per trial: mean over tasks; 100% = expert",
-                       ["note with A* and 5%"], sections=1)
+    return ReportTable(
+        "demo",
+        "Demo_table & friends",
+        columns,
+        rows,
+        "per trial: mean over tasks; 100% = expert",
+        ["note with A* and 5%"],
+        sections=1,
+    )
 
 
 def _data_lines(text: str) -> list[str]:
@@ -51,7 +72,8 @@ def test_markdown_has_one_table_per_section_with_alignment_caption_and_escapes()
 
 def test_latex_escapes_specials_and_stays_ascii():
     assert latex_escape("task_arithmetic 50% R&D #1 $x$ {y} ~^\\") == (
-        r"task\_arithmetic 50\% R\&D \#1 \$x\$ \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{}")
+        r"task\_arithmetic 50\% R\&D \#1 \$x\$ \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
+    )
     assert latex_escape("71.2 ± 0.3, λ=0.1–1·10, Δ") == r"71.2 $\pm$ 0.3, $\lambda$=0.1--1$\cdot$10, $\Delta$"
     assert latex_escape("ü") == "?"
     text = to_latex([_tricky()])
@@ -106,8 +128,13 @@ def test_latex_compiles_with_pdflatex(tmp_path):
     tables, _ = build_tables(table, "all", ("model", "setup", "merger", "pooling", "variant"))
     doc = "\\documentclass{article}\n\\begin{document}\n" + to_latex(tables + [_tricky()]) + "\\end{document}\n"
     (tmp_path / "t.tex").write_text(doc)
-    done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
 

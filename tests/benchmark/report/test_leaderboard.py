@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmark.results import store as results
 from benchmark.report.leaderboard import DEFAULT_BY, GROUPABLE, leaderboard_rows, leaderboard_table, parse_by
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
 from tests.benchmark.report.fixtures import EXPERT, paper_root, write_oracle, write_references, write_trial
 
@@ -40,10 +40,14 @@ def test_normalised_accuracy_is_the_mean_of_per_task_ratios(storage):
     table = results.read_results(storage)
     (no_expert,) = leaderboard_rows(table)
     assert no_expert["normalized"] != no_expert["normalized"]  # NaN: nothing to normalise by
-    results.write_part(storage, [
-        {**table.to_pylist()[0], "accuracy": 0.4, "expert_accuracy": 0.8, "normalized_accuracy": 0.5},
-        {**table.to_pylist()[1], "accuracy": 0.6, "expert_accuracy": 0.5, "normalized_accuracy": 1.2},
-    ], "k")
+    results.write_part(
+        storage,
+        [
+            {**table.to_pylist()[0], "accuracy": 0.4, "expert_accuracy": 0.8, "normalized_accuracy": 0.5},
+            {**table.to_pylist()[1], "accuracy": 0.6, "expert_accuracy": 0.5, "normalized_accuracy": 1.2},
+        ],
+        "k",
+    )
     (row,) = leaderboard_rows(results.read_results(storage))
     assert row["normalized"] == pytest.approx(0.85)  # ratio of means would be .5/.65 = .769
 
@@ -64,8 +68,12 @@ def test_references_and_oracle_are_never_pooled_with_merged_models(storage):
     write_trial(storage, {"a": 0.5, "b": 0.5}, pooling="avg")
     write_oracle(storage, {0.5: {"a": 0.9, "b": 0.9}})
     rows = leaderboard_rows(results.read_results(storage), ("setup",))
-    assert {r["kind"]: round(r["accuracy"], 6) for r in rows} == {"expert": EXPERT, "zeroshot": 0.15,
-                                                                     "merged": 0.5, "oracle": 0.9}
+    assert {r["kind"]: round(r["accuracy"], 6) for r in rows} == {
+        "expert": EXPERT,
+        "zeroshot": 0.15,
+        "merged": 0.5,
+        "oracle": 0.9,
+    }
     assert _only(rows, kind="oracle")["uses_test_data"] is True
     assert _only(rows, kind="merged")["uses_test_data"] is False
 

@@ -13,15 +13,22 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from benchmark.results import store as results
 from benchmark.cli import main
-from benchmark.report.paired import (
-    ORACLE, PairedStats, mcnemar_exact, pack_correct, parse_config, percentile_interval, replicate_accuracies,
-    replicate_indices, unpack_correct,
-)
-from benchmark.report.leaderboard import leaderboard_rows, ok_rows
 from benchmark.report.compare import compare_tables
+from benchmark.report.leaderboard import leaderboard_rows, ok_rows
+from benchmark.report.paired import (
+    ORACLE,
+    PairedStats,
+    mcnemar_exact,
+    pack_correct,
+    parse_config,
+    percentile_interval,
+    replicate_accuracies,
+    replicate_indices,
+    unpack_correct,
+)
 from benchmark.report.tables import oracle_table, weaving_gain_table
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
 from tests.benchmark.report.fixtures import row
 
@@ -31,8 +38,19 @@ FIXED = dict(pooling="none", collaborative=None, lambda_policy="fixed", lam=1.0,
 
 def bits_rows(key: str, outcomes: dict[str, np.ndarray], lam=None, **fields) -> list[dict]:
     """Result rows of one trial whose accuracies come from the given per-example outcomes."""
-    return [row(trial_key=key, eval_task=task, n_examples=len(o), n_correct=int(o.sum()), accuracy=float(o.mean()),
-                correct_bits=pack_correct(o), lam=lam, **fields) for task, o in outcomes.items()]
+    return [
+        row(
+            trial_key=key,
+            eval_task=task,
+            n_examples=len(o),
+            n_correct=int(o.sum()),
+            accuracy=float(o.mean()),
+            correct_bits=pack_correct(o),
+            lam=lam,
+            **fields,
+        )
+        for task, o in outcomes.items()
+    ]
 
 
 def test_bits_round_trip_for_any_length():
@@ -51,7 +69,7 @@ def test_mcnemar_is_the_exact_binomial_test_on_discordant_examples():
     b = np.array([1] * 50 + [0] * 9 + [1] * 2 + [0] * 39, bool)
     result = mcnemar_exact(a, b)
     assert (result["only_a"], result["only_b"]) == (9, 2)
-    brute = 2 * sum(math.comb(11, k) for k in range(0, 3)) / 2 ** 11
+    brute = 2 * sum(math.comb(11, k) for k in range(0, 3)) / 2**11
     assert result["p_value"] == pytest.approx(brute)
     assert mcnemar_exact(a, a)["p_value"] == 1.0
     assert mcnemar_exact(a[:20], b[:20])["p_value"] == 1.0  # no discordant example among the first 20
@@ -65,8 +83,13 @@ def _world(rng, n=40):
             for lam in lams:
                 outcomes = {t: rng.random(n) < p for t, p in (("a", 0.6), ("b", 0.4))}
                 extra = dict(pooling="oracle", collaborative=None, lambda_policy="oracle") if name == "C" else fields
-                rows += bits_rows(f"{name}{seed}", outcomes, lam=lam if name == "C" else extra.get("lam"), seed=seed,
-                                  **{k: v for k, v in extra.items() if k != "lam"})
+                rows += bits_rows(
+                    f"{name}{seed}",
+                    outcomes,
+                    lam=lam if name == "C" else extra.get("lam"),
+                    seed=seed,
+                    **{k: v for k, v in extra.items() if k != "lam"},
+                )
     return rows
 
 
@@ -84,8 +107,9 @@ def test_replicates_replay_the_leaderboard_aggregation_exactly_as_a_brute_force_
     draws = {t: np.concatenate(list(replicate_indices(("s1", t, 40), 40, n_boot, 3))) for t in "ab"}
     by_trial = {}
     for r in rows:
-        by_trial.setdefault((r["trial_key"], r["seed"]), {}).setdefault(r["lam"], {})[r["eval_task"]] = \
-            unpack_correct(r["correct_bits"], r["n_examples"])
+        by_trial.setdefault((r["trial_key"], r["seed"]), {}).setdefault(r["lam"], {})[r["eval_task"]] = unpack_correct(
+            r["correct_bits"], r["n_examples"]
+        )
     for name, config in (("A", ("avg", "A*")), ("B", "fixed"), ("C", ORACLE)):
         samples = stats.samples("m1", "s1", "ties", config)
         for b in range(n_boot):
@@ -104,8 +128,10 @@ def test_normalised_replicates_divide_each_task_by_its_fixed_expert_accuracy():
     rows = bits_rows("t", outcomes, **WEAVE)
     rows[1]["expert_accuracy"] = 0.5
     stats = PairedStats(rows, n_boot=20)
-    acc = replicate_accuracies(("s1", "a", 30), outcomes["a"][None], 20)[:, 0] / 0.8 + \
-        replicate_accuracies(("s1", "b", 30), outcomes["b"][None], 20)[:, 0] / 0.5
+    acc = (
+        replicate_accuracies(("s1", "a", 30), outcomes["a"][None], 20)[:, 0] / 0.8
+        + replicate_accuracies(("s1", "b", 30), outcomes["b"][None], 20)[:, 0] / 0.5
+    )
     assert np.allclose(stats.samples("m1", "s1", "ties", ("avg", "A*"), "normalized"), acc / 2)
 
 
@@ -141,10 +167,12 @@ def test_intervals_cover_a_known_difference_about_95_percent_of_the_time():
     rng = np.random.default_rng(2026)
     # per draw and task a shared latent difficulty u; each model follows it with probability rho
     u = rng.random((draws, 2, n))
+
     def outcomes(p):  # [draws, seed, task, n]
         own = rng.random((draws, 2, 2, n))
         z = np.where(rng.random((draws, 2, 2, n)) < rho, u[:, None], own)
         return z < p[None, :, :, None]
+
     a, b = outcomes(p_a), outcomes(p_b)
     covered, widths = 0, []
     for d in range(draws):
@@ -172,17 +200,25 @@ def _root_with_bits(tmp_path, old_schema_trial: bool = False) -> StorageRoot:
     results.write_part(storage, bits_rows("A", a, **WEAVE), "A")
     results.write_part(storage, bits_rows("B", b, **FIXED), "B")
     curve = {lam: {"a": base < p, "b": base < p - 0.1} for lam, p in ((0.5, 0.6), (1.0, 0.7), (1.5, 0.5))}
-    rows = [r for lam, o in curve.items()
-            for r in bits_rows("O", o, lam=lam, pooling="oracle", collaborative=None, lambda_policy="oracle",
-                               uses_test_data=True)]
+    rows = [
+        r
+        for lam, o in curve.items()
+        for r in bits_rows(
+            "O", o, lam=lam, pooling="oracle", collaborative=None, lambda_policy="oracle", uses_test_data=True
+        )
+    ]
     results.write_part(storage, rows, "O")
     if old_schema_trial:  # a part written by schema 1: no per-example columns at all
         old = [r for r in bits_rows("old", a, model="m2", **WEAVE) + bits_rows("oldB", b, model="m2", **FIXED)]
         schema = pa.schema([f for f in results.SCHEMA if f.name not in ("correct_bits", "balanced_accuracy")])
         path = results.part_path(storage, "m2", "s1", "old")
         path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(pa.Table.from_pylist([{k: r.get(k) for k in schema.names} | {"schema_version": 1} for r in old],
-                                            schema=schema), path)
+        pq.write_table(
+            pa.Table.from_pylist(
+                [{k: r.get(k) for k in schema.names} | {"schema_version": 1} for r in old], schema=schema
+            ),
+            path,
+        )
     return storage
 
 
@@ -221,7 +257,9 @@ def test_compare_prints_the_paired_difference_interval_seed_spread_and_mcnemar(t
     assert "Paired comparison: ties/avg/A\\* vs ties/oracle" in out and "McNemar" in out
     assert main(["report", str(storage.root), "--compare", "ties/avg/A*", "ties/none", "--ci", "0"]) == 0
     assert "CI" not in capsys.readouterr().out.split("Exact McNemar")[0]
-    with pytest.raises(ValueError, match="no such configuration; configurations in this root: ties/avg/A\\*, ties/none"):
+    with pytest.raises(
+        ValueError, match="no such configuration; configurations in this root: ties/avg/A\\*, ties/none"
+    ):
         parse_config("ties/magmax/A", PairedStats(ok_rows(table)).configurations())
     with pytest.raises(ValueError, match="MERGER/POOLING"):
         parse_config("ties", {})

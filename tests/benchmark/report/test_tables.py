@@ -7,12 +7,17 @@ import math
 
 import pytest
 
-from benchmark.results import store as results
 from benchmark.report.formats import Stat
 from benchmark.report.tables import (
-    best_lambda_per_task, build_tables, lambda_curves, oracle_table, parse_weaving, pooling_ablation_table,
+    best_lambda_per_task,
+    build_tables,
+    lambda_curves,
+    oracle_table,
+    parse_weaving,
+    pooling_ablation_table,
     weaving_gain_table,
 )
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
 from tests.benchmark.report.fixtures import paper_root, write_oracle, write_trial
 
@@ -40,14 +45,27 @@ def _approx_row(row, expected):
 def test_weaving_gain_per_setup_and_overall_over_paired_models(table):
     report = weaving_gain_table(table, ci=0)  # no intervals (report/test_paired.py has them)
     labels = [c.label for c in report.columns]
-    assert labels == ["merger", "weaving",
-                      "s1: baseline", "s1: +weaving", "s1: gain",
-                      "s2: baseline", "s2: +weaving", "s2: gain",
-                      "overall: baseline", "overall: +weaving", "overall: gain"]
+    assert labels == [
+        "merger",
+        "weaving",
+        "s1: baseline",
+        "s1: +weaving",
+        "s1: gain",
+        "s2: baseline",
+        "s2: +weaving",
+        "s2: gain",
+        "overall: baseline",
+        "overall: +weaving",
+        "overall: gain",
+    ]
     rows = report.rows
     # weakest overall baseline first (ta .25 < ties .35); per merger the best configuration first
-    assert [(r[0], r[1]) for r in rows] == [("ta", "avg A* (best on test data)"), ("ties", "avg A* (best on test data)"),
-                                           ("ties", "randmix A*"), ("ties", "magmax A")]
+    assert [(r[0], r[1]) for r in rows] == [
+        ("ta", "avg A* (best on test data)"),
+        ("ties", "avg A* (best on test data)"),
+        ("ties", "randmix A*"),
+        ("ties", "magmax A"),
+    ]
     # ta has weaving on m1 only: its s1 baseline is m1's .20, not the mean .25 over both models
     _approx_row(rows[0], ["ta", "avg A* (best on test data)", 0.20, 0.50, 0.30, None, None, None, 0.20, 0.50, 0.30])
     _approx_row(rows[1], ["ties", "avg A* (best on test data)", 0.45, 0.53, 0.08, 0.25, 0.35, 0.10, 0.35, 0.44, 0.09])
@@ -88,8 +106,14 @@ def test_oracle_table_is_flagged_and_compares_on_the_same_models(table):
     assert report.uses_test_data and "uses test data" in report.title
     assert any("test sets" in n for n in report.notes)
     assert [c.shown_label for c in report.columns] == [
-        "setup", "merger", "none (λ=1)", "+weaving (avg A*)", "oracle λ (test data)", "oracle (test data)",
-        "weaving - oracle (test data)"]
+        "setup",
+        "merger",
+        "none (λ=1)",
+        "+weaving (avg A*)",
+        "oracle λ (test data)",
+        "oracle (test data)",
+        "weaving - oracle (test data)",
+    ]
     # only m1/s1 has an oracle sweep, so baseline and weaving are m1's too (.50, .60, not .45, .53)
     _approx_row(report.rows[0], ["s1", "ties", 0.50, 0.60, "1", 0.65, -0.05])
     _approx_row(report.rows[1], ["all setups (mean)", "ties", 0.50, 0.60, "1", 0.65, -0.05])
@@ -120,10 +144,15 @@ def test_oracle_table_compares_a_configuration_fixed_in_advance_not_the_best_on_
     assert missing.rows[0][3] is None and any("no magmax A weaving trials for ties" in n for n in missing.notes)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("avg", "give POOLING,VARIANT"), ("avg,collab", "collaborative \\(A\\*\\) or plain"),
-    ("none,plain", "none is not a weaving pooling"), ("oracle,A*", "oracle is not a weaving pooling"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("avg", "give POOLING,VARIANT"),
+        ("avg,collab", "collaborative \\(A\\*\\) or plain"),
+        ("none,plain", "none is not a weaving pooling"),
+        ("oracle,A*", "oracle is not a weaving pooling"),
+    ],
+)
 def test_weaving_option_is_validated(text, message):
     with pytest.raises(ValueError, match=message):
         parse_weaving(text)

@@ -11,10 +11,10 @@ from rich.console import Console
 
 from benchmark.cli import main
 from benchmark.pipeline import run_spec
-from benchmark.spec.plan import build_plan
 from benchmark.results.preflight import InsufficientSpaceError, encoder_bytes, estimate_disk
-from benchmark.spec.schema import ModelSpec, parse_spec
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import ModelSpec, parse_spec
 from benchmark.toy import create_toy_model
 from tests.conftest import tiny_spec_dict
 

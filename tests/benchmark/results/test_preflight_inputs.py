@@ -20,11 +20,21 @@ def test_dry_run_without_weights_or_data_prints_the_plan_and_every_missing_input
     from benchmark.spec.schema import load_spec
 
     spec_path = PRESETS / "mtl8.yaml"
-    env = {**os.environ, "WW_DATA_ROOT": str(tmp_path / "no-data"), "HF_HOME": str(tmp_path / "no-hf"),
-           "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "WW_DATA_ROOT": str(tmp_path / "no-data"),
+        "HF_HOME": str(tmp_path / "no-hf"),
+        "COLUMNS": "200",
+    }
     env.pop("HF_HUB_CACHE", None)
-    proc = subprocess.run([sys.executable, "run_bench.py", "run", str(spec_path), "--root", str(tmp_path / "root"),
-                           "--dry-run"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "run_bench.py", "run", str(spec_path), "--root", str(tmp_path / "root"), "--dry-run"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 2, out
     assert "Plan for spec" in out and "experts (Ray Train)" in out  # the plan comes first
@@ -46,8 +56,8 @@ def test_a_run_without_its_inputs_names_them_all_before_any_work(tmp_path, monke
     from rich.console import Console
 
     from benchmark.pipeline import MissingInputsError, run_spec
-    from benchmark.spec.schema import load_spec
     from benchmark.results.storage import StorageRoot
+    from benchmark.spec.schema import load_spec
 
     monkeypatch.setenv("WW_DATA_ROOT", str(tmp_path / "no-data"))
     spec = load_spec(PRESETS / "mtl8.yaml")

@@ -12,24 +12,39 @@ from rich.console import Console
 
 from benchmark.cli import main
 from benchmark.pipeline import run_spec
-from benchmark.spec.plan import build_plan
-from benchmark.results.preflight import (BankPlan, InsufficientMemoryError, NodeMemory, check_memory, encoder_bytes,
-                                 plan_banks)
-from benchmark.spec.schema import ResourcesSpec, parse_spec
+from benchmark.results.preflight import (
+    BankPlan,
+    InsufficientMemoryError,
+    NodeMemory,
+    check_memory,
+    encoder_bytes,
+    plan_banks,
+)
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import ResourcesSpec, parse_spec
 from tests.conftest import tiny_spec_dict
 
 GB = 2**30
 
 
 def _bank(route: str, tasks: int = 8, encoder: int = GB // 4, trial: int = GB, dg: bool = False) -> BankPlan:
-    return BankPlan(key=f"k-{route}-{tasks}", label=f"ViT-B-32 · mtl8 · seed {tasks}", n_tasks=tasks,
-                    bytes=tasks * encoder, encoder_bytes=encoder, trial_bytes=trial, route=route, dg=dg)
+    return BankPlan(
+        key=f"k-{route}-{tasks}",
+        label=f"ViT-B-32 · mtl8 · seed {tasks}",
+        n_tasks=tasks,
+        bytes=tasks * encoder,
+        encoder_bytes=encoder,
+        trial_bytes=trial,
+        route=route,
+        dg=dg,
+    )
 
 
 def _check(banks, resources=None, n_trials=4, store=8 * GB, driver=16 * GB, nodes=(NodeMemory(2, 0, 16 * GB),)):
-    check_memory(banks, resources or ResourcesSpec(), n_trials, store_bytes=store, driver_available=driver,
-                 nodes=list(nodes))
+    check_memory(
+        banks, resources or ResourcesSpec(), n_trials, store_bytes=store, driver_available=driver, nodes=list(nodes)
+    )
 
 
 def test_object_store_banks_beyond_the_store_are_refused_naming_the_file_route():
@@ -42,9 +57,12 @@ def test_object_store_banks_beyond_the_store_are_refused_naming_the_file_route()
 
 
 def test_a_bank_the_driver_cannot_build_in_memory_is_refused():
-    with pytest.raises(InsufficientMemoryError, match=r"building bank ViT-B-32 · mtl8 · seed 8 \(8 tasks\) in the "
-                                                      r"driver's memory needs 2.5 GB .* but 2.0 GB .* is available; "
-                                                      r"set resources.bank_route: file"):
+    with pytest.raises(
+        InsufficientMemoryError,
+        match=r"building bank ViT-B-32 · mtl8 · seed 8 \(8 tasks\) in the "
+        r"driver's memory needs 2.5 GB .* but 2.0 GB .* is available; "
+        r"set resources.bank_route: file",
+    ):
         _check([_bank("object_store")], store=100 * GB, driver=2 * GB)
     _check([_bank("file")], store=100 * GB, driver=2 * GB)  # streamed to disk: one expert at a time
 
@@ -83,8 +101,9 @@ def test_a_run_whose_bank_cannot_fit_is_refused_before_any_work(ray_session, tmp
 
 def test_the_cli_reports_it_in_one_line_with_exit_code_2(ray_session, tmp_path, monkeypatch, capsys):
     path = tmp_path / "spec.yaml"
-    path.write_text(yaml.safe_dump(tiny_spec_dict(resources={"prepare_cpus": 1, "trial_cpus": 1,
-                                                             "bank_route": "file"})))
+    path.write_text(
+        yaml.safe_dump(tiny_spec_dict(resources={"prepare_cpus": 1, "trial_cpus": 1, "bank_route": "file"}))
+    )
     monkeypatch.setattr("benchmark.pipeline.ray_nodes_memory", lambda: [NodeMemory(4, 0, 1024)])
     monkeypatch.setattr("benchmark.model.prepare.prepare_remote", lambda *a: pytest.fail("work started"))
     assert main(["run", str(path), "--root", str(tmp_path / "root")]) == 2

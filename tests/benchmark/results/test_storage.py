@@ -20,14 +20,14 @@ from safetensors.torch import load, save_file
 from benchmark import cli
 from benchmark.experts import store as expert_store
 from benchmark.model import pretrained as models
-from benchmark.results import store as results
 from benchmark.results import storage as storage_module
+from benchmark.results import store as results
+from benchmark.results.storage import CachePath, RootPath, StorageRoot, atomic_write
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import ModelSpec, parse_spec
-from benchmark.results.storage import CachePath, RootPath, StorageRoot, atomic_write
 from benchmark.toy import create_toy_model
-from tests.conftest import tiny_spec_dict
 from tests.benchmark.results.test_store import _row
+from tests.conftest import tiny_spec_dict
 
 
 class _Upload(io.BytesIO):
@@ -73,7 +73,9 @@ class ObjectStore(pafs.FileSystemHandler):
                 return []
             raise FileNotFoundError(base)
         keys = [k for k in self.objects if k.startswith(base + "/")]
-        folders = {"/".join(k.split("/")[: i + 1]) for k in keys for i in range(len(base.split("/")), len(k.split("/")) - 1)}
+        folders = {
+            "/".join(k.split("/")[: i + 1]) for k in keys for i in range(len(base.split("/")), len(k.split("/")) - 1)
+        }
         infos = [self._info(k) for k in keys] + [pafs.FileInfo(f, pafs.FileType.Directory) for f in folders]
         if not selector.recursive:
             depth = len(base.split("/")) + 1
@@ -152,7 +154,9 @@ def test_file_uri_root_routes_through_pyarrow_and_writes_the_same_tree_as_a_plai
     assert not any(name.rsplit("/", 1)[-1].startswith(".") for name in b)  # no temp debris, no probe
     for name in a:
         if name.endswith(".safetensors"):  # its header's key order is not fixed: compare what it holds
-            assert {k: v.tolist() for k, v in load(a[name]).items()} == {k: v.tolist() for k, v in load(b[name]).items()}
+            assert {k: v.tolist() for k, v in load(a[name]).items()} == {
+                k: v.tolist() for k, v in load(b[name]).items()
+            }
         elif not name.endswith(".manifest.json"):  # manifests carry the host and finish time
             assert a[name] == b[name], name
     assert uri.cache == tmp_path / "uri" / "cache"  # a file:// root is on a disk: memory-mappable in place
@@ -213,8 +217,12 @@ def test_object_store_root_caches_locally_and_a_second_node_fetches_theta0_inste
     key = f"bucket/ww/cache/{theta0.relative_to(tmp_path / 'node-a').as_posix()}"
     assert key in store.objects
     with pytest.raises(models.MissingWeightsError):  # before node A published it, node B had nothing
-        models.load_base_model(spec, StorageRoot.on(pafs.PyFileSystem(ObjectStore()), "bucket/ww",
-                                                     scheme="fake-s3", cache_dir=tmp_path / "node-c"))
+        models.load_base_model(
+            spec,
+            StorageRoot.on(
+                pafs.PyFileSystem(ObjectStore()), "bucket/ww", scheme="fake-s3", cache_dir=tmp_path / "node-c"
+            ),
+        )
     base = models.load_base_model(spec, node_b)
     assert all(torch.equal(base.model.state_dict()[k], v) for k, v in model.state_dict().items())
     assert (tmp_path / "node-b" / theta0.relative_to(tmp_path / "node-a")).is_file()
@@ -236,7 +244,9 @@ def test_cloud_root_without_credentials_is_one_line_naming_the_fix(monkeypatch, 
     assert "Traceback" not in out and out.count("error:") == 2
     assert "no AWS credentials found; set AWS_ACCESS_KEY_ID" in " ".join(out.split())
     assert cli.main(["report", "gs://bucket/ww"]) == 2
-    assert "no Google Cloud credentials found; set GOOGLE_APPLICATION_CREDENTIALS" in " ".join(capsys.readouterr().out.split())
+    assert "no Google Cloud credentials found; set GOOGLE_APPLICATION_CREDENTIALS" in " ".join(
+        capsys.readouterr().out.split()
+    )
 
 
 def test_unknown_uri_scheme_is_a_clear_error():

@@ -6,17 +6,34 @@ from datetime import datetime, timezone
 
 import pytest
 
-from benchmark.results import store as results
 from benchmark.report.leaderboard import leaderboard_rows, render_leaderboard
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot, atomic_write
 
 
 def _row(key: str, task: str, acc: float, seed: int = 0, merger: str = "ties", pooling: str = "avg", **extra) -> dict:
     now = datetime.now(timezone.utc)
-    row = dict(trial_key=key, status="ok", model="m", setup="s", merger=merger, pooling=pooling,
-               collaborative=True, lambda_policy="weave", lambdas=[0.1, 0.2], lam=None, seed=seed,
-               eval_task=task, n_examples=10, accuracy=acc, expert_accuracy=0.8, zeroshot_accuracy=0.5,
-               normalized_accuracy=acc / 0.8, started_at=now, finished_at=now)
+    row = dict(
+        trial_key=key,
+        status="ok",
+        model="m",
+        setup="s",
+        merger=merger,
+        pooling=pooling,
+        collaborative=True,
+        lambda_policy="weave",
+        lambdas=[0.1, 0.2],
+        lam=None,
+        seed=seed,
+        eval_task=task,
+        n_examples=10,
+        accuracy=acc,
+        expert_accuracy=0.8,
+        zeroshot_accuracy=0.5,
+        normalized_accuracy=acc / 0.8,
+        started_at=now,
+        finished_at=now,
+    )
     row.update(extra)
     return row
 
@@ -71,8 +88,11 @@ def test_render_leaderboard_prints_every_group(tmp_path):
 
     storage = StorageRoot.at(tmp_path).ensure()
     results.write_part(storage, [_row("t", "a", 0.4)], "t")
-    results.write_part(storage, [_row("z", "a", 0.3, merger="zeroshot", pooling="-", collaborative=None,
-                                      lambda_policy="reference")], "z")
+    results.write_part(
+        storage,
+        [_row("z", "a", 0.3, merger="zeroshot", pooling="-", collaborative=None, lambda_policy="reference")],
+        "z",
+    )
     console = Console(record=True, width=160)
     render_leaderboard(results.read_results(storage), console)
     text = console.export_text()
@@ -89,8 +109,12 @@ def test_unwritable_root_fails_fast(tmp_path):
 def test_oracle_entry_is_the_best_lambda_on_test_data(tmp_path):
     storage = StorageRoot.at(tmp_path).ensure()
     common = dict(pooling="oracle", collaborative=None, lambda_policy="oracle", uses_test_data=True)
-    rows = [_row("o", "a", 0.2, lam=0.1, **common), _row("o", "b", 0.4, lam=0.1, **common),
-            _row("o", "a", 0.6, lam=0.2, **common), _row("o", "b", 0.8, lam=0.2, **common)]
+    rows = [
+        _row("o", "a", 0.2, lam=0.1, **common),
+        _row("o", "b", 0.4, lam=0.1, **common),
+        _row("o", "a", 0.6, lam=0.2, **common),
+        _row("o", "b", 0.8, lam=0.2, **common),
+    ]
     results.write_part(storage, rows, "o")
     (entry,) = leaderboard_rows(results.read_results(storage))
     assert entry["accuracy"] == pytest.approx(0.7)

@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 import ww
-
 from benchmark.cli import main
 from benchmark.spec.schema import SpecError, load_spec, parse_spec
 from tests.conftest import tiny_spec_dict
@@ -68,12 +67,25 @@ CASES = [
     # unknown names
     ("unknown-merger", {"mergers.1": "tiess"}, "unknown merger 'tiess'", "did you mean 'ties'"),
     ("unknown-pooling", {"poolings": ["avg", "avgg"]}, "unknown pooling 'avgg'", "did you mean 'avg'"),
-    ("unknown-model", {"models.0": {"name": "ViT-B-33"}}, "unknown open_clip model 'ViT-B-33'", "did you mean 'ViT-B-32'"),
-    ("unknown-tag", {"models.0": {"name": "ViT-B-32", "pretrained": "opneai"}}, "no pretrained tag 'opneai'",
-     "did you mean 'openai'"),
+    (
+        "unknown-model",
+        {"models.0": {"name": "ViT-B-33"}},
+        "unknown open_clip model 'ViT-B-33'",
+        "did you mean 'ViT-B-32'",
+    ),
+    (
+        "unknown-tag",
+        {"models.0": {"name": "ViT-B-32", "pretrained": "opneai"}},
+        "no pretrained tag 'opneai'",
+        "did you mean 'openai'",
+    ),
     ("toy-tag-on-real-model", {"models.0.name": "ViT-B-32"}, "pretrained: toy needs model", "'ww-toy-vit'"),
-    ("pretrain-on-real-model", {"models.0": {"name": "ViT-B-32", "pretrain": {}}}, "'pretrain' applies only",
-     "pretrained: toy"),
+    (
+        "pretrain-on-real-model",
+        {"models.0": {"name": "ViT-B-32", "pretrain": {}}},
+        "'pretrain' applies only",
+        "pretrained: toy",
+    ),
     ("unknown-dataset", {"setups.0.tasks": ["digits", "digitz"]}, "unknown dataset 'digitz'", "did you mean 'digits'"),
     ("unknown-domain", {"setups": _dg(["photo", "sketch", "sketchy"])}, "no domain 'sketchy'", "did you mean 'sketch'"),
     ("unknown-variant", {"variants": ["collab"]}, "variants.0", "'collaborative' or 'plain', got 'collab'"),
@@ -82,54 +94,99 @@ CASES = [
     ("param-unknown", {"mergers.1": _ties(params={"kk": 0.2})}, "no hyper-parameter 'kk'", "did you mean 'k'"),
     ("param-out-of-range", {"mergers.1": _ties(params={"k": 1.5})}, "k must lie in (0.0, 1.0]", "got 1.5"),
     ("param-wrong-type", {"mergers.1": _ties(params={"k": "big"})}, "k must be a finite number", "got 'big'"),
-    ("param-of-another-merger", {"mergers.0": {"name": "task_arithmetic", "params": {"k": 0.2}}},
-     "task_arithmetic has no hyper-parameter 'k'", "Valid hyper-parameters: none"),
+    (
+        "param-of-another-merger",
+        {"mergers.0": {"name": "task_arithmetic", "params": {"k": 0.2}}},
+        "task_arithmetic has no hyper-parameter 'k'",
+        "Valid hyper-parameters: none",
+    ),
     # λ grids
     ("lambdas-empty", {"mergers.1": _ties(lambdas=[])}, "lambdas is empty", "omit it"),
     ("lambdas-negative", {"mergers.1": _ties(lambdas=[-0.1, 0.2])}, "positive finite numbers, got [-0.1]", "drop them"),
     ("lambdas-zero", {"mergers.1": _ties(lambdas=[0.0, 0.5])}, "positive finite numbers, got [0.0]", "drop them"),
     ("lambdas-infinite", {"mergers.1": _ties(lambdas=[0.5, float("inf")])}, "got [inf]", "drop them"),
     ("lambdas-unsorted", {"mergers.1": _ties(lambdas=[0.3, 0.1, 0.2])}, "must be increasing", "write [0.1, 0.2, 0.3]"),
-    ("lambdas-duplicated", {"mergers.1": _ties(lambdas=[0.2, 0.2])}, "duplicated lambdas: [0.2]", "list each value once"),
+    (
+        "lambdas-duplicated",
+        {"mergers.1": _ties(lambdas=[0.2, 0.2])},
+        "duplicated lambdas: [0.2]",
+        "list each value once",
+    ),
     ("fixed-lambda-zero", {"fixed_lambda": 0}, "fixed_lambda", "greater than 0, got 0"),
     ("fixed-lambda-nan", {"fixed_lambda": float("nan")}, "fixed_lambda", "finite number, got nan"),
     # duplicated axis values
     ("duplicated-seeds", {"seeds": [0, 1, 0]}, "duplicated seeds: [0]", "list each value once"),
-    ("duplicated-poolings", {"poolings": ["avg", "none", "avg"]}, "duplicated poolings: ['avg']", "list each value once"),
+    (
+        "duplicated-poolings",
+        {"poolings": ["avg", "none", "avg"]},
+        "duplicated poolings: ['avg']",
+        "list each value once",
+    ),
     ("duplicated-mergers", {"mergers": ["ties", "ties"]}, "duplicated mergers", "list each value once"),
     ("duplicated-variants", {"variants": ["plain", "plain"]}, "duplicated variants", "list each value once"),
-    ("duplicated-tasks", {"setups.0.tasks": ["digits", "shapes", "digits"]}, "duplicated tasks: ['digits']",
-     "list each value once"),
-    ("duplicated-domains", {"setups": _dg(["photo", "sketch", "mosaic", "photo"])}, "duplicated domains: ['photo']",
-     "list each value once"),
-    ("duplicated-setup-names", {"setups": _dg() + [{**_dg()[0], "domains": ["photo", "sketch", "mosaic"]}]},
-     "duplicated setup names: ['dg']", "list each value once"),
+    (
+        "duplicated-tasks",
+        {"setups.0.tasks": ["digits", "shapes", "digits"]},
+        "duplicated tasks: ['digits']",
+        "list each value once",
+    ),
+    (
+        "duplicated-domains",
+        {"setups": _dg(["photo", "sketch", "mosaic", "photo"])},
+        "duplicated domains: ['photo']",
+        "list each value once",
+    ),
+    (
+        "duplicated-setup-names",
+        {"setups": _dg() + [{**_dg()[0], "domains": ["photo", "sketch", "mosaic"]}]},
+        "duplicated setup names: ['dg']",
+        "list each value once",
+    ),
     ("duplicated-models", {"models": [tiny_spec_dict()["models"][0]] * 2}, "duplicated models", "list each value once"),
     # setups
     ("cil-split-does-not-divide", {"setups": _cil(3)}, "digits has 10 classes", "choose one of [2, 5, 10]"),
     ("cil-one-split", {"setups": _cil(1)}, "setups.0.n_splits", "greater than or equal to 2, got 1"),
-    ("dg-two-domains", {"setups": _dg(["photo", "sketch"])}, "needs at least 3 domains",
-     "objects has ['photo', 'sketch', 'negative', 'mosaic', 'greyscale']"),
+    (
+        "dg-two-domains",
+        {"setups": _dg(["photo", "sketch"])},
+        "needs at least 3 domains",
+        "objects has ['photo', 'sketch', 'negative', 'mosaic', 'greyscale']",
+    ),
     ("dg-single-domain-dataset", {"setups": _dg(dataset="digits")}, "digits has no domains", "'objects'"),
     ("mtl-one-task", {"setups.0.tasks": ["digits"]}, "setups.0", "needs at least 2 tasks"),
-    ("mtl-given-a-dataset", {"setups.0.dataset": "digits"}, "kind mtl does not take ['dataset']",
-     "it takes ['tasks']"),
+    ("mtl-given-a-dataset", {"setups.0.dataset": "digits"}, "kind mtl does not take ['dataset']", "it takes ['tasks']"),
     ("sequential-outside-cil", {"setups.0.finetune.mode": "sequential"}, "sequential", "use it with kind: cil"),
     ("steps-and-epochs", {"setups.0.finetune.epochs": 2}, "setups.0.finetune", "give steps or epochs, not both"),
-    ("epochs-missing-a-dataset", {"setups.0.finetune.steps": DROP, "setups.0.finetune.epochs": {"digits": 3}},
-     "no entry for 'shapes'", "add 'shapes: N' or 'default: N'"),
+    (
+        "epochs-missing-a-dataset",
+        {"setups.0.finetune.steps": DROP, "setups.0.finetune.epochs": {"digits": 3}},
+        "no entry for 'shapes'",
+        "add 'shapes: N' or 'default: N'",
+    ),
     ("no-training-examples", {"setups.0.data.n_train": 0}, "setups.0.data.n_train", "greater than or equal to 1"),
     # run identity, seeds, resources, plugins
     ("name-with-a-space", {"name": "my run"}, "'my run' has characters", "use only those"),
     ("negative-seed", {"seeds": [-1]}, "seeds.0", "greater than or equal to 0, got -1"),
-    ("negative-pretrain-seed", {"models.0.pretrain.seed": -7}, "models.0.pretrain.seed",
-     "greater than or equal to 0, got -7"),
+    (
+        "negative-pretrain-seed",
+        {"models.0.pretrain.seed": -7},
+        "models.0.pretrain.seed",
+        "greater than or equal to 0, got -7",
+    ),
     ("zero-timeout", {"resources.trial_timeout_s": 0}, "resources.trial_timeout_s", "greater than 0"),
     ("negative-memory-limit", {"resources.trial_memory_gb": -1}, "resources.trial_memory_gb", "greater than 0"),
-    ("plugin-not-installed", {"plugins": ["no_such_lab.mergers"]}, "cannot import plugin 'no_such_lab.mergers'",
-     "put it on PYTHONPATH"),
-    ("plugin-given-as-a-path", {"plugins": ["../my_merger.py"]}, "'../my_merger.py' is not a module name",
-     "not a path"),
+    (
+        "plugin-not-installed",
+        {"plugins": ["no_such_lab.mergers"]},
+        "cannot import plugin 'no_such_lab.mergers'",
+        "put it on PYTHONPATH",
+    ),
+    (
+        "plugin-given-as-a-path",
+        {"plugins": ["../my_merger.py"]},
+        "'../my_merger.py' is not a module name",
+        "not a path",
+    ),
 ]
 
 
@@ -145,11 +202,14 @@ def test_malformed_spec_is_one_line_naming_the_problem_and_the_fix(changes, prob
     assert problem in message and fix in message, message
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("", "the file is empty"),
-    ("- name: tiny\n", "a spec is a YAML mapping"),
-    ("name: tiny\nmodels: [\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("", "the file is empty"),
+        ("- name: tiny\n", "a spec is a YAML mapping"),
+        ("name: tiny\nmodels: [\n", "not valid YAML"),
+    ],
+)
 def test_a_file_that_is_not_a_spec_says_what_a_spec_is(tmp_path, text, expected):
     path = tmp_path / "spec.yaml"
     path.write_text(text)
@@ -166,7 +226,8 @@ def test_the_cli_prints_one_line_and_exits_2_and_debug_shows_the_traceback(tmp_p
     assert main(["run", str(path), "--root", str(root)]) == 2
     out = capsys.readouterr().out
     assert [line for line in out.splitlines() if line.strip()] == [
-        f"error: {path}: mergers.0: ties: k must lie in (0.0, 1.0], got 1.5"]
+        f"error: {path}: mergers.0: ties: k must lie in (0.0, 1.0], got 1.5"
+    ]
     assert not root.exists()  # refused before the root was touched
     with pytest.raises(SpecError):
         main(["--debug", "run", str(path), "--root", str(root)])

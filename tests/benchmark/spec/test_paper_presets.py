@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import re
 import time
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -19,14 +18,14 @@ import yaml
 from rich.console import Console
 
 from benchmark import cli
-from benchmark.data import loaders as data
 from benchmark.data import MTL8, fake
-from benchmark.trials.merge_eval import base_row
-from benchmark.spec.plan import build_plan
-from benchmark.results.store import read_results
-from benchmark.spec.schema import NO_POOLING, ORACLE, PRESETS, SetupSpec, load_spec, parse_spec
-from benchmark.results.storage import StorageRoot
+from benchmark.data import loaders as data
 from benchmark.experts.training import _recipe
+from benchmark.results.storage import StorageRoot
+from benchmark.results.store import read_results
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import NO_POOLING, ORACLE, PRESETS, SetupSpec, load_spec, parse_spec
+from benchmark.trials.merge_eval import base_row
 
 SPECS = PRESETS
 PAPER = ("paper", "paper_mtl", "paper_cil", "paper_dg")
@@ -34,7 +33,16 @@ PAPER_MODELS = [("ViT-B-32", "openai"), ("ViT-B-16", "openai"), ("ViT-L-14", "op
 PAPER_MERGERS = {"breadcrumbs", "magmax", "ties", "pcb", "tsv_m", "iso_c", "task_arithmetic", "consensus"}
 SLICES = {"mtl8": "paper_mtl", "cil_cifar100": "paper_cil", "dg_domainnet": "paper_dg"}
 TOYS = ("toy_mtl", "toy_cil", "toy_dg")
-METHODS_EPOCHS = {"Cars": 35, "DTD": 75, "EuroSAT": 12, "GTSRB": 11, "MNIST": 5, "RESISC45": 15, "SUN397": 14, "SVHN": 4}
+METHODS_EPOCHS = {
+    "Cars": 35,
+    "DTD": 75,
+    "EuroSAT": 12,
+    "GTSRB": 11,
+    "MNIST": 5,
+    "RESISC45": 15,
+    "SUN397": 14,
+    "SVHN": 4,
+}
 
 
 def _stated_plan(name: str) -> tuple[int, int]:
@@ -72,7 +80,10 @@ def test_paper_covers_the_papers_grid():
     seq, ind = setups["cil-cifar100-20"], setups["cil-cifar100-20-independent"]
     assert (seq.dataset, seq.n_splits, seq.finetune.mode, seq.finetune.epochs) == ("CIFAR100", 20, "sequential", 10)
     # the independent counterpart differs by its mode only, or the comparison would compare recipes
-    assert ind.model_copy(update={"name": seq.name, "finetune": ind.finetune.model_copy(update={"mode": "sequential"})}) == seq
+    assert (
+        ind.model_copy(update={"name": seq.name, "finetune": ind.finetune.model_copy(update={"mode": "sequential"})})
+        == seq
+    )
     assert len(setups["dg-domainnet"].expert_tasks()) == 6 and len(setups["dg-imagenet-r"].expert_tasks()) == 15
     for setup in spec.setups:  # docs/METHODS.md §3 recipe, global batch 128 over the data-parallel workers
         ft = setup.finetune
@@ -167,7 +178,12 @@ def test_toy_mtl_reuses_the_quickstarts_experts():
 def test_toy_cil_fine_tunes_one_setup_both_ways_and_toy_dg_leaves_each_domain_out():
     seq, ind = load_spec(SPECS / "toy_cil.yaml").setups
     assert (seq.kind, seq.dataset, seq.n_splits, seq.finetune.mode, ind.finetune.mode) == (
-        "cil", "digits", 5, "sequential", "independent")
+        "cil",
+        "digits",
+        5,
+        "sequential",
+        "independent",
+    )
     assert (ind.data, ind.finetune.model_copy(update={"mode": "sequential"})) == (seq.data, seq.finetune)
     assert [e.task for e in seq.evaluations()] == ["digits"]
     [dg] = load_spec(SPECS / "toy_dg.yaml").setups
@@ -201,8 +217,12 @@ def _reduced(name: str) -> dict:
             finetune["epochs"] = 2
         else:
             finetune["steps"] = 8
-    spec.update(mergers=["task_arithmetic"], poolings=["none", "oracle", "avg"], variants=["collaborative"],
-                resources={"prepare_cpus": 1, "trial_cpus": 1})
+    spec.update(
+        mergers=["task_arithmetic"],
+        poolings=["none", "oracle", "avg"],
+        variants=["collaborative"],
+        resources={"prepare_cpus": 1, "trial_cpus": 1},
+    )
     return spec
 
 
@@ -232,8 +252,11 @@ def test_toy_cil_and_dg_run_every_planned_trial(toy_cil_and_dg_run):
 
 def test_cil_evaluates_the_whole_dataset_and_dg_each_held_out_domain(toy_cil_and_dg_run):
     storage, _, _ = toy_cil_and_dg_run
-    rows = [r for r in read_results(storage).to_pylist()
-            if r["lambda_policy"] in ("fixed", "weave", "oracle") and r["status"] == "ok"]
+    rows = [
+        r
+        for r in read_results(storage).to_pylist()
+        if r["lambda_policy"] in ("fixed", "weave", "oracle") and r["status"] == "ok"
+    ]
     by_trial: dict[str, list[dict]] = {}
     for row in rows:
         by_trial.setdefault(row["trial_key"], []).append(row)
@@ -250,16 +273,34 @@ def test_cil_evaluates_the_whole_dataset_and_dg_each_held_out_domain(toy_cil_and
             assert {r["n_tasks"] for r in per_lam} == {len(REDUCED_DOMAINS) - 1}
         if first["lambda_policy"] == "oracle":
             assert len(lams) == len(first["lambdas"]) and all(r["uses_test_data"] for r in trial_rows)
-    assert kinds == {"toy-cil-sequential": {"sequential"}, "toy-cil-independent": {"independent"},
-                     "toy-dg-objects": {"independent"}}
+    assert kinds == {
+        "toy-cil-sequential": {"sequential"},
+        "toy-cil-independent": {"independent"},
+        "toy-dg-objects": {"independent"},
+    }
 
 
 def test_report_renders_every_paper_table_and_figure(toy_cil_and_dg_run, tmp_path):
     storage, _, _ = toy_cil_and_dg_run
     figures = tmp_path / "figures"
     out = tmp_path / "tables.md"
-    assert cli.main(["report", str(storage.root), "--table", "all", "--format", "markdown", "--out", str(out),
-                     "--figures", str(figures)]) == 0
+    assert (
+        cli.main(
+            [
+                "report",
+                str(storage.root),
+                "--table",
+                "all",
+                "--format",
+                "markdown",
+                "--out",
+                str(out),
+                "--figures",
+                str(figures),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
     for setup in ("toy-cil-sequential", "toy-cil-independent", "toy-dg-objects"):
         assert setup in text
@@ -267,8 +308,12 @@ def test_report_renders_every_paper_table_and_figure(toy_cil_and_dg_run, tmp_pat
     assert "| balanced % |" in text  # DG's balanced accuracy in the leaderboard
     assert "gain 95% CI" in text and re.search(r"\[[+-]\d+\.\d\d, [+-]\d+\.\d\d\]", text)  # paired intervals
     names = sorted(p.name for p in figures.glob("*.png"))
-    assert names == ["best_lambda_ww-toy-vit.png", "lambda_curves_ww-toy-vit_toy-cil-independent.png",
-                     "lambda_curves_ww-toy-vit_toy-cil-sequential.png", "lambda_curves_ww-toy-vit_toy-dg-objects.png"]
+    assert names == [
+        "best_lambda_ww-toy-vit.png",
+        "lambda_curves_ww-toy-vit_toy-cil-independent.png",
+        "lambda_curves_ww-toy-vit_toy-cil-sequential.png",
+        "lambda_curves_ww-toy-vit_toy-dg-objects.png",
+    ]
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in figures.glob("*.png"))
 
 

@@ -15,19 +15,19 @@ import pyarrow.parquet as pq
 import pytest
 
 import ww
-from benchmark.trials import eval_cache
-from benchmark.spec import keys
-from benchmark.results import store as results
 from benchmark.cli import main
 from benchmark.model.head_cache import head_path
 from benchmark.model.pretrained import base_key
-from benchmark.spec.plan import build_plan
 from benchmark.report.leaderboard import leaderboard_rows, newest_revisions
-from benchmark.spec.schema import DataSpec, ModelSpec, SpecError, parse_spec
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
-from ww import registry
-from tests.conftest import tiny_spec_dict
+from benchmark.spec import keys
+from benchmark.spec.plan import build_plan
+from benchmark.spec.schema import DataSpec, ModelSpec, SpecError, parse_spec
+from benchmark.trials import eval_cache
 from tests.benchmark.report.fixtures import write_trial
+from tests.conftest import tiny_spec_dict
+from ww import registry
 
 
 def _spec(**overrides):
@@ -117,14 +117,14 @@ def test_a_random_mergers_omitted_seed_is_the_trials_seed():
 # --- (3) plugins are keyed by their source -----------------------------------------------------------
 
 
-PLUGIN = '''
+PLUGIN = """
 from ww.registry import merger
 
 
 @merger(name="{name}", citation="test plugin")
 def plugin_mean(tasks, *, scale: float = 1.0):
     return tasks.map(lambda tau, block: tau.mean(dim=0) * scale)
-'''
+"""
 
 
 @pytest.fixture
@@ -204,8 +204,14 @@ def test_an_unknown_stage_is_named():
 
 def _revisions(merger: int, finetune: int = 1) -> dict:
     revisions = {"merger": merger, "pooling": 1, "eval": 1, "heads": 1, "finetune": finetune, "sources": {}}
-    return dict(revisions=json.dumps(revisions), merger_revision=merger, pooling_revision=1, eval_revision=1,
-                heads_revision=1, finetune_revision=finetune)
+    return dict(
+        revisions=json.dumps(revisions),
+        merger_revision=merger,
+        pooling_revision=1,
+        eval_revision=1,
+        heads_revision=1,
+        finetune_revision=finetune,
+    )
 
 
 @pytest.fixture
@@ -244,10 +250,14 @@ def test_rows_of_the_old_schema_read_as_unknown_revision_and_yield_to_newer_ones
     write_trial(storage, {"a": 0.6}, merger="ties", merger_params='{"k":0.2}', key="new", **_revisions(1))
     new_row = results.read_results(storage).to_pylist()[0]
     old_schema = pa.schema([f for f in results.SCHEMA if not f.name.endswith("revision") and f.name != "revisions"])
-    old = {**{f.name: new_row[f.name] for f in old_schema}, "trial_key": "old", "schema_version": 1,
-           "merger_params": "{}", "accuracy": 0.1}
-    pq.write_table(pa.Table.from_pylist([old], schema=old_schema),
-                   results.part_path(storage, "m1", "s1", "old"))
+    old = {
+        **{f.name: new_row[f.name] for f in old_schema},
+        "trial_key": "old",
+        "schema_version": 1,
+        "merger_params": "{}",
+        "accuracy": 0.1,
+    }
+    pq.write_table(pa.Table.from_pylist([old], schema=old_schema), results.part_path(storage, "m1", "s1", "old"))
     table = results.read_results(storage)
     by_key = {r["trial_key"]: r for r in table.to_pylist()}
     assert by_key["old"]["merger_revision"] is None and by_key["old"]["revisions"] is None
@@ -267,7 +277,11 @@ def test_trial_rows_record_the_revisions_their_key_hashed():
     woven = next(t for t in plan.trials if t.pooling == "randmix")
     row = base_row(woven)
     assert (row["merger_revision"], row["pooling_revision"], row["eval_revision"], row["finetune_revision"]) == (
-        2, ww.POOLINGS["randmix"].revision, keys.REVISIONS["eval"], keys.REVISIONS["finetune"])
+        2,
+        ww.POOLINGS["randmix"].revision,
+        keys.REVISIONS["eval"],
+        keys.REVISIONS["finetune"],
+    )
     assert json.loads(row["revisions"]) == json.loads(json.dumps(woven.revisions))
     assert base_row(next(t for t in plan.trials if t.pooling == "none"))["pooling_revision"] is None
     refs = reference_rows(woven, {"a": {"zeroshot_accuracy": 0.1}}, {"a": 0.8})

@@ -50,10 +50,21 @@ def test_unknown_nested_key_names_its_location():
         (lambda s: s["mergers"].__setitem__(0, {"name": "ties", "lambdas": []}), "lambdas is empty"),
         (lambda s: s.__setitem__("variants", ["collab"]), "variants"),
         (lambda s: s["setups"][0]["finetune"].__setitem__("epochs", 2), "give steps or epochs, not both"),
-        (lambda s: s["setups"][0]["finetune"].update(steps=None) or s["setups"][0]["finetune"].pop("steps")
-         or s["setups"][0]["finetune"].__setitem__("epochs", {"digits": 3}), "no entry for 'shapes'"),
-        (lambda s: s["setups"][0]["finetune"].pop("steps") and s["setups"][0]["finetune"].__setitem__(
-            "epochs", {"default": -1}), "epochs must be positive"),
+        (
+            lambda s: (
+                s["setups"][0]["finetune"].update(steps=None)
+                or s["setups"][0]["finetune"].pop("steps")
+                or s["setups"][0]["finetune"].__setitem__("epochs", {"digits": 3})
+            ),
+            "no entry for 'shapes'",
+        ),
+        (
+            lambda s: (
+                s["setups"][0]["finetune"].pop("steps")
+                and s["setups"][0]["finetune"].__setitem__("epochs", {"default": -1})
+            ),
+            "epochs must be positive",
+        ),
         (lambda s: s["setups"][0]["finetune"].__setitem__("precision", "fp8"), "precision"),
     ],
 )

@@ -52,8 +52,15 @@ def test_inconsistent_setups_are_refused(setup, message):
 
 def test_sequential_chain_links_each_split_to_the_previous_one():
     spec = tiny_spec_dict()
-    spec["setups"] = [{"name": "cil", "kind": "cil", "dataset": "digits", "n_splits": 5,
-                       "finetune": {"mode": "sequential", "steps": 4}}]
+    spec["setups"] = [
+        {
+            "name": "cil",
+            "kind": "cil",
+            "dataset": "digits",
+            "n_splits": 5,
+            "finetune": {"mode": "sequential", "steps": 4},
+        }
+    ]
     plan = build_plan(parse_spec(spec))
     chain = plan.experts
     assert chain[0].init_from is None

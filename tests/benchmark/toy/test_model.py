@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.trials.evaluation import classification_logits, evaluate, image_mean_std, to_model_input
 from benchmark.model.heads import zeroshot_head
 from benchmark.toy import TOY_MODEL, TOY_TASKS, create_toy_model, register_toy_model, toy_tokenizer
+from benchmark.trials.evaluation import classification_logits, evaluate, image_mean_std, to_model_input
 
 
 @pytest.fixture(scope="module")
@@ -90,11 +90,18 @@ def test_zeroshot_head_is_the_same_whatever_the_chunk(model):
     templates = ("a {}.", "a photo of a {}.", "a drawing of the {} shape.")
     whole = zeroshot_head(model, tokenizer, task.classnames, templates)
     with torch.no_grad():
-        reference = torch.stack([F.normalize(F.normalize(model.encode_text(tokenizer([t.format(c) for t in templates])),
-                                                         dim=-1).mean(0), dim=-1) for c in task.classnames])
+        reference = torch.stack(
+            [
+                F.normalize(
+                    F.normalize(model.encode_text(tokenizer([t.format(c) for t in templates])), dim=-1).mean(0), dim=-1
+                )
+                for c in task.classnames
+            ]
+        )
     torch.testing.assert_close(whole, reference, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(zeroshot_head(model, tokenizer, task.classnames, templates, chunk=2), whole,
-                               rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        zeroshot_head(model, tokenizer, task.classnames, templates, chunk=2), whole, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_to_model_input_normalises_with_the_models_constants(model):

@@ -125,8 +125,9 @@ def test_resuming_from_a_checkpoint_reproduces_the_uninterrupted_run():
     finetune_image_encoder(whole, head, images, labels, recipe)
 
     saved = []
-    finetune_image_encoder(interrupted, head, images, labels, recipe,
-                           on_checkpoint=lambda state: saved.append(copy.deepcopy(state)))
+    finetune_image_encoder(
+        interrupted, head, images, labels, recipe, on_checkpoint=lambda state: saved.append(copy.deepcopy(state))
+    )
     assert [state["step"] for state in saved] == [4, 8]  # none after the last step: that is the expert
     metrics = finetune_image_encoder(resumed, head, images, labels, recipe, resume=saved[0])
     assert metrics["resumed_from_step"] == 4.0
@@ -138,8 +139,14 @@ def test_a_checkpoint_from_a_longer_run_is_refused():
     base = create_toy_model(seed=0)
     head, images, labels = _expert_inputs(base, n=16)
     saved = []
-    finetune_image_encoder(copy.deepcopy(base), head, images, labels,
-                           FinetuneRecipe(steps=6, batch_size=8, checkpoint_every=5), on_checkpoint=saved.append)
+    finetune_image_encoder(
+        copy.deepcopy(base),
+        head,
+        images,
+        labels,
+        FinetuneRecipe(steps=6, batch_size=8, checkpoint_every=5),
+        on_checkpoint=saved.append,
+    )
     with pytest.raises(ValueError, match="step 5 does not fit a run of 3 steps"):
         finetune_image_encoder(base, head, images, labels, FinetuneRecipe(steps=3, batch_size=8), resume=saved[0])
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchmark.model.pretrained import base_key, check_weights_available, ensure_base_model, load_base_model
-from benchmark.spec.schema import ModelSpec, PretrainSpec, load_spec, quickstart_spec_path
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.schema import ModelSpec, PretrainSpec, load_spec, quickstart_spec_path
 from benchmark.toy import shipped
 from benchmark.toy.model import toy_model_config
 
@@ -78,7 +78,8 @@ def test_a_corrupted_shipped_file_is_refused_with_the_fix(relocated, manifest, t
     with pytest.raises(shipped.CorruptWeightsError):
         ensure_base_model(spec, StorageRoot.at(tmp_path / "root"))
     assert not (tmp_path / "root" / "cache" / "pretrained").exists() or not any(
-        (tmp_path / "root" / "cache" / "pretrained").rglob("*.safetensors"))
+        (tmp_path / "root" / "cache" / "pretrained").rglob("*.safetensors")
+    )
 
 
 def test_a_missing_shipped_file_is_refused_when_its_manifest_is_there(relocated):

@@ -5,8 +5,7 @@ import re
 import numpy as np
 import pytest
 
-from benchmark.toy import TOY_IMAGE_SIZE, TOY_TASKS, ToyTask, pretraining_pairs
-from benchmark.toy import suite
+from benchmark.toy import TOY_IMAGE_SIZE, TOY_TASKS, ToyTask, pretraining_pairs, suite
 
 
 @pytest.mark.parametrize("name", sorted(TOY_TASKS))
@@ -162,7 +161,10 @@ def test_scramble_shift_is_a_patch_permutation_the_patch_embedding_can_undo(shif
     within = (first_tile // TOY_IMAGE_SIZE) * 8 + first_tile % TOY_IMAGE_SIZE  # shifted pixel j = original within[j]
     undone = torch.empty_like(conv.weight).flatten(2)
     undone[:, :, torch.from_numpy(within)] = conv.weight.detach().flatten(2)
-    as_tensor = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
+    def as_tensor(x):
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None]
+
     with torch.no_grad():
         expected = torch.nn.functional.conv2d(as_tensor(img), undone.reshape(conv.weight.shape), stride=8)
         torch.testing.assert_close(conv(as_tensor(shifted)), expected)

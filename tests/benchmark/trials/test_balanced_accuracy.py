@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.results import store as results
-from benchmark.trials.evaluation import balanced_accuracy, evaluate
 from benchmark.report.leaderboard import leaderboard_rows, leaderboard_table
+from benchmark.results import store as results
 from benchmark.results.storage import StorageRoot
+from benchmark.trials.evaluation import balanced_accuracy, evaluate
 from tests.benchmark.report.fixtures import write_trial
 
 

@@ -16,22 +16,30 @@ import torch
 from rich.console import Console
 
 import ww
-from benchmark.trials import banks as bank_module
 from benchmark.experts import store as expert_store
-from benchmark.results import store as results
-from benchmark.trials.banks import (BankFileError, bank_file_path, build_bank, build_bank_file, choose_route,
-                            ensure_bank_file)
 from benchmark.pipeline import print_plan, run_spec
+from benchmark.results import store as results
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import parse_spec
-from benchmark.results.storage import StorageRoot
+from benchmark.trials.banks import (
+    BankFileError,
+    bank_file_path,
+    build_bank,
+    build_bank_file,
+    choose_route,
+)
 from tests.conftest import tiny_spec_dict
 
 
 def _theta0() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return {"conv.weight": torch.randn(4, 3, 2, 2, generator=generator), "ln.weight": torch.ones(8),
-            "proj": torch.randn(8, 4, generator=generator), "steps": torch.tensor(3)}
+    return {
+        "conv.weight": torch.randn(4, 3, 2, 2, generator=generator),
+        "ln.weight": torch.ones(8),
+        "proj": torch.randn(8, 4, generator=generator),
+        "steps": torch.tensor(3),
+    }
 
 
 @pytest.fixture
@@ -42,8 +50,10 @@ def store(tmp_path):
     theta0 = _theta0()
     generator = torch.Generator().manual_seed(1)
     for job in plan.experts:
-        state = {k: v + 0.1 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
-                 for k, v in theta0.items()}
+        state = {
+            k: v + 0.1 * torch.randn(v.shape, generator=generator) if v.is_floating_point() else v
+            for k, v in theta0.items()
+        }
         expert_store.save_expert(job, storage, state, {"test_accuracy": 0.5})
     return storage, plan, theta0
 
@@ -59,7 +69,8 @@ def test_routes_auto_by_the_fraction_of_the_object_store():
 def test_both_routes_hold_the_task_vectors_ww_would_stack(store):
     storage, plan, theta0 = store
     expected = ww.TaskVectorBank.from_state_dicts(
-        {job.task: ww.task_vector(expert_store.load_expert(job, storage), theta0) for job in plan.experts})
+        {job.task: ww.task_vector(expert_store.load_expert(job, storage), theta0) for job in plan.experts}
+    )
     in_memory = build_bank(plan.experts, theta0, storage).to_ww()
     shared = build_bank_file(plan.experts, theta0, storage, "bank-key")
     on_disk = shared.open(storage, theta0)
@@ -161,8 +172,11 @@ def test_plan_shows_the_route_and_the_threshold(tmp_path):
 
 def _accuracies(storage: StorageRoot) -> dict[tuple[str, str], float]:
     table = results.read_results(storage).to_pylist()
-    return {(r["trial_key"], r["eval_task"]): r["accuracy"] for r in table
-            if r["status"] == "ok" and r["lambda_policy"] != "reference"}
+    return {
+        (r["trial_key"], r["eval_task"]): r["accuracy"]
+        for r in table
+        if r["status"] == "ok" and r["lambda_policy"] != "reference"
+    }
 
 
 def test_the_file_route_end_to_end_gives_the_object_store_accuracies(finished_tiny_run, tmp_path):
@@ -170,8 +184,11 @@ def test_the_file_route_end_to_end_gives_the_object_store_accuracies(finished_ti
     root = tmp_path / "root"
     shutil.copytree(finished.root, root, ignore=shutil.ignore_patterns("runs", "results"))
     storage = StorageRoot.at(root)
-    forced = tiny_spec_dict(mergers=[{"name": "ties", "params": {"k": 0.2}}], poolings=["none", "avg"],
-                            resources={"prepare_cpus": 1, "trial_cpus": 1, "bank_route": "file"})
+    forced = tiny_spec_dict(
+        mergers=[{"name": "ties", "params": {"k": 0.2}}],
+        poolings=["none", "avg"],
+        resources={"prepare_cpus": 1, "trial_cpus": 1, "bank_route": "file"},
+    )
     console = Console(record=True, width=200)
     summary = run_spec(parse_spec(forced), storage, console=console)
     assert summary.trials_run == 2

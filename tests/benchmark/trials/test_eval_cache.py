@@ -10,15 +10,15 @@ import open_clip
 import pytest
 import torch
 
-from benchmark.data import loaders as data
-from benchmark.trials import eval_cache
-from benchmark.model import head_cache
 from benchmark.data import fake
 from benchmark.data import images as image_module
-from benchmark.spec.keys import content_key, revision
+from benchmark.data import loaders as data
+from benchmark.model import head_cache
 from benchmark.model.pretrained import LoadedModel
-from benchmark.spec.schema import DataSpec
 from benchmark.results.storage import StorageRoot
+from benchmark.spec.keys import content_key, revision
+from benchmark.spec.schema import DataSpec
+from benchmark.trials import eval_cache
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +46,23 @@ def test_real_split_is_decoded_once_into_a_memory_map(data_root, tmp_path, monke
     # real splits ignore DataSpec sizes, and moving the data root does not invalidate the cache
     moved = tmp_path / "moved"
     shutil.copytree(data_root, moved)
-    again, again_labels = eval_cache.load_split(storage, "EuroSAT", "test", DataSpec(n_test=5, seed=3),
-                                                resolution=24, root=moved)
+    again, again_labels = eval_cache.load_split(
+        storage, "EuroSAT", "test", DataSpec(n_test=5, seed=3), resolution=24, root=moved
+    )
     assert np.array_equal(again, images) and np.array_equal(again_labels, labels)
 
 
 def test_cache_entries_are_keyed_by_resolution_and_split(data_root, tmp_path):
     storage = StorageRoot.at(tmp_path)
-    folders = {eval_cache.cache_folder(storage, "EuroSAT", split, DataSpec(), size)
-               for split in ("train", "validation", "test") for size in (224, 336)}
+    folders = {
+        eval_cache.cache_folder(storage, "EuroSAT", split, DataSpec(), size)
+        for split in ("train", "validation", "test")
+        for size in (224, 336)
+    }
     assert len(folders) == 6
     assert eval_cache.cache_folder(storage, "EuroSAT", "test", DataSpec(), None) == eval_cache.cache_folder(
-        storage, "EuroSAT", "test", DataSpec(), 224)
+        storage, "EuroSAT", "test", DataSpec(), 224
+    )
     assert "-224px-" in eval_cache.cache_folder(storage, "EuroSAT", "test", DataSpec()).name
 
 
@@ -65,8 +70,10 @@ def test_toy_cache_keys_are_unchanged(tmp_path):
     storage = StorageRoot.at(tmp_path)
     spec = DataSpec(n_train=16, n_test=8)
     # (task, split, DataSpec) and the toy suite's revision; the native 32 px adds nothing
-    key = content_key("eval-tensors", {"dataset": "digits", "split": "test", "data": spec,
-                                       "revision": {"toy_data": revision("toy_data")}})
+    key = content_key(
+        "eval-tensors",
+        {"dataset": "digits", "split": "test", "data": spec, "revision": {"toy_data": revision("toy_data")}},
+    )
     assert eval_cache.cache_folder(storage, "digits", "test", spec).name == f"digits-test-{key}"
     assert eval_cache.cache_folder(storage, "digits", "test", spec, 32).name == f"digits-test-{key}"
     images, _ = eval_cache.load_split(storage, "digits", "test", spec)
@@ -101,5 +108,6 @@ def test_dg_domains_share_a_head_and_cil_splits_have_their_own(tiny_base, tmp_pa
     split = head_cache.load_head(storage, tiny_base, "CIFAR100[4/20]")
     assert joint.shape == (100, 32) and split.shape == (5, 32)
     assert torch.allclose(split, joint[data.task_classes("CIFAR100[4/20]")], atol=1e-5)
-    assert head_cache.head_path(storage, "other-base", "CIFAR100") != head_cache.head_path(storage, "tiny-base",
-                                                                                            "CIFAR100")
+    assert head_cache.head_path(storage, "other-base", "CIFAR100") != head_cache.head_path(
+        storage, "tiny-base", "CIFAR100"
+    )

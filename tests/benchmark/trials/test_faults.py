@@ -17,11 +17,11 @@ import pytest
 import torch
 from rich.console import Console
 
-from benchmark.results import store as results
 from benchmark.pipeline import run_spec
+from benchmark.results import store as results
+from benchmark.results.storage import StorageRoot
 from benchmark.spec.plan import build_plan
 from benchmark.spec.schema import parse_spec
-from benchmark.results.storage import StorageRoot
 from benchmark.trials.limits import TrialFault, TrialLimitExceeded, private_memory_bytes, trial_limits
 from tests.conftest import tiny_spec_dict
 
@@ -108,9 +108,15 @@ def test_faulty_trials_become_error_rows_and_the_grid_finishes_the_rest(finished
     _, done, _, _ = finished_tiny_run
     root = tmp_path / "root"
     shutil.copytree(done.root, root, ignore=shutil.ignore_patterns("runs", "results"))  # θ0, heads, experts
-    spec = parse_spec(tiny_spec_dict(name="faults", plugins=[fault_plugin], mergers=list(FAULTS), poolings=["none"],
-                                     resources={"prepare_cpus": 1, "trial_cpus": 1, "trial_timeout_s": 20,
-                                                "trial_memory_gb": 3}))
+    spec = parse_spec(
+        tiny_spec_dict(
+            name="faults",
+            plugins=[fault_plugin],
+            mergers=list(FAULTS),
+            poolings=["none"],
+            resources={"prepare_cpus": 1, "trial_cpus": 1, "trial_timeout_s": 20, "trial_memory_gb": 3},
+        )
+    )
     storage = StorageRoot.at(root)
     start = time.monotonic()
     summary = run_spec(spec, storage, console=Console(quiet=True))

@@ -41,8 +41,9 @@ def pcb_block(tau, scores, low, high, inverse_span, threshold, inverse_range, fl
     numerator, total = None, None
     for t in range(tau.shape[0]):
         clamped = torch.maximum(torch.minimum(tau[t].abs(), high[t]), low[t])
-        weight = (scores[t] - threshold[t]).clamp(min=0) * inverse_range[t] \
-            + torch.where(scores[t] >= threshold[t], floor[t], 0.0)
+        weight = (scores[t] - threshold[t]).clamp(min=0) * inverse_range[t] + torch.where(
+            scores[t] >= threshold[t], floor[t], 0.0
+        )
         term = clamped * tau[t].sign() * weight
         numerator = term if numerator is None else numerator + term
         total = weight if total is None else total + weight

@@ -35,8 +35,9 @@ def elect_and_average(rows: list[torch.Tensor]) -> torch.Tensor:
         positive = positive + torch.where(row > 0, 1.0, 0.0)
         negative = negative + torch.where(row < 0, 1.0, 0.0)
     votes = positive - negative
-    gamma = torch.where(total > 0, 1.0, torch.where(total < 0, -1.0, torch.where(
-        votes > 0, 1.0, torch.where(votes < 0, -1.0, 0.0))))
+    gamma = torch.where(
+        total > 0, 1.0, torch.where(total < 0, -1.0, torch.where(votes > 0, 1.0, torch.where(votes < 0, -1.0, 0.0)))
+    )
     magnitude, count = torch.zeros_like(total), torch.zeros_like(total)
     for row in rows:
         agreeing = row * gamma
