@@ -92,7 +92,7 @@ def evaluate(
     bare_model(model).eval()
     hits: list[torch.Tensor] = []
     try:
-        # fp16 autocast on GPUs (DESIGN: evaluation is compute-bound); the CPU keeps fp32
+        # fp16 autocast on GPUs (docs/DESIGN.md: evaluation is compute-bound); the CPU keeps fp32
         autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else contextlib.nullcontext()
         with torch.inference_mode(), autocast:
             for start in range(0, len(images), batch_size):
