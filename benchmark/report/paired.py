@@ -21,7 +21,7 @@ What is resampled, and how it is aggregated (docs/METHODS.md, "Paired comparison
   the only source of randomness it covers. Seeds (the fine-tuning and merge randomness) are
   reported separately as the spread of the per-seed differences.
 
-Rows written before per-example bits existed (results schema 1) have no bits: everything they
+Rows written before per-example bits existed (results schemas 1 and 2) have no bits: everything they
 enter is reported without an interval.
 """
 
