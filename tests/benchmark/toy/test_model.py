@@ -75,7 +75,7 @@ def test_zeroshot_head_averages_normalised_template_embeddings(model):
 
 
 def test_prompts_encoded_over_their_own_length_match_encode_text(model):
-    from benchmark.heads import encode_prompts
+    from benchmark.model.heads import encode_prompts
 
     tokenizer = toy_tokenizer()
     tokens = tokenizer(["a circle.", "a photo of a big red square in the middle.", "x"])
