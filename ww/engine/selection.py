@@ -10,8 +10,8 @@ CACM 1975): a sample of about 260 000 entries per task, read as thousands of sho
 over the whole vector, gives a bracket [lo, hi] that holds the r-th largest with a wide safety
 margin (six standard deviations, inflated by the correlation measured inside windows); one
 streaming pass counts the entries above hi and collects the few inside the
-bracket, and ``kthvalue`` among those gives the exact answer. The pass costs a handful of float
-operations per entry plus the collection. When a bracket misses (the counts say so, exactly),
+bracket, and ``kthvalue`` among those gives the exact answer: one read of the vector instead of a
+sort of it. When a bracket misses (the counts say so, exactly),
 the radix selection below answers instead, so the result is always exact.
 
 With compiled kernels (`ww.kernels`) the counting pass is one fused loop per block
