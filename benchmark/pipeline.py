@@ -65,6 +65,13 @@ def init_ray() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     address = cluster_address()
+    if address is None:
+        # A Ray started here lives on this one machine: no node of it can be preempted on its own, and
+        # nothing scrapes Ray Train's metrics without the dashboard. Both would add an actor (a
+        # process importing Ray Train) or callbacks to every expert's run. Workers inherit this
+        # environment; a cluster's nodes keep their own settings.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+        os.environ.setdefault("RAY_TRAIN_METRICS_ENABLED", "0")
     ray.init(
         address=address,
         include_dashboard=False,
@@ -209,6 +216,7 @@ def print_plan(
     table = Table(title=f"Plan for spec {plan.spec.name!r} (hash {plan.spec_hash}) → {storage.root}")
     for col in ("stage", "what", "total", "cached/done", "to run"):
         table.add_column(col, justify="right" if col in ("total", "cached/done", "to run") else "left")
+    per_fit = plan.spec.resources.experts_per_fit
     for model in plan.spec.models:
         for setup in plan.spec.setups:
             jobs = [e for e in plan.experts if e.model["name"] == model.name and e.setup == setup.name]
@@ -216,7 +224,8 @@ def print_plan(
             table.add_row(
                 "experts (Ray Train)",
                 f"{model.name}/{model.pretrained} · {setup.name}: "
-                f"{', '.join(setup.expert_tasks())} × seed(s) {', '.join(map(str, plan.spec.seeds))}",
+                f"{', '.join(setup.expert_tasks())} × seed(s) {', '.join(map(str, plan.spec.seeds))}"
+                + (f" · up to {per_fit} per run" if per_fit > 1 else ""),
                 str(len(jobs)),
                 str(len(jobs) - len(todo)),
                 str(len(todo)),

@@ -9,6 +9,7 @@ evaluates the expert on its test split and writes it to the expert store.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import resource
 import time
 from typing import Callable
@@ -23,7 +24,21 @@ from benchmark.trials import eval_cache
 
 
 def train_expert_loop(config: dict) -> None:
-    """Ray Train worker entry point (runs once per worker of the expert's worker group)."""
+    """Ray Train worker entry point: fine-tunes the run's experts (a pack of one or more) in order.
+
+    An expert already in the store is skipped, so a pack restarted by Ray Train after a failure
+    goes on from the expert it was training; that expert resumes from the run's latest checkpoint
+    when the checkpoint is its own (each carries its expert's key).
+    """
+
+    storage = StorageRoot.at(config["root"])
+    for job_dict in config["jobs"]:
+        job = ExpertJob(**job_dict)
+        if not expert_store.is_done(job, storage):
+            _train_one(job, storage)
+
+
+def _train_one(job: ExpertJob, storage: StorageRoot) -> None:
     import ray.train
     import ray.train.torch
 
@@ -32,8 +47,6 @@ def train_expert_loop(config: dict) -> None:
     from benchmark.model.pretrained import load_base_model
     from benchmark.trials.evaluation import evaluate
 
-    storage = StorageRoot.at(config["root"])
-    job = ExpertJob(**config["job"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     base = load_base_model(ModelSpec(**job.model), storage)
@@ -50,7 +63,7 @@ def train_expert_loop(config: dict) -> None:
     recipe = _recipe(
         job, n_train=len(labels) * world, world=world, rank=rank, checkpoint_size=checkpoint_bytes(base.model.visual)
     )
-    resume = _load_checkpoint(ray.train.get_checkpoint())
+    resume = _load_checkpoint(ray.train.get_checkpoint(), job.key)
     # checkpoint bytes over the whole fine-tune, attempts before a restart included (carried in the state)
     written = {"bytes": int((resume or {}).get(WRITTEN_KEY, 0)), "count": int((resume or {}).get(COUNT_KEY, 0))}
     metrics = finetune_image_encoder(
@@ -61,7 +74,7 @@ def train_expert_loop(config: dict) -> None:
         recipe,
         device=str(device),
         resume=resume,
-        on_checkpoint=lambda state: _report_checkpoint(state, rank, written),
+        on_checkpoint=lambda state: _report_checkpoint({**state, JOB_KEY: job.key}, rank, written),
     )
     metrics["checkpoint_bytes"] = written["bytes"]
     metrics["checkpoints"] = written["count"]
@@ -138,6 +151,8 @@ def _recipe(job: ExpertJob, *, n_train: int, world: int, rank: int, checkpoint_s
 
 CHECKPOINT_FILE = "finetune_state.pt"
 WRITTEN_KEY, COUNT_KEY = "ww_checkpoint_bytes_before", "ww_checkpoints_before"
+#: the expert a checkpoint belongs to: a pack's run holds the checkpoints of several experts in turn
+JOB_KEY = "ww_expert_key"
 
 
 def _report_checkpoint(state: dict, rank: int, written: dict | None = None) -> None:
@@ -165,8 +180,9 @@ def _report_checkpoint(state: dict, rank: int, written: dict | None = None) -> N
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def _load_checkpoint(checkpoint) -> dict | None:
-    """The training state of the run's latest checkpoint, if Ray Train is resuming one."""
+def _load_checkpoint(checkpoint, job_key: str | None = None) -> dict | None:
+    """The training state of the run's latest checkpoint, if Ray Train is resuming one and the
+    checkpoint is ``job_key``'s (one without a key predates packs: its run had one expert)."""
     if checkpoint is None:
         return None
     from pathlib import Path
@@ -176,24 +192,34 @@ def _load_checkpoint(checkpoint) -> dict | None:
     with checkpoint.as_directory() as directory:
         path = Path(directory) / CHECKPOINT_FILE
         state = torch.load(path, map_location="cpu", weights_only=True)
+        if job_key is not None and state.get(JOB_KEY, job_key) != job_key:
+            return None  # the previous expert of the pack: this one starts from its beginning
         # the totals it carries were taken before it was written: count the checkpoint itself too
         state[WRITTEN_KEY] = int(state.get(WRITTEN_KEY, 0)) + path.stat().st_size
         state[COUNT_KEY] = int(state.get(COUNT_KEY, 0)) + 1
         return state
 
 
+def run_name(jobs: list[dict]) -> str:
+    """The Ray Train run of a pack: stable for the same experts, so a restarted pack resumes."""
+    if len(jobs) == 1:
+        return f"expert-{safe_name(jobs[0]['task'])}-{jobs[0]['key']}"
+    digest = hashlib.sha256("/".join(j["key"] for j in jobs).encode()).hexdigest()[:16]
+    return f"experts-{len(jobs)}-{safe_name(jobs[0]['task'])}-{digest}"
+
+
 @ray.remote(num_cpus=0)
-def _fit_expert(job: dict, root: str, resources: dict) -> dict:
-    """Drive one TorchTrainer from a zero-CPU task, so several experts' fits run concurrently."""
+def _fit_pack(jobs: list[dict], root: str, resources: dict) -> list[dict]:
+    """Drive one TorchTrainer for a pack of experts from a zero-CPU task, so several fits run concurrently."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     res = ResourcesSpec(**resources)
     storage = StorageRoot.at(root)
-    trainer_name = f"expert-{safe_name(job['task'])}-{job['key']}"  # stable per expert: resumable
+    trainer_name = run_name(jobs)
     trainer = TorchTrainer(
         train_expert_loop,
-        train_loop_config={"job": job, "root": root},
+        train_loop_config={"jobs": jobs, "root": root},
         scaling_config=ScalingConfig(
             num_workers=res.expert_workers,
             use_gpu=res.gpus_per_expert_worker > 0,
@@ -208,12 +234,15 @@ def _fit_expert(job: dict, root: str, resources: dict) -> dict:
     )
     start = time.perf_counter()
     trainer.fit()
-    manifest = expert_store.read_manifest(ExpertJob(**job), storage)
-    if manifest is None:
-        raise RuntimeError(f"expert {job['task']} finished but wrote no manifest")
-    if not job["finetune"].get("keep_checkpoints"):
+    details = []
+    for job in jobs:
+        manifest = expert_store.read_manifest(ExpertJob(**job), storage)
+        if manifest is None:
+            raise RuntimeError(f"expert {job['task']} finished but wrote no manifest")
+        details.append({"task": job["task"], "seconds": time.perf_counter() - start, **manifest["metrics"]})
+    if not any(job["finetune"].get("keep_checkpoints") for job in jobs):
         delete_checkpoints(storage, trainer_name)
-    return {"task": job["task"], "seconds": time.perf_counter() - start, **manifest["metrics"]}
+    return details
 
 
 def delete_checkpoints(storage: StorageRoot, run_name: str) -> int:
@@ -259,6 +288,22 @@ class ExpertOutcome:
     detail: dict | str
 
 
+def make_packs(jobs: list[ExpertJob], per_pack: int) -> list[list[ExpertJob]]:
+    """Group experts into runs of up to ``per_pack``, in order: independent experts with each other,
+    a sequential chain's splits with their own chain (a later pack of a chain waits for the earlier)."""
+    lanes: dict[str, list[ExpertJob]] = {}  # chain root (or "" for independent experts) -> jobs in order
+    root_of: dict[str, str] = {}
+    dependents = {j.init_from for j in jobs if j.init_from is not None}
+    for job in jobs:
+        if job.init_from is not None:
+            root = root_of.get(job.init_from, job.init_from)
+        else:
+            root = job.key if job.key in dependents else ""
+        root_of[job.key] = root
+        lanes.setdefault(root, []).append(job)
+    return [lane[i : i + per_pack] for lane in lanes.values() for i in range(0, len(lane), per_pack)]
+
+
 def fit_experts(
     jobs: list[ExpertJob],
     storage: StorageRoot,
@@ -268,55 +313,82 @@ def fit_experts(
 ) -> list[ExpertOutcome]:
     """Fine-tune every job not already in the store; keep the ones that succeed.
 
-    Independent experts start as the cluster can take them (``fits_in_flight``); an expert of a
-    sequential chain starts when its predecessor is in the store, and a chain whose link fails stops
-    there (its later splits are reported as blocked).
+    Experts go to Ray Train in packs of ``resources.experts_per_fit`` (one run each; see
+    :func:`make_packs`). Packs start as the cluster can take them (``fits_in_flight``); a pack whose
+    first expert continues a sequential chain starts when its predecessor is in the store, and a
+    chain whose link fails stops there (its later splits are reported as blocked). When a pack of
+    several fails, the experts it finished are kept and the others are retried one per run, so one
+    expert's failure is its own.
     """
-    todo = {j.key: j for j in jobs if not expert_store.is_done(j, storage)}
+    todo = [j for j in jobs if not expert_store.is_done(j, storage)]
     if not todo:
         return []
     log(f"fine-tuning {len(todo)} expert(s) with Ray Train ({len(jobs) - len(todo)} cached)")
+    queue = make_packs(todo, resources.experts_per_fit)
     outcomes: list[ExpertOutcome] = []
     running: dict = {}
     failed: set[str] = set()
 
+    def unfinished() -> set[str]:
+        return {j.key for pack in [*queue, *running.values()] for j in pack}
+
+    def finish(job: ExpertJob, ok: bool, detail) -> None:
+        if ok:
+            log(
+                f"  expert {job.task:<14} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
+                f"({detail.get('seconds', float('nan')):.0f} s)"
+            )
+        else:
+            failed.add(job.key)
+            if not str(detail).startswith("blocked"):
+                log(f"  expert {job.task} seed {job.seed} FAILED: {detail}")
+        outcomes.append(ExpertOutcome(job, ok, detail))
+        if on_done is not None:  # the console's progress display
+            on_done(outcomes[-1])
+
     def launch_ready() -> None:
         limit = fits_in_flight(ray.cluster_resources(), resources)
-        for key, job in list(todo.items()):
-            if job.init_from not in failed and len(running) >= limit:
+        for pack in list(queue):
+            blocked = [j for j in pack if j.init_from in failed]
+            if blocked:  # a failed link: it and the rest of its chain in this pack are not trained
+                first = pack.index(blocked[0])
+                for job in pack[first:]:
+                    finish(job, False, f"blocked: previous split {job.init_task} failed")
+                queue.remove(pack)
+                if first:
+                    queue.insert(0, pack[:first])
+                return launch_ready()
+            keys = {j.key for j in pack}
+            waiting = unfinished() - keys
+            if len(running) >= limit or any(j.init_from in waiting for j in pack):
                 continue
-            if job.init_from in failed:
-                outcomes.append(ExpertOutcome(job, False, f"blocked: previous split {job.init_task} failed"))
-                failed.add(key)
-                del todo[key]
-            elif job.init_from is None or (
-                job.init_from not in todo and job.init_from not in {j.key for j in running.values()}
-            ):
-                ref = _fit_expert.remote(dataclasses.asdict(job), str(storage.root), resources.model_dump())
-                running[ref] = job
-                del todo[key]
+            ref = _fit_pack.remote([dataclasses.asdict(j) for j in pack], str(storage.root), resources.model_dump())
+            running[ref] = pack
+            queue.remove(pack)
 
     launch_ready()
     while running:
         done, _ = ray.wait(list(running), num_returns=1)
-        job = running.pop(done[0])
+        pack = running.pop(done[0])
         try:
-            detail = ray.get(done[0])
-            log(
-                f"  expert {job.task:<14} seed {job.seed}: test acc {detail.get('test_accuracy', float('nan')):.3f} "
-                f"({detail['seconds']:.0f} s)"
-            )
-            outcomes.append(ExpertOutcome(job, True, detail))
-            if on_done is not None:  # the console's progress display
-                on_done(outcomes[-1])
+            for job, detail in zip(pack, ray.get(done[0])):
+                finish(job, True, detail)
         except Exception as exc:  # a failed expert is reported; the others are kept
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            log(f"  expert {job.task} seed {job.seed} FAILED: {message}")
-            outcomes.append(ExpertOutcome(job, False, message))
-            failed.add(job.key)
-            if on_done is not None:
-                on_done(outcomes[-1])
+            retry = []
+            for job in pack:
+                manifest = expert_store.read_manifest(job, storage)
+                if manifest is not None:
+                    finish(job, True, {"task": job.task, **manifest["metrics"]})
+                elif len(pack) > 1:
+                    retry.append([job])
+                else:
+                    finish(job, False, message)
+            if retry:
+                log(f"  a run of {len(pack)} experts failed ({message}); retrying its unfinished ones one per run")
+                queue[:0] = retry
         launch_ready()
-    for job in todo.values():  # unreachable chain links (defensive: should be empty)
-        outcomes.append(ExpertOutcome(job, False, "blocked: previous split missing"))
+    for pack in queue:  # unreachable chain links (defensive: should be empty)
+        for job in pack:
+            outcomes.append(ExpertOutcome(job, False, "blocked: previous split missing"))
     return outcomes

@@ -291,6 +291,11 @@ class ResourcesSpec(_Strict):
     expert_workers: int = Field(1, ge=1)
     cpus_per_expert_worker: float = Field(1, gt=0)
     gpus_per_expert_worker: float = Field(0, ge=0)
+    experts_per_fit: int = Field(1, ge=1)
+    """Experts fine-tuned one after another in one Ray Train run. Every run starts its own controller
+    and worker group, new processes that import torch: for small models that start-up outweighs
+    the fine-tune, and a pack pays it once. Each expert is still stored as soon as it is done, and a
+    failed pack's unfinished experts are retried one per run. 1 (the default) suits real model sizes."""
     prepare_cpus: float = Field(2, gt=0)
     trial_cpus: float = Field(1, gt=0)
     trial_gpus: float = Field(0, ge=0)
