@@ -288,6 +288,10 @@ class ExpertOutcome:
     detail: dict | str
 
 
+#: How often the driver looks in the store for the experts a running pack has finished (progress only).
+PROGRESS_POLL_S = 2.0
+
+
 def make_packs(jobs: list[ExpertJob], per_pack: int) -> list[list[ExpertJob]]:
     """Group experts into runs of up to ``per_pack``, in order: independent experts with each other,
     a sequential chain's splits with their own chain (a later pack of a chain waits for the earlier)."""
@@ -366,18 +370,34 @@ def fit_experts(
             running[ref] = pack
             queue.remove(pack)
 
+    reported: set[str] = set()
+
+    def report_stored() -> None:
+        """A pack's experts as they land in the store, not all when its run ends."""
+        for pack in running.values():
+            for job in pack:
+                if job.key not in reported and (manifest := expert_store.read_manifest(job, storage)) is not None:
+                    reported.add(job.key)
+                    finish(job, True, {"task": job.task, **manifest["metrics"]})
+
     launch_ready()
     while running:
-        done, _ = ray.wait(list(running), num_returns=1)
+        done, _ = ray.wait(list(running), num_returns=1, timeout=PROGRESS_POLL_S)
+        if not done:
+            report_stored()
+            continue
         pack = running.pop(done[0])
         try:
             for job, detail in zip(pack, ray.get(done[0])):
-                finish(job, True, detail)
+                if job.key not in reported:
+                    finish(job, True, detail)
         except Exception as exc:  # a failed expert is reported; the others are kept
             message = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
             retry = []
             for job in pack:
                 manifest = expert_store.read_manifest(job, storage)
+                if job.key in reported:
+                    continue
                 if manifest is not None:
                     finish(job, True, {"task": job.task, **manifest["metrics"]})
                 elif len(pack) > 1:
