@@ -14,6 +14,7 @@ between different sets of models. Overall = mean over setups, as the paper repor
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import defaultdict
 from typing import Callable
@@ -66,7 +67,13 @@ class MethodCells:
     """(model, setup, merger) → {configuration: leaderboard value}; a configuration is ``"fixed"``,
     ``"oracle"`` or a weaving ``(pooling, variant)``."""
 
-    def __init__(self, table: pa.Table, metric: str = "accuracy", ci: float = DEFAULT_LEVEL):
+    def __init__(
+        self,
+        table: pa.Table,
+        metric: str = "accuracy",
+        ci: float = DEFAULT_LEVEL,
+        stats: Callable[[], PairedStats] | None = None,
+    ):
         if metric not in METRICS:
             raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
         if not (ci == 0 or 0 < ci < 100):
@@ -74,7 +81,7 @@ class MethodCells:
         self.metric = metric
         self.ci = ci
         self._stats: PairedStats | None = None
-        self._table = table
+        self._stats_source = stats or (lambda: PairedStats(ok_rows(table)))
         self.no_bits = False  # some interval could not be computed: trials without per-example results
         self.values: dict[tuple, dict] = defaultdict(dict)
         self.lams: dict[tuple, dict] = defaultdict(dict)
@@ -127,7 +134,7 @@ class MethodCells:
         """Bootstrap replicates of every configuration (built on first use: tables with ``ci=0``
         never pay for them)."""
         if self._stats is None:
-            self._stats = PairedStats(ok_rows(self._table))
+            self._stats = self._stats_source()
         return self._stats
 
     def _model_samples(self, setup: str, merger: str, configs: tuple) -> dict | None:
@@ -239,11 +246,14 @@ def _baseline_label(cells: MethodCells) -> str:
 # ------------------------------------------------------------------------------ (a) weaving gain
 
 
-def weaving_gain_table(table: pa.Table, metric: str = "accuracy", ci: float = DEFAULT_LEVEL) -> ReportTable:
+def weaving_gain_table(
+    table: pa.Table, metric: str = "accuracy", ci: float = DEFAULT_LEVEL, stats: Callable[[], PairedStats] | None = None
+) -> ReportTable:
     """Rows (merger, weaving), per setup and overall: baseline, + weaving, gain in points. The
     best configuration per merger (largest overall gain) comes first and is marked as chosen on the
-    test sets — its gain is each configuration's own, but which one is "best" was read off test data."""
-    cells = MethodCells(table, metric, ci)
+    test sets — its gain is each configuration's own, but which one is "best" was read off test data.
+    ``stats`` lets several tables of one report share one set of bootstrap replicates."""
+    cells = MethodCells(table, metric, ci, stats)
     sections = _sections(cells)
     columns = [Column("merger", "text", "merger"), Column("weaving", "text", "weaving")]
     for s in sections:
@@ -338,7 +348,11 @@ def pooling_ablation_table(table: pa.Table, metric: str = "accuracy") -> ReportT
 
 
 def oracle_table(
-    table: pa.Table, metric: str = "accuracy", weaving: tuple[str, str] = DEFAULT_WEAVING, ci: float = DEFAULT_LEVEL
+    table: pa.Table,
+    metric: str = "accuracy",
+    weaving: tuple[str, str] = DEFAULT_WEAVING,
+    ci: float = DEFAULT_LEVEL,
+    stats: Callable[[], PairedStats] | None = None,
 ) -> ReportTable:
     """Per setup and overall: baseline, one weaving configuration, and the oracle λ (best on the
     test sets).
@@ -347,7 +361,7 @@ def oracle_table(
     paper's, avg over A*) — never the one that happens to score best: picking it on the same test
     sets the oracle uses would make "weaving − oracle" flatter weaving.
     """
-    cells = MethodCells(table, metric, ci)
+    cells = MethodCells(table, metric, ci, stats)
     mergers = [m for m in cells.mergers if ORACLE in cells.configs(m)]
     if not mergers:
         raise ValueError(
@@ -486,10 +500,10 @@ def weaving_levels(table: pa.Table) -> dict[tuple, list[dict]]:
 # ----------------------------------------------------------------------------------- registry
 
 TABLES: dict[str, Callable[..., ReportTable]] = {
-    "leaderboard": lambda table, by, metric, weaving, ci: leaderboard_table(table, by),
-    "weaving-gain": lambda table, by, metric, weaving, ci: weaving_gain_table(table, metric, ci),
-    "pooling-ablation": lambda table, by, metric, weaving, ci: pooling_ablation_table(table, metric),
-    "oracle": lambda table, by, metric, weaving, ci: oracle_table(table, metric, weaving, ci),
+    "leaderboard": lambda table, by, metric, weaving, ci, stats: leaderboard_table(table, by),
+    "weaving-gain": lambda table, by, metric, weaving, ci, stats: weaving_gain_table(table, metric, ci, stats),
+    "pooling-ablation": lambda table, by, metric, weaving, ci, stats: pooling_ablation_table(table, metric),
+    "oracle": lambda table, by, metric, weaving, ci, stats: oracle_table(table, metric, weaving, ci, stats),
 }
 TABLE_CHOICES = (*TABLES, "all")
 
@@ -507,11 +521,12 @@ def build_tables(
     if which not in TABLE_CHOICES:
         raise ValueError(f"unknown table {which!r}; choose one of {', '.join(TABLE_CHOICES)}")
     if which != "all":
-        return [TABLES[which](table, by, metric, weaving, ci)], []
+        return [TABLES[which](table, by, metric, weaving, ci, None)], []
     built, skipped = [], []
+    stats = functools.cache(lambda: PairedStats(ok_rows(table)))  # one bootstrap for every table, on first use
     for name, builder in TABLES.items():
         try:
-            built.append(builder(table, by, metric, weaving, ci))
+            built.append(builder(table, by, metric, weaving, ci, stats))
         except ValueError as exc:
             skipped.append(f"{name} skipped: {exc}")
     return built, skipped

@@ -212,3 +212,22 @@ def test_paper_tables_flag_a_merger_run_with_several_hyper_parameters(tmp_path):
     report = weaving_gain_table(results.read_results(storage), ci=0)
     assert report.notes and "one configuration per merger" in report.notes[0]
     assert report.rows[0][4] == pytest.approx(0.2)  # the pooled value is still reported: .6 − .4
+
+
+def test_all_tables_share_one_bootstrap_and_match_the_tables_built_alone(table, monkeypatch):
+    import benchmark.report.tables as tables_module
+
+    built = []
+    real = tables_module.PairedStats
+
+    def counting(*args, **kwargs):
+        built.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tables_module, "PairedStats", counting)
+    together, _ = build_tables(table, "all", ("merger",))
+    assert len(built) == 1  # weaving-gain and oracle both draw intervals from it
+    for alone in (build_tables(table, key, ("merger",))[0][0] for key in ("weaving-gain", "oracle")):
+        (same,) = [t for t in together if t.key == alone.key]
+        assert same.rows == alone.rows  # intervals included (they are part of the cells)
+        assert same.notes == alone.notes
