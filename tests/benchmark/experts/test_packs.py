@@ -92,3 +92,38 @@ def test_a_failing_expert_fails_alone_and_its_pack_keeps_the_others(finished_tin
     assert expert_store.is_done(jobs[0], storage) and expert_store.is_done(jobs[2], storage)
     assert not expert_store.is_done(bad, storage)
     assert any("retrying its unfinished ones one per run" in m for m in messages), messages
+
+
+@pytest.mark.ray
+def test_a_sequential_chain_in_one_pack_continues_each_split_from_the_stored_previous_one(ray_session, tmp_path):
+    from rich.console import Console
+
+    from benchmark.pipeline import run_spec
+
+    spec_dict = tiny_spec_dict(mergers=["task_arithmetic"], poolings=["none"])
+    spec_dict["setups"] = [
+        {
+            "name": "cil",
+            "kind": "cil",
+            "dataset": "digits",
+            "n_splits": 2,
+            "data": {"n_train": 256, "n_test": 128, "seed": 0},
+            "finetune": {"mode": "sequential", "steps": 6, "batch_size": 32, "lr": 1e-4, "warmup": 2},
+        }
+    ]
+    spec_dict["resources"] = {**spec_dict["resources"], "experts_per_fit": 2}
+    packed = parse_spec(spec_dict)
+    storage = StorageRoot.at(tmp_path / "packed")
+    summary = run_spec(packed, storage, console=Console(record=True, width=200))
+    assert summary.experts_trained == 2 and not summary.experts_failed
+    chain = build_plan(packed).experts
+    assert chain[1].init_from == chain[0].key
+    # the same chain, one Ray Train run per split, on the packed run's caches
+    alone = _fresh_root(storage, tmp_path / "alone")
+    outcomes = fit_experts(chain, alone, packed.resources.model_copy(update={"experts_per_fit": 1}), log=print)
+    assert all(o.ok for o in outcomes)
+    for job in chain:
+        mine, theirs = load_file(str(job.path(storage))), load_file(str(job.path(alone)))
+        assert all(mine[name].equal(theirs[name]) for name in mine), job.task
+    first, second = (load_file(str(job.path(storage))) for job in chain)
+    assert not all(first[name].equal(second[name]) for name in first)  # the second split did train
