@@ -346,7 +346,7 @@ def run_spec(
     import ray
 
     from benchmark.experts.training import fit_experts
-    from benchmark.model.prepare import prepare_remote, zeroshot_lookup
+    from benchmark.model.prepare import prepare_remote, zeroshot_bits, zeroshot_lookup
     from benchmark.model.pretrained import load_base_model
     from benchmark.trials.banks import build_bank, build_bank_file
     from benchmark.trials.grid import run_grid
@@ -411,7 +411,7 @@ def run_spec(
             if trial.base_key not in base_models:
                 base_models[trial.base_key] = load_base_model(model, storage).visual_state()
             expert_acc = {j.task: expert_store.read_manifest(j, storage)["metrics"]["test_accuracy"] for j in jobs}
-            refs = {}
+            refs, zs_bits = {}, {}
             for evaluation in setup.evaluations():
                 zs = zeroshot_lookup(prepared[model.name, model.pretrained], model, evaluation.task, setup.data)
                 refs[evaluation.task] = {
@@ -419,13 +419,14 @@ def run_spec(
                     "n_examples": zs["n_examples"],
                     "expert_accuracy": expert_acc.get(evaluation.task),
                 }
+                zs_bits[evaluation.task] = zeroshot_bits(zs)
             # streamed expert by expert; refuses bad experts: nothing written yet
             if routes.get(trial.bank_key, "object_store") == "file":
                 bank = build_bank_file(jobs, base_models[trial.base_key], storage, trial.bank_key, log=console.print)
             else:
                 bank = build_bank(jobs, base_models[trial.base_key], storage)
             references[trial.bank_key] = refs
-            for kind, rows in reference_rows(trial, refs, expert_acc).items():
+            for kind, rows in reference_rows(trial, refs, expert_acc, zs_bits).items():
                 results.write_part(storage, rows, f"{kind}-{trial.bank_key}")
             bank_refs[trial.bank_key] = ray.put(bank)
             del bank  # the object store holds it now: the driver's copy goes

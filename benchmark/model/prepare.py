@@ -6,6 +6,7 @@ computation happens on a worker with the resources the spec gives it, once, and 
 
 from __future__ import annotations
 
+import base64
 import json
 import resource
 import time
@@ -13,6 +14,7 @@ from typing import Any, Callable, Iterator
 
 import ray
 
+from benchmark.report.paired import pack_correct
 from benchmark.results.storage import StorageRoot, safe_name, write_text_atomic
 from benchmark.spec.keys import content_key, revision
 from benchmark.spec.schema import DataSpec, ModelSpec
@@ -60,10 +62,12 @@ def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], 
                 "progress",
                 f"{where}: train tensors cached ({_cached_images(folder)} images, {time.perf_counter() - clock:.0f} s)",
             )
-        if path.exists():
-            zeroshot[f"{task}|{key}"] = json.loads(path.read_text())
+        cached = json.loads(path.read_text()) if path.exists() else None
+        if cached is not None and ZEROSHOT_BITS in cached:
+            zeroshot[f"{task}|{key}"] = cached
             yield "progress", f"{where}: head and zero-shot accuracy already cached"
             continue
+        # (a cache written before the per-example outcomes were kept is evaluated again, same accuracy)
         clock = time.perf_counter()
         cached_head = head_path(storage, base.key, task).exists()
         head = load_head(storage, base, task)
@@ -77,7 +81,9 @@ def iter_prepare_model_assets(model: dict, tasks: list[tuple[str, dict, bool]], 
         )
         clock = time.perf_counter()
         images, labels = eval_cache.load_split(storage, task, "test", data_spec, resolution=base.resolution)
-        result = evaluate(base.model, head, images, labels)
+        result = evaluate(base.model, head, images, labels, outcomes=True)
+        # per-example outcomes, so a merge can be compared with θ0 example by example (--compare zeroshot)
+        result[ZEROSHOT_BITS] = base64.b64encode(pack_correct(result.pop("correct"))).decode("ascii")
         write_text_atomic(path, json.dumps(result))
         zeroshot[f"{task}|{key}"] = result
         yield (
@@ -107,6 +113,16 @@ def prepare_model_assets(
         if log is not None:
             log(value)
     raise RuntimeError("preparation ended without a result")  # pragma: no cover - the generator always yields one
+
+
+#: θ0's per-example outcomes on a task's test split in its cached zero-shot result (base64 of packed bits)
+ZEROSHOT_BITS = "correct_bits_b64"
+
+
+def zeroshot_bits(result: dict) -> bytes | None:
+    """The packed per-example outcomes of a cached zero-shot result (``benchmark.report.paired``)."""
+    encoded = result.get(ZEROSHOT_BITS)
+    return None if encoded is None else base64.b64decode(encoded)
 
 
 def zeroshot_key(base: str, task: str, data: DataSpec) -> str:

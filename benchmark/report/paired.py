@@ -43,6 +43,8 @@ N_BOOT = 2000
 BOOT_SEED = 0
 DEFAULT_LEVEL = 95.0
 FIXED, ORACLE = "fixed", "oracle"
+#: θ0 itself, not merged: its zero-shot rows, comparable with any merge (``--compare ties/avg/A* zeroshot``)
+ZEROSHOT = "zeroshot"
 VARIANT_NAMES = {"collaborative": "A*", "a*": "A*", "plain": "A", "a": "A"}
 
 
@@ -134,6 +136,8 @@ def replicate_accuracies(split: tuple, bits: np.ndarray, n_boot: int = N_BOOT, s
 def config_of(row: dict):
     """A row's configuration as the paper tables name it: ``"fixed"``, ``"oracle"`` or (pooling, variant)."""
     policy = row["lambda_policy"]
+    if policy == "reference":
+        return ZEROSHOT if row["merger"] == ZEROSHOT else None
     if policy == "fixed":
         return FIXED
     if policy == "oracle":
@@ -144,7 +148,9 @@ def config_of(row: dict):
 
 
 def config_label(merger: str, config) -> str:
-    """The leaderboard's name of a configuration: ``ties/none``, ``ties/oracle``, ``ties/avg/A*``."""
+    """The leaderboard's name of a configuration: ``ties/none``, ``ties/oracle``, ``ties/avg/A*``, ``zeroshot``."""
+    if config == ZEROSHOT:
+        return ZEROSHOT
     if config == FIXED:
         return f"{merger}/none"
     if config == ORACLE:
@@ -153,7 +159,7 @@ def config_label(merger: str, config) -> str:
 
 
 def parse_config(text: str, available: dict[str, set]) -> tuple[str, object]:
-    """``"ties/avg/A*"`` → ("ties", ("avg", "A*")); ``ties/none`` → fixed λ; ``ties/oracle``.
+    """``"ties/avg/A*"`` → ("ties", ("avg", "A*")); ``ties/none`` → fixed λ; ``ties/oracle``; ``zeroshot``.
 
     ``available``: merger → its configurations in the root; a name that is not there fails naming
     what is (and a weaving pooling without a variant is accepted when only one variant exists).
@@ -161,6 +167,13 @@ def parse_config(text: str, available: dict[str, set]) -> tuple[str, object]:
     parts = [p.strip() for p in text.split("/")]
     known = sorted(config_label(m, c) for m, cs in available.items() for c in cs)
     hint = f"configurations in this root: {', '.join(known) if known else '(none)'}"
+    if parts == [ZEROSHOT]:
+        if ZEROSHOT not in available.get(ZEROSHOT, set()):
+            raise ValueError(
+                f"--compare {text!r}: this root's zero-shot rows have no per-example results (written before "
+                f"they were kept); re-run the spec to write them; {hint}"
+            )
+        return ZEROSHOT, ZEROSHOT
     if len(parts) not in (2, 3) or not all(parts):
         raise ValueError(
             f"--compare {text!r}: name a configuration as MERGER/POOLING[/VARIANT], e.g. ties/avg/A* "
@@ -216,11 +229,11 @@ class PairedStats:
         vectors: dict[tuple, list[np.ndarray]] = defaultdict(list)
         self.missing_bits = 0
         for row in rows:
-            if row.get("status", "ok") != "ok" or row["lambda_policy"] == "reference":
+            if row.get("status", "ok") != "ok":
                 continue
             config = config_of(row)
-            if config is None:
-                continue
+            if config is None or (config == ZEROSHOT and row.get("correct_bits") is None):
+                continue  # experts (each on its own task) are no configuration; θ0 only with its outcomes
             group = (row["model"], row["setup"], row["merger"], config)
             trial = self.trials[group].setdefault(
                 (row["trial_key"], row["seed"]), _Trial(row["trial_key"], row["seed"])

@@ -265,10 +265,17 @@ def error_rows(trial: Trial, error: str) -> list[dict]:
     return [{**base_row(trial), "status": "error", "error": error[-2000:], "started_at": now, "finished_at": now}]
 
 
-def reference_rows(trial_like: Trial, references: dict[str, dict], experts: dict[str, float]) -> dict[str, list[dict]]:
+def reference_rows(
+    trial_like: Trial,
+    references: dict[str, dict],
+    experts: dict[str, float],
+    zeroshot_bits: dict[str, bytes | None] | None = None,
+) -> dict[str, list[dict]]:
     """Zero-shot rows (per eval task) and expert rows (each expert on its own task's test split).
 
-    Returned per kind so each kind is one Parquet part of its own, next to the trials.
+    Returned per kind so each kind is one Parquet part of its own, next to the trials. Zero-shot rows
+    carry θ0's per-example outcomes (``zeroshot_bits``, per eval task) when known, so a merge can be
+    compared with not merging at all, example by example.
     """
     now = _now()
     out: dict[str, list[dict]] = {"zeroshot": [], "expert": []}
@@ -302,5 +309,7 @@ def reference_rows(trial_like: Trial, references: dict[str, dict], experts: dict
             finished_at=now,
             uses_test_data=False,
         )
+        if kind == "zeroshot" and (zeroshot_bits or {}).get(task) is not None:
+            row["correct_bits"] = zeroshot_bits[task]
         out[kind].append(row)
     return out

@@ -82,6 +82,40 @@ def test_leaderboard_has_zeroshot_expert_and_merged_rows(finished_run):
     assert expert["normalized"] == pytest.approx(1.0)
 
 
+def test_zero_shot_rows_carry_theta0s_outcomes_and_compare_with_a_merge(finished_run):
+    from benchmark.report.compare import compare_tables
+
+    _, storage, _, _ = finished_run
+    table = results.read_results(storage)
+    zeroshot = [r for r in table.to_pylist() if r["merger"] == "zeroshot"]
+    assert zeroshot
+    for row in zeroshot:
+        bits = unpack_correct(row["correct_bits"], row["n_examples"])
+        assert bits.mean() == pytest.approx(row["accuracy"])
+    comparison, tests = compare_tables(table, "ties/avg/A*", "zeroshot")
+    assert comparison.rows and tests.rows  # one McNemar row per eval task
+
+
+def test_a_zero_shot_cache_without_outcomes_is_evaluated_again(finished_run, tmp_path):
+    """Caches written before θ0's outcomes were kept still hold the accuracy; prepare fills the rest."""
+    import shutil
+
+    from benchmark.model.prepare import ZEROSHOT_BITS, prepare_model_assets
+
+    spec, storage, _, _ = finished_run
+    root = tmp_path / "root"
+    shutil.copytree(storage.root, root, ignore=shutil.ignore_patterns("runs", "results", "experts"))
+    cached = sorted((root / "cache" / "zeroshot").rglob("*.json"))
+    assert cached
+    old = json.loads(cached[0].read_text())
+    cached[0].write_text(json.dumps({k: v for k, v in old.items() if k != ZEROSHOT_BITS}))
+    setup = spec.setups[0]
+    tasks = [(task, setup.data.model_dump(mode="json"), False) for task in setup.tasks]
+    prepared = prepare_model_assets(spec.models[0].model_dump(mode="json"), tasks, str(root))
+    assert json.loads(cached[0].read_text()) == old  # the same accuracy, and the outcomes again
+    assert all(ZEROSHOT_BITS in result for result in prepared["zeroshot"].values())
+
+
 def test_second_run_reuses_everything_and_adds_no_rows(finished_run):
     spec, storage, _, _ = finished_run
     before = results.read_results(storage).num_rows

@@ -281,3 +281,28 @@ def test_results_of_schema_1_still_report_without_intervals(tmp_path):
     assert [r[0] for r in comparison.rows] == ["m1", "m2"] and comparison.rows[1][5] is None
     assert comparison.rows[1][4] == pytest.approx(0.0625)  # the point estimate is still reported
     assert any("schema 2" in note for note in comparison.notes)
+
+
+ZEROSHOT_ROW = dict(merger="zeroshot", pooling="-", collaborative=None, lambda_policy="reference", lam=None, lambdas=[])
+
+
+def test_a_merge_compares_with_theta0_through_its_zero_shot_outcomes(tmp_path):
+    storage = _root_with_bits(tmp_path)
+    base = (np.arange(200) + 0.5) / 200
+    zeroshot = {"a": base < 0.40, "b": base < 0.30}  # 80 and 60 right; the weave gets 130 and 110
+    results.write_part(storage, bits_rows("zeroshot-bank", zeroshot, **ZEROSHOT_ROW), "zeroshot-bank")
+    table = results.read_results(storage)
+    comparison, tests = compare_tables(table, "ties/avg/A*", "zeroshot")
+    (crow,) = comparison.rows
+    assert crow[4] == pytest.approx((130 + 110 - 80 - 60) / 400) and crow[5][0] > 0.2
+    assert [r[3] for r in tests.rows] == ["a", "b"] and tests.rows[0][5:7] == [50, 0]
+    assert "Paired comparison: ties/avg/A* vs zeroshot" == comparison.title
+    # the leaderboard's tables still see θ0 as a reference row, not as a configuration of a merger
+    without = results.read_results(_root_with_bits(tmp_path / "b"))
+    assert weaving_gain_table(table).rows == weaving_gain_table(without).rows
+    # zero-shot rows written before their outcomes were kept: the comparison says how to get them
+    old = StorageRoot.at(tmp_path / "old").ensure()
+    results.write_part(old, bits_rows("A", {"a": base < 0.6}, **WEAVE), "A")
+    results.write_part(old, [{**r, "correct_bits": None} for r in bits_rows("z", zeroshot, **ZEROSHOT_ROW)], "z")
+    with pytest.raises(ValueError, match="zero-shot rows have no per-example results.*re-run the spec"):
+        compare_tables(results.read_results(old), "ties/avg/A*", "zeroshot")
