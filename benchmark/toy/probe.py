@@ -238,8 +238,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--cil-epochs", type=float, default=10.0)
-    p.add_argument("--cil-splits", type=int, default=5)
+    p.add_argument("--cil-epochs", type=float, default=20.0)
+    p.add_argument("--cil-splits", type=int, default=4)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument(
@@ -249,7 +249,7 @@ def _parser() -> argparse.ArgumentParser:
         help="torch threads (default 1: on a shared machine two threads wait on each other; 0 = torch's default)",
     )
     p.add_argument("--shift", default=None, help="the tasks' sensor shift to probe (benchmark.toy.suite.TASK_SHIFTS)")
-    p.add_argument("--cil-dataset", default="digits", help="dataset split for CIL")
+    p.add_argument("--cil-dataset", default="shapes", help="dataset split for CIL (toy_cil.yaml's)")
     p.add_argument("--json", type=Path, default=None, help="also write every row to this JSON file")
     return p
 
