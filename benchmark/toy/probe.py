@@ -18,6 +18,7 @@ three seed standard deviations. ``python run_bench.py toy probe --help`` lists t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -235,11 +236,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default="0", help="fine-tuning seeds, comma-separated (default: 0)")
     p.add_argument("--tasks", default=",".join(MTL_TASKS), help="MTL tasks")
     p.add_argument("--steps", type=int, default=200, help="fine-tuning steps (MTL, DG)")
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=1.5e-4, help="fine-tuning lr of the MTL experts (the quickstart's)")
+    p.add_argument("--cil-lr", type=float, default=1e-4, help="fine-tuning lr of the CIL split experts (toy_cil)")
+    p.add_argument("--dg-lr", type=float, default=1e-4, help="fine-tuning lr of the DG experts (toy_dg.yaml's)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--warmup", type=int, default=20)
-    p.add_argument("--cil-epochs", type=float, default=10.0)
-    p.add_argument("--cil-splits", type=int, default=5)
+    p.add_argument("--cil-epochs", type=float, default=20.0)
+    p.add_argument("--cil-splits", type=int, default=4)
     p.add_argument("--n-train", type=int, default=3000)
     p.add_argument("--n-test", type=int, default=1000)
     p.add_argument(
@@ -249,7 +252,7 @@ def _parser() -> argparse.ArgumentParser:
         help="torch threads (default 1: on a shared machine two threads wait on each other; 0 = torch's default)",
     )
     p.add_argument("--shift", default=None, help="the tasks' sensor shift to probe (benchmark.toy.suite.TASK_SHIFTS)")
-    p.add_argument("--cil-dataset", default="digits", help="dataset split for CIL")
+    p.add_argument("--cil-dataset", default="shapes", help="dataset split for CIL (toy_cil.yaml's)")
     p.add_argument("--json", type=Path, default=None, help="also write every row to this JSON file")
     return p
 
@@ -287,9 +290,10 @@ def main(argv: list[str] | None = None) -> int:
             if setup == "mtl":
                 row = probe_mtl(world, recipe, tuple(args.tasks.split(",")))
             elif setup.startswith("cil-"):
-                row = probe_cil(world, recipe, args.cil_dataset, args.cil_splits, setup[4:], args.cil_epochs)
+                cil_recipe = dataclasses.replace(recipe, lr=args.cil_lr)
+                row = probe_cil(world, cil_recipe, args.cil_dataset, args.cil_splits, setup[4:], args.cil_epochs)
             else:
-                row = probe_dg(world, recipe, "objects", DG_DOMAINS)
+                row = probe_dg(world, dataclasses.replace(recipe, lr=args.dg_lr), "objects", DG_DOMAINS)
             rows[setup].append(row)
             shown = {k: round(v, 2) for k, v in row.items() if not k.startswith(("zs ", "expert "))}
             print(

@@ -514,6 +514,7 @@ TASK_SHIFTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "swap": lambda img: img[..., ::-1],
     "scramble25": _shift_scramble(0.25),
     "scramble50": _shift_scramble(0.5),
+    "scramble70": _shift_scramble(0.7),
     "scramble100": _shift_scramble(1.0),
 }
 TASK_SHIFT = "scramble50"

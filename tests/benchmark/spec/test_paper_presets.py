@@ -179,13 +179,13 @@ def test_toy_cil_fine_tunes_one_setup_both_ways_and_toy_dg_leaves_each_domain_ou
     seq, ind = load_spec(SPECS / "toy_cil.yaml").setups
     assert (seq.kind, seq.dataset, seq.n_splits, seq.finetune.mode, ind.finetune.mode) == (
         "cil",
-        "digits",
-        5,
+        "shapes",
+        4,
         "sequential",
         "independent",
     )
     assert (ind.data, ind.finetune.model_copy(update={"mode": "sequential"})) == (seq.data, seq.finetune)
-    assert [e.task for e in seq.evaluations()] == ["digits"]
+    assert [e.task for e in seq.evaluations()] == ["shapes"]
     [dg] = load_spec(SPECS / "toy_dg.yaml").setups
     assert dg.expert_tasks() == [f"objects/{d}" for d in ("photo", "sketch", "negative", "mosaic", "greyscale")]
     assert [len(e.experts) for e in dg.evaluations()] == [4] * 5
@@ -266,8 +266,8 @@ def test_cil_evaluates_the_whole_dataset_and_dg_each_held_out_domain(toy_cil_and
         kinds.setdefault(first["setup"], set()).add(first["finetune_mode"])
         lams = {r["lam"] for r in trial_rows}
         per_lam = [r for r in trial_rows if r["lam"] == next(iter(lams))]
-        if first["setup_kind"] == "cil":  # task-agnostic: one eval, the whole 10-class test set, every split's expert
-            assert [(r["eval_task"], r["n_tasks"], r["n_examples"]) for r in per_lam] == [("digits", 2, 128)]
+        if first["setup_kind"] == "cil":  # task-agnostic: one eval, the whole 8-class test set, every split's expert
+            assert [(r["eval_task"], r["n_tasks"], r["n_examples"]) for r in per_lam] == [("shapes", 2, 128)]
         else:  # one merge of the other experts per held-out domain, evaluated on that domain
             assert sorted(r["eval_task"] for r in per_lam) == sorted(f"objects/{d}" for d in REDUCED_DOMAINS)
             assert {r["n_tasks"] for r in per_lam} == {len(REDUCED_DOMAINS) - 1}
