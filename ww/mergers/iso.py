@@ -103,6 +103,4 @@ def iso_c(tasks: TaskStream) -> torch.Tensor:
 )
 def iso_cts(tasks: TaskStream, *, common_fraction: float = 0.8) -> torch.Tensor:
     """Per matrix: ⌊0.8·r⌋ (adjusted) common directions plus each task's own, isotropically weighted."""
-    return tasks.map(
-        lambda tau, block: iso_cts_block(tau, block, common_fraction), granularity="tensors", by_task=True
-    )
+    return tasks.map(lambda tau, block: iso_cts_block(tau, block, common_fraction), granularity="tensors", by_task=True)
