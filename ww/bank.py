@@ -208,6 +208,9 @@ class BankRows:
         def sample(sampled) -> torch.Tensor:
             return data.index_select(1, sampled.flat_positions(data.device)).index_select(0, index)
 
+        def load_row(block, task: int) -> torch.Tensor:
+            return data[self.rows[task], block.start : block.stop]
+
         return TaskStream(
             loader=load,
             num_tasks=len(self),
@@ -219,6 +222,7 @@ class BankRows:
             release=release,
             in_memory=release is None,
             sampler=sample if release is None else None,
+            row_loader=load_row,
         )
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -285,6 +289,12 @@ class StateDictTasks:
             index += 1
         return out
 
+    def _load_row(self, block, task: int) -> torch.Tensor:
+        span = self._ranges.get(block.name)
+        if span is not None and span[0] <= block.start and block.stop <= span[1]:  # a view of the input
+            return self._flats[block.name][task][block.start - span[0] : block.stop - span[0]]
+        return self._load(block)[task]
+
     def _sample(self, sampled) -> torch.Tensor:
         indices = sampled.indices.to(self._device)
         rows = [flat.index_select(0, indices) for flat in self._flats[sampled.name]]
@@ -306,6 +316,7 @@ class StateDictTasks:
             workers=workers,
             in_memory=False,
             sampler=self._sample,
+            row_loader=self._load_row,
         )
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -86,5 +86,6 @@ def candidate_stream(
         check_finite=False,
         in_memory=False,
         sampler=sample if base.sampler is not None else None,
+        row_loader=None,
         state=_SharedState(),
     )

@@ -171,6 +171,7 @@ class _SharedState:
 
 
 Loader = Callable[[Block], torch.Tensor]
+RowLoader = Callable[[Block, int], torch.Tensor]
 Sampler = Callable[[SampledBlock], torch.Tensor]
 Transform = Callable[[torch.Tensor, Block], torch.Tensor]
 Finish = Callable[[Block, torch.Tensor], torch.Tensor]
@@ -187,6 +188,9 @@ class TaskStream:
     there) and ``fuse(kernel, params)`` may offer a block function doing a `map_kernel`'s kernel
     and the finish in one loop; ``release(start, stop)`` tells a memory-mapped bank that a column
     range is done.
+    ``row_loader(block, t)`` returns task t's raw ``[n]`` piece of a block without touching the
+    other tasks (a view where possible): what `map` with ``by_task=True`` reads, so a per-tensor
+    merger never holds a block's T rows at once (streams without one stack the block and index it).
     ``in_memory`` says the rows are resident, so a merger may afford a ``[T, P]`` cache.
     ``sampler(sampled)`` returns the raw ``[T, m]`` entries at scattered positions; only streams
     whose rows are cheap to read at random (resident) have one, memory-mapped banks do not.
@@ -206,6 +210,7 @@ class TaskStream:
     check_finite: bool = True
     in_memory: bool = False
     sampler: Sampler | None = None
+    row_loader: RowLoader | None = None
     state: _SharedState = field(default_factory=_SharedState)
 
     @property
@@ -319,17 +324,29 @@ class TaskStream:
         granularity: str = "elements",
         out_dtype: torch.dtype | None = None,
         validates: bool = False,
+        by_task: bool = False,
     ) -> torch.Tensor:
         """The flat ``[P]`` vector whose block ``b`` is ``function(tau_b, b)`` (after ``finish``).
 
         A merger calls this once, for the pass that produces M; with a ``finish`` hook the returned
         vector is the hook's output (weaving's pooled vector), which `weave` checks via the state.
-        ``validates`` as in `scan`.
+        ``validates`` as in `scan`. ``by_task=True`` hands ``function`` a `TaskRows` (task t's
+        ``[n]`` piece as ``tau[t]``, read when asked for) instead of the ``[T, n]`` block: for
+        mergers that work on one task's tensor at a time (the spectral ones, on whole tensors), so
+        a block in flight costs one task's tensor rather than T of them.
         """
         if validates and self.transform is not None:
             raise ValueError("validates=True needs a stream without a transform (it validates raw blocks)")
+        if validates and by_task:
+            raise ValueError("by_task=True validates every row itself; drop validates")
         out = torch.empty(self.num_params, dtype=out_dtype or self.dtype)
-        read = self.read_raw if validates else self.read
+        if by_task:
+
+            def read(block: Block) -> TaskRows:
+                return TaskRows(self, block)
+
+        else:
+            read = self.read_raw if validates else self.read
 
         def work(block: Block) -> None:
             merged = function(read(block), block).reshape(-1)
@@ -343,6 +360,53 @@ class TaskStream:
         if self.finish is not None:
             with self.state.lock:
                 self.state.final_maps += 1
+        return out
+
+
+class TaskRows:
+    """The T rows of one block, each read only when indexed (`TaskStream.map` with ``by_task``).
+
+    Quacks like the ``[T, n]`` block where per-task code looks: ``len(rows)``, ``rows[t]`` (task
+    t's ``[n]`` entries in the compute dtype, a view of the inputs where the stream allows),
+    ``dtype`` and ``mean()``. Every row is validated (NaN/Inf) when the block is opened, as `read`
+    validates a block, so a merger that reads only some rows still rejects bad inputs. A stream
+    with a transform, or without a ``row_loader``, reads the whole block once and hands out its rows.
+    """
+
+    def __init__(self, stream: TaskStream, block: Block) -> None:
+        self.stream = stream
+        self.block = block
+        self.dtype = stream.dtype
+        self._stacked = None
+        if stream.row_loader is None or stream.transform is not None:
+            self._stacked = stream.read(block)
+        elif stream.check_finite and not stream.state.validated:
+            for task in range(stream.num_tasks):
+                _check_finite(self[task].unsqueeze(0), block, (stream.labels[task],))
+
+    def __len__(self) -> int:
+        return self.stream.num_tasks
+
+    def __getitem__(self, task: int) -> torch.Tensor:
+        if not 0 <= task < len(self):
+            raise IndexError(f"task {task} out of range for {len(self)} tasks")
+        if self._stacked is not None:
+            return self._stacked[task]
+        row = self.stream.row_loader(self.block, task)
+        return row if row.dtype == self.dtype else row.to(self.dtype)
+
+    def mean(self, columns: int = 1 << 16) -> torch.Tensor:
+        """The mean over tasks, equal to ``stacked.mean(dim=0)``: computed on slices of ``columns``
+        entries across the T rows (a column's mean does not depend on the others), so it never
+        stacks the block."""
+        if self._stacked is not None:
+            return self._stacked.mean(dim=0)
+        size = self.block.size
+        out = torch.empty(size, dtype=self.dtype)
+        rows = [self.stream.row_loader(self.block, task) for task in range(len(self))]
+        for lo in range(0, size, columns):
+            hi = min(size, lo + columns)
+            torch.mean(torch.stack([row[lo:hi] for row in rows]).to(self.dtype), dim=0, out=out[lo:hi])
         return out
 
 
@@ -614,6 +678,9 @@ def bank_stream(
     def load(block: Block) -> torch.Tensor:
         return data[:, block.start : block.stop]
 
+    def load_row(block: Block, task: int) -> torch.Tensor:
+        return data[task, block.start : block.stop]
+
     def sample(sampled: SampledBlock) -> torch.Tensor:
         return data.index_select(1, sampled.flat_positions(data.device))
 
@@ -628,4 +695,5 @@ def bank_stream(
         release=release,
         in_memory=release is None,
         sampler=sample if release is None else None,
+        row_loader=load_row,
     )

@@ -22,13 +22,22 @@ from ..engine.streaming import Block, TaskStream
 from ..hyperparams import Interval
 from ..registry import merger
 from ..spectral import decomposed, is_svd_matrix, polar_factor, projected_top_singular, thin_svd
+from .tsv_m import _TaskMatrices, task_mean
 
 
-def iso_c_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
+def task_sum(tau, shape: tuple[int, ...]) -> torch.Tensor:
+    """Δ = Σt τt in fp64 as an ``[m, n]`` matrix, accumulated one task at a time (never stacked)."""
+    total = decomposed(tau[0]).reshape(shape).clone()
+    for task in range(1, len(tau)):
+        total += decomposed(tau[task]).reshape(shape)
+    return total
+
+
+def iso_c_block(tau, block: Block) -> torch.Tensor:
     """Iso-C of one whole tensor: Δ = Σt τt = U diag(σ) Vᵀ  ->  M = mean(σ)·U Vᵀ."""
     if not is_svd_matrix(block.name, block.shape):
-        return tau.mean(dim=0)
-    u, s, vh = thin_svd(decomposed(tau).sum(dim=0).reshape(block.shape))
+        return task_mean(tau)
+    u, s, vh = thin_svd(task_sum(tau, block.shape))
     return (u @ vh).mul_(s.mean()).reshape(-1).to(tau.dtype)
 
 
@@ -42,8 +51,8 @@ def subspace_sizes(rank: int, num_tasks: int, common_fraction: float) -> tuple[i
     return rank - per_task * num_tasks, per_task
 
 
-def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> torch.Tensor:
-    """Iso-CTS of one whole tensor given as ``[T, numel]``.
+def iso_cts_block(tau, block: Block, common_fraction: float) -> torch.Tensor:
+    """Iso-CTS of one whole tensor given as ``[T, numel]`` (or `TaskRows`), one task at a time.
 
     Common subspace: the top directions of Δ = Σt τt. Task-specific subspaces: the top directions
     of each τt after projecting out the common left singular vectors. The concatenated bases are
@@ -51,23 +60,27 @@ def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> to
     concatenated singular values.
     """
     if not is_svd_matrix(block.name, block.shape):
-        return tau.mean(dim=0)
-    num_tasks = tau.shape[0]
+        return task_mean(tau)
+    num_tasks = len(tau)
     rows, columns = block.shape
-    matrices = decomposed(tau).reshape(num_tasks, rows, columns)
+    matrices = _TaskMatrices(tau, block.shape)
     common, per_task = subspace_sizes(min(rows, columns), num_tasks, common_fraction)
-    u, s, vh = thin_svd(matrices.sum(dim=0))
+    u, s, vh = thin_svd(task_sum(tau, block.shape))
     u_common, s_common, vh_common = u[:, :common], s[:common], vh[:common]
-    us, ss, vhs = [], [], []
-    if per_task:
-        u_t, s_t, vh_t = projected_top_singular(matrices, u_common, per_task)
-        us.append(u_t.permute(1, 0, 2).reshape(rows, num_tasks * per_task))
-        ss.append(s_t.reshape(-1))
-        vhs.append(vh_t.reshape(num_tasks * per_task, columns))
-    u_all = torch.cat([*us, u_common], dim=1)
-    s_all = torch.cat([*ss, s_common])
-    vh_all = torch.cat([*vhs, vh_common], dim=0)
-    return (polar_factor(u_all) @ polar_factor(vh_all)).mul_(s_all.mean()).reshape(-1).to(tau.dtype)
+    u_all = u_common.new_empty(rows, num_tasks * per_task + common)
+    s_all = s_common.new_empty(num_tasks * per_task + common)
+    vh_all = vh_common.new_empty(num_tasks * per_task + common, columns)
+    for task in range(num_tasks if per_task else 0):  # each task's top directions outside the common space
+        kept = slice(task * per_task, (task + 1) * per_task)
+        u_all[:, kept], s_all[kept], vh_all[kept] = projected_top_singular(matrices[task], u_common, per_task)
+    u_all[:, num_tasks * per_task :], s_all[num_tasks * per_task :], vh_all[num_tasks * per_task :] = (
+        u_common,
+        s_common,
+        vh_common,
+    )
+    del u, vh, u_common, vh_common  # copied into the concatenation: free the decomposition of Δ
+    u_all = polar_factor(u_all)
+    return (u_all @ polar_factor(vh_all)).mul_(s_all.mean()).reshape(-1).to(tau.dtype)
 
 
 @merger(
@@ -78,7 +91,7 @@ def iso_cts_block(tau: torch.Tensor, block: Block, common_fraction: float) -> to
 )
 def iso_c(tasks: TaskStream) -> torch.Tensor:
     """Per matrix: the polar factor of Σt τt scaled by the mean singular value (a flat spectrum)."""
-    return tasks.map(iso_c_block, granularity="tensors")
+    return tasks.map(iso_c_block, granularity="tensors", by_task=True)
 
 
 @merger(
@@ -90,4 +103,4 @@ def iso_c(tasks: TaskStream) -> torch.Tensor:
 )
 def iso_cts(tasks: TaskStream, *, common_fraction: float = 0.8) -> torch.Tensor:
     """Per matrix: ⌊0.8·r⌋ (adjusted) common directions plus each task's own, isotropically weighted."""
-    return tasks.map(lambda tau, block: iso_cts_block(tau, block, common_fraction), granularity="tensors")
+    return tasks.map(lambda tau, block: iso_cts_block(tau, block, common_fraction), granularity="tensors", by_task=True)

@@ -19,32 +19,62 @@ import torch
 
 from ..engine.streaming import Block, TaskStream
 from ..registry import merger
-from ..spectral import combine_rank, decomposed, is_svd_matrix, polar_factor, top_singular
+from ..spectral import decomposed, is_svd_matrix, polar_factor, top_singular
 
 
-def tsv_factors(matrices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(U⊥, S, V⊥ᵀ) of TSV-M for task matrices ``[T, m, n]``: M = U⊥ diag(S) V⊥ᵀ.
+def tsv_factors(matrices) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(U⊥, S, V⊥ᵀ) of TSV-M for T task matrices ``[m, n]`` (a ``[T, m, n]`` tensor, or any sequence
+    of matrices): M = U⊥ diag(S) V⊥ᵀ.
 
     U⊥ has orthonormal columns and V⊥ᵀ orthonormal rows (T·⌊r/T⌋ of them, possibly none). Computed
-    and returned in the dtype of ``matrices``: callers pass fp64 (`ww.spectral.decomposed`).
+    and returned in the matrices' dtype: callers pass fp64 (`ww.spectral.decomposed`). The tasks
+    are decomposed one at a time and only their kept triplets are retained, so a sequence that
+    produces each matrix when indexed never holds more than one whole task matrix.
     """
-    num_tasks, rows, columns = matrices.shape
+    num_tasks = len(matrices)
+    first = matrices[0]
+    rows, columns = first.shape[-2:]
     per_task = min(rows, columns) // num_tasks
     if per_task == 0:
-        empty = matrices.new_zeros
+        empty = first.new_zeros
         return empty(rows, 0), empty(0), empty(0, columns)
-    u, s, vh = top_singular(matrices, per_task)
-    u = u.permute(1, 0, 2).reshape(rows, num_tasks * per_task)
-    vh = vh.reshape(num_tasks * per_task, columns)
-    return polar_factor(u), s.reshape(-1), polar_factor(vh)
+    u = first.new_empty(rows, num_tasks * per_task)
+    s = first.new_empty(num_tasks * per_task)
+    vh = first.new_empty(num_tasks * per_task, columns)
+    for task in range(num_tasks):
+        kept = slice(task * per_task, (task + 1) * per_task)
+        u[:, kept], s[kept], vh[kept] = top_singular(first if task == 0 else matrices[task], per_task)
+        first = None
+    u = polar_factor(u)
+    return u, s, polar_factor(vh)
 
 
-def tsv_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
-    """TSV-M of one whole tensor given as ``[T, numel]``, decomposed in fp64, returned in ``tau``'s dtype."""
+class _TaskMatrices:
+    """Task t's block as an fp64 ``[m, n]`` matrix, made when indexed (`tsv_factors`, Iso-CTS)."""
+
+    def __init__(self, tau, shape: tuple[int, ...]) -> None:
+        self.tau = tau
+        self.shape = shape
+
+    def __len__(self) -> int:
+        return len(self.tau)
+
+    def __getitem__(self, task: int) -> torch.Tensor:
+        return decomposed(self.tau[task]).reshape(self.shape)
+
+
+def task_mean(tau) -> torch.Tensor:
+    """The mean over tasks of a ``[T, n]`` block or a `TaskRows`."""
+    return tau.mean(dim=0) if isinstance(tau, torch.Tensor) else tau.mean()
+
+
+def tsv_block(tau, block: Block) -> torch.Tensor:
+    """TSV-M of one whole tensor given as ``[T, numel]`` (or `TaskRows`), decomposed in fp64 task by
+    task, returned in ``tau``'s dtype."""
     if not is_svd_matrix(block.name, block.shape):
-        return tau.mean(dim=0)
-    u, s, vh = tsv_factors(decomposed(tau).reshape(tau.shape[0], *block.shape))
-    return combine_rank(u, s, vh).reshape(-1).to(tau.dtype)
+        return task_mean(tau)
+    u, s, vh = tsv_factors(_TaskMatrices(tau, block.shape))
+    return (u.mul_(s.unsqueeze(-2)) @ vh).reshape(-1).to(tau.dtype)  # `combine_rank`, scaling U in place
 
 
 @merger(
@@ -55,4 +85,4 @@ def tsv_block(tau: torch.Tensor, block: Block) -> torch.Tensor:
 )
 def tsv_m(tasks: TaskStream) -> torch.Tensor:
     """Per matrix: the top ⌊r/T⌋ singular triplets of every task, orthogonalised and recombined."""
-    return tasks.map(tsv_block, granularity="tensors")
+    return tasks.map(tsv_block, granularity="tensors", by_task=True)
