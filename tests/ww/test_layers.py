@@ -1,12 +1,7 @@
 """ww is the torch-only layer: importing it, all of it, loads none of the harness's dependencies."""
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
+from tests.fresh_python import run_fresh
 
-ROOT = Path(__file__).resolve().parents[2]
 HARNESS_ONLY = ("ray", "open_clip", "torchvision", "pyarrow", "rich")
 
 IMPORT_ALL = """
@@ -20,14 +15,4 @@ print(json.dumps(sorted(name for name in sys.modules if name.split(".")[0] in sy
 
 def test_importing_every_ww_module_loads_no_harness_dependency():
     # a fresh interpreter: this test process has Ray and the rest loaded by other tests
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORT_ALL, *HARNESS_ONLY],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+    assert run_fresh(IMPORT_ALL, *HARNESS_ONLY) == []

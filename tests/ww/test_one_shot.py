@@ -3,10 +3,6 @@
 Not timed: the figures are in docs/PERF.md (``run_bench.py perf merge --one-shot``).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -14,11 +10,11 @@ import pytest
 import torch
 
 import ww
+from tests.fresh_python import run_fresh
 from ww import kernels
 from ww.bank import StateDictTasks
 
 needs_compiler = pytest.mark.skipif(not kernels.compiler_available(), reason="no C++ compiler for inductor")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _state_dicts(num_tasks=3, dtype=torch.float32, seed=0):
@@ -89,18 +85,9 @@ FRESH_PROCESS = textwrap.dedent("""
 
 
 def _fresh(cache: Path, one_shot_min_entries: int) -> dict:
-    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
-    env.pop("WW_KERNELS", None)
-    done = subprocess.run(
-        [sys.executable, "-c", FRESH_PROCESS, str(one_shot_min_entries)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    return run_fresh(
+        FRESH_PROCESS, str(one_shot_min_entries), env={"TORCHINDUCTOR_CACHE_DIR": str(cache)}, drop=("WW_KERNELS",)
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 @needs_compiler

@@ -5,10 +5,6 @@ several models above its inputs, more with every task (docs/PERF.md, "One-shot s
 Not timed: the figures are in docs/PERF.md (``run_bench.py perf merge --one-shot``).
 """
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 from dataclasses import replace
 from pathlib import Path
@@ -17,11 +13,11 @@ import pytest
 import torch
 
 import ww
+from tests.fresh_python import run_fresh
 from ww.engine.streaming import NonFiniteError, TaskRows
 from ww.mergers.iso import iso_c_block, iso_cts_block
 from ww.mergers.tsv_m import tsv_block
 
-ROOT = Path(__file__).resolve().parents[2]
 SPECTRAL = {
     "tsv_m": tsv_block,
     "iso_c": iso_c_block,
@@ -121,16 +117,6 @@ def test_a_one_shot_spectral_merge_holds_as_much_memory_for_16_tasks_as_for_2():
     decomposed one at a time it does not grow with T. The stacked form kept a ``[T, m, n]`` fp64 copy
     of every matrix in flight, 8 times larger at T = 16 than at T = 2: far beyond the bound's 3
     models, which leaves room for allocator noise."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "WW_WORKERS": "2", "WW_KERNELS": "eager"}
-    done = subprocess.run(
-        [sys.executable, "-c", MEMORY_PROBE, *sorted(SPECTRAL)],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    above = json.loads(done.stdout.strip().splitlines()[-1])
+    above = run_fresh(MEMORY_PROBE, *sorted(SPECTRAL), env={"WW_WORKERS": "2", "WW_KERNELS": "eager"})
     for name in SPECTRAL:
         assert above[f"{name}/16"] <= above[f"{name}/2"] + 3, above
